@@ -1,0 +1,151 @@
+"""The interface every backend implements, and how a cluster name maps to its backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import home
+from ..errors import CkalabError
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    state: str  # running | exited | stopped
+    pid: int | None = None
+    log: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClusterStatus:
+    name: str
+    backend: str
+    state: str  # running | degraded | stopped | absent
+    server: str | None = None
+    kubeconfig: str | None = None
+    components: list[ComponentStatus] = field(default_factory=list)
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def render(self) -> str:
+        lines = [f"Cluster '{self.name}' ({self.backend} backend): {self.state}"]
+        if self.server:
+            lines.append(f"  server:     {self.server}")
+        if self.kubeconfig:
+            lines.append(f"  kubeconfig: {self.kubeconfig}")
+        for c in self.components:
+            pid = f" (pid {c.pid})" if c.pid else ""
+            lines.append(f"  {c.name:<24} {c.state}{pid}")
+            if c.state == "exited" and c.log_tail:
+                lines.append(f"    last lines of {c.log}:")
+                lines.extend(f"      {line}" for line in c.log_tail)
+        if self.message:
+            lines.append(self.message)
+        return "\n".join(lines)
+
+
+class Cluster:
+    """A lab cluster. Subclasses: LocalCluster (embedded control plane), KindCluster."""
+
+    backend = "?"
+
+    def __init__(self, name: str = home.DEFAULT_CLUSTER):
+        self.name = name
+        self.dir = home.cluster_dir(name)
+
+    # lifecycle
+    def up(self, progress: Progress = print) -> None:
+        raise NotImplementedError
+
+    def down(self, progress: Progress = print) -> None:
+        raise NotImplementedError
+
+    def status(self) -> ClusterStatus:
+        raise NotImplementedError
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The lab's admin kubeconfig: graders and setup use it, never the learner's context."""
+        raise NotImplementedError
+
+    # PKI and component inspection, as a learner does on a kubeadm control plane
+    @property
+    def pki_dir(self) -> str:
+        """Where the learner finds the PKI (a host path, or a path inside the kind node)."""
+        raise NotImplementedError
+
+    def read_file(self, path: str) -> bytes:
+        """Read a control-plane file by the path the learner sees (pki_dir/..., manifests/...)."""
+        raise NotImplementedError
+
+    def manifest(self, component: str) -> dict:
+        """The static Pod manifest of a control-plane component (kube-apiserver, etcd, ...)."""
+        raise NotImplementedError
+
+    def component_flags(self, component: str) -> dict[str, str]:
+        """`--flag=value` pairs from the component's command line, as the manifest shows them."""
+        container = self.manifest(component)["spec"]["containers"][0]
+        flags: dict[str, str] = {}
+        for arg in list(container.get("command", [])) + list(container.get("args", [])):
+            if arg.startswith("--"):
+                key, _, value = arg[2:].partition("=")
+                flags[key] = value
+        return flags
+
+    # bookkeeping shared by backends
+    def _state_file(self) -> Path:
+        return self.dir / "cluster.json"
+
+    def load_state(self) -> dict:
+        try:
+            return json.loads(self._state_file().read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def save_state(self, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._state_file().write_text(json.dumps(state, indent=2))
+
+
+def docker_works() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=15).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def choose_backend(requested: str = "auto") -> str:
+    """auto = kind when both `kind` and a working Docker engine exist, otherwise local."""
+    if requested not in ("auto", "local", "kind"):
+        raise CkalabError(f"Unknown backend '{requested}': choose auto, local or kind.")
+    if requested != "auto":
+        return requested
+    return "kind" if shutil.which("kind") and docker_works() else "local"
+
+
+def get_cluster(name: str = home.DEFAULT_CLUSTER, backend: str | None = None) -> Cluster:
+    """The cluster called `name`; its backend is the one it was created with unless given."""
+    if backend is None or backend == "auto":
+        recorded = Cluster(name).load_state().get("backend")
+        backend = recorded or choose_backend(backend or "auto")
+    if backend == "kind":
+        from .kind import KindCluster
+
+        return KindCluster(name)
+    if backend == "local":
+        from .local import LocalCluster
+
+        return LocalCluster(name)
+    raise CkalabError(f"Unknown backend '{backend}': choose auto, local or kind.")

@@ -1,0 +1,100 @@
+"""The kind backend: a real multi-node cluster in Docker, for machines that have a Docker engine.
+
+The control-plane node is a kubeadm cluster, so PKI inspection reads /etc/kubernetes inside
+the node with `docker exec`, exactly where the learner looks on an exam node.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from ..errors import CkalabError, ClusterNotRunning
+from .base import Cluster, ClusterStatus, ComponentStatus, Progress, docker_works
+
+CONFIG = Path(__file__).resolve().parents[2] / "kind" / "cluster.yaml"
+KIND_VERSION = "v0.33.0"
+
+
+def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+class KindCluster(Cluster):
+    backend = "kind"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def node(self) -> str:
+        return f"{self.name}-control-plane"
+
+    @property
+    def pki_dir(self) -> str:
+        return "/etc/kubernetes/pki"
+
+    def _require(self) -> None:
+        if not shutil.which("kind"):
+            raise CkalabError(f"'kind' is not installed: go install sigs.k8s.io/kind@{KIND_VERSION}, "
+                              "or use 'ckalab up --backend local'.")
+        if not docker_works():
+            raise CkalabError("Docker is not running ('docker info' failed): start Docker, "
+                              "or use 'ckalab up --backend local'.")
+
+    def _exists(self) -> bool:
+        out = _run(["kind", "get", "clusters"], 60)
+        return self.name in out.stdout.split()
+
+    def up(self, progress: Progress = print) -> None:
+        self._require()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.save_state({"backend": self.backend, "name": self.name})
+        if self._exists():
+            progress(f"Cluster '{self.name}' already exists (kind); exporting its kubeconfig.")
+        else:
+            progress(f"Creating kind cluster '{self.name}' from {CONFIG} (pulls the node image once) ...")
+            out = _run(["kind", "create", "cluster", "--name", self.name, "--config", str(CONFIG),
+                        "--kubeconfig", str(self.kubeconfig), "--wait", "180s"], 900)
+            if out.returncode != 0:
+                raise CkalabError(f"kind create cluster failed:\n{out.stderr[-3000:]}")
+        out = _run(["kind", "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig)])
+        if out.returncode != 0:
+            raise CkalabError(f"kind export kubeconfig failed:\n{out.stderr[-2000:]}")
+        progress(f"Cluster '{self.name}' is ready. kubeconfig: {self.kubeconfig}")
+
+    def down(self, progress: Progress = print) -> None:
+        if not shutil.which("kind") or not self._exists():
+            progress(f"Cluster '{self.name}' does not exist; nothing to delete.")
+            return
+        _run(["kind", "delete", "cluster", "--name", self.name])
+        progress(f"Deleted kind cluster '{self.name}'.")
+
+    def status(self) -> ClusterStatus:
+        if not shutil.which("kind") or not docker_works():
+            return ClusterStatus(self.name, self.backend, "stopped",
+                                 message="kind or Docker is not available: start Docker, then 'ckalab up'.")
+        if not self._exists():
+            return ClusterStatus(self.name, self.backend, "absent",
+                                 message=f"Cluster '{self.name}' does not exist: run 'ckalab up --backend kind'.")
+        ps = _run(["docker", "ps", "--filter", f"label=io.x-k8s.kind.cluster={self.name}",
+                   "--format", "{{.Names}} {{.State}}"], 60)
+        comps = [ComponentStatus(n, "running" if s == "running" else "exited")
+                 for n, s in (line.split(" ", 1) for line in ps.stdout.splitlines() if " " in line)]
+        state = "running" if comps and all(c.state == "running" for c in comps) else "degraded"
+        return ClusterStatus(self.name, self.backend, state, None, str(self.kubeconfig), comps)
+
+    def read_file(self, path: str) -> bytes:
+        if not path.startswith("/"):
+            path = f"{self.pki_dir}/{path}"
+        out = subprocess.run(["docker", "exec", self.node, "cat", path], capture_output=True, timeout=60)
+        if out.returncode != 0:
+            raise ClusterNotRunning(f"Cannot read {path} in {self.node}: {out.stderr.decode()[-500:]}")
+        return out.stdout
+
+    def manifest(self, component: str) -> dict:
+        return yaml.safe_load(self.read_file(f"/etc/kubernetes/manifests/{component}.yaml"))

@@ -1,0 +1,141 @@
+"""Build (once per machine) the real upstream control-plane binaries from the Go module proxy.
+
+No registry we can reach ships kube-apiserver, so we compile it: gomod/kubernetes requires
+k8s.io/kubernetes and replaces its staging modules with the published ones (upstream's own
+replace directives point into its repo and make `go install` fail); gomod/etcd wraps
+etcdmain; gomod/kwok pins kwok. Results are cached per version under ~/.cache/ckalab/bin.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ... import home
+from ...errors import CkalabError
+
+# Kubernetes 1.36 is what kind v0.32 ships, so both backends teach the same version.
+K8S_VERSION = "v1.36.3"
+# etcd 3.6 is the line kubeadm 1.36 deploys.
+ETCD_VERSION = "v3.6.16"
+# kwok 0.8 is built against the 1.36 client libraries.
+KWOK_VERSION = "v0.8.0"
+
+GOMOD = Path(__file__).parent / "gomod"
+
+# group -> (version, go module dir, packages, binaries)
+GROUPS = {
+    "kubernetes": (K8S_VERSION, "kubernetes", [
+        "k8s.io/kubernetes/cmd/kube-apiserver",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-scheduler",
+    ], ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]),
+    "etcd": (ETCD_VERSION, "etcd", ["."], ["etcd"]),
+    "kwok": (KWOK_VERSION, "kwok", ["sigs.k8s.io/kwok/cmd/kwok"], ["kwok"]),
+}
+BINARIES = [b for g in GROUPS.values() for b in g[3]]
+
+
+def _ldflags(group: str) -> str:
+    """Version stamps the upstream Makefile sets, so `kube-apiserver --version` and /version tell the truth."""
+    version = GROUPS[group][0]
+    if group != "kubernetes":
+        return "-s -w"
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.{k}={v}" for k, v in (
+            ("gitVersion", version), ("gitMajor", major), ("gitMinor", minor),
+            ("gitTreeState", "clean"), ("buildDate", "1970-01-01T00:00:00Z"))]
+    return " ".join(flags)
+
+
+def group_dir(group: str) -> Path:
+    return home.bin_cache() / f"{group}-{GROUPS[group][0]}"
+
+
+def _from_assets(binary: str) -> Path | None:
+    """envtest's convention: KUBEBUILDER_ASSETS may already hold etcd and kube-apiserver."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        p = Path(assets) / binary
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def find_binaries() -> tuple[dict[str, Path], list[str]]:
+    """Paths of the binaries we already have, and the groups still to build."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for group, (_, _, _, bins) in GROUPS.items():
+        for b in bins:
+            p = _from_assets(b) or group_dir(group) / b
+            if p.is_file() and os.access(p, os.X_OK):
+                found[b] = p
+            elif group not in missing:
+                missing.append(group)
+    return found, missing
+
+
+def _ticker(progress, what: str, stop: threading.Event, every: float = 60.0) -> None:
+    start = time.monotonic()
+    while not stop.wait(every):
+        progress(f"  ... still building {what} ({time.monotonic() - start:.0f}s so far)")
+
+
+def build_group(group: str, progress=print) -> float:
+    """Compile one group into the cache; returns seconds taken."""
+    go = shutil.which("go")
+    if not go:
+        raise CkalabError(
+            "Go is not installed, and the local backend builds kube-apiserver and friends from "
+            "source the first time. Install Go >= 1.26 (https://go.dev/doc/install, or "
+            "'apt-get install golang'), or use a Docker machine with 'ckalab up --backend kind'."
+        )
+    version, moddir, pkgs, bins = GROUPS[group]
+    out = group_dir(group)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    what = f"{', '.join(bins)} {version}"
+    progress(f"Building {what} from the Go module proxy (once per machine; takes minutes on a laptop) ...")
+    start = time.monotonic()
+    stop = threading.Event()
+    threading.Thread(target=_ticker, args=(progress, what, stop), daemon=True).start()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{group}-", dir=out.parent))
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
+    try:
+        cmd = [go, "build", "-trimpath", "-ldflags", _ldflags(group), "-o", str(tmp) + "/", *pkgs]
+        proc = subprocess.run(cmd, cwd=GOMOD / moddir, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CkalabError(f"Building {what} failed (go build in {GOMOD / moddir}):\n{proc.stderr[-3000:]}")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        stop.set()
+        shutil.rmtree(tmp, ignore_errors=True)
+    took = time.monotonic() - start
+    progress(f"Built {what} in {took:.0f}s into {out}")
+    return took
+
+
+def ensure_binaries(progress=print) -> dict[str, Path]:
+    """Return {binary: path}, building what is missing. Safe to call from several processes."""
+    found, missing = find_binaries()
+    if not missing:
+        return found
+    home.bin_cache().mkdir(parents=True, exist_ok=True)
+    with open(home.bin_cache() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second `ckalab up` waits for the first build
+        for group in find_binaries()[1]:
+            build_group(group, progress)
+    found, missing = find_binaries()
+    if missing:
+        raise CkalabError(f"Binaries still missing after the build: {missing}")
+    return found

@@ -1,0 +1,356 @@
+"""The lab catalogue: lab data (labs/<id>/lab.yaml + files), validation, and the lifecycle verbs
+start / reset / solve / hint. A task is data; the only Python logic per lab is its grader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import home
+from .errors import CkalabError
+from .kube import LAB_LABEL, Kube
+
+SCHEMA = "ckalab/v1"
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+LAB_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+# Every field a lab.yaml may have: name -> (required, type, what it is). One place, so the
+# validator and the docs (labs/README.md) cannot drift apart.
+FIELDS: dict[str, tuple[bool, type | tuple, str]] = {
+    "apiVersion": (True, str, f"schema version, '{SCHEMA}'"),
+    "id": (True, str, "the lab id: names the folder, the grader file, the CLI argument and the notebook"),
+    "title": (True, str, "one line shown in `ckalab labs`"),
+    "order": (True, int, "teaching order (notebook number)"),
+    "topic": (True, str, "curriculum topic"),
+    "task": (True, str, "file with the task text (Markdown), relative to the lab folder"),
+    "hints": (True, list, "progressive hints: a nudge first, then the command family"),
+    "params": (False, dict, "name -> {default, choices | range}: names the task uses (randomised per seed)"),
+    "setup": (False, dict, "{manifests: [files], script: file}: preconditions, labelled with the lab"),
+    "solution": (True, dict, "{manifests: [files], script: file}: the reference solution"),
+    "targets": (False, list, "objects the task asks the learner to create; `reset` removes them"),
+    "needs": (False, list, "cluster features the lab needs to be complete: exec, netpol-enforcement"),
+    "exam": (False, dict, "{weight: int, minutes: int}: how the lab counts in a mock exam"),
+}
+STEP_FIELDS = {"manifests": list, "script": str}
+
+
+def labs_root() -> Path:
+    return Path(os.environ.get("CKALAB_LABS_DIR") or REPO / "labs")
+
+
+def graders_root() -> Path:
+    return Path(os.environ.get("CKALAB_GRADERS_DIR") or REPO / "graders")
+
+
+@dataclass
+class Lab:
+    id: str
+    dir: Path
+    data: dict
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: str | None = None
+
+    @property
+    def title(self) -> str:
+        return self.data["title"]
+
+    @property
+    def order(self) -> int:
+        return self.data["order"]
+
+    @property
+    def grader(self) -> Path:
+        return graders_root() / f"{self.id}.py"
+
+    @property
+    def workdir(self) -> Path:
+        return home.work_root() / self.id
+
+    @property
+    def label(self) -> dict[str, str]:
+        return {LAB_LABEL: self.id}
+
+    @property
+    def needs(self) -> list[str]:
+        return list(self.data.get("needs") or [])
+
+    def render(self, text: str) -> str:
+        """Substitute {{ param }} placeholders with this variant's values."""
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in self.params:
+                raise CkalabError(f"Lab '{self.id}' uses an undeclared parameter '{m.group(1)}'.")
+            return str(self.params[m.group(1)])
+        return TEMPLATE.sub(sub, text)
+
+    def read(self, rel: str) -> str:
+        return self.render((self.dir / rel).read_text())
+
+    @property
+    def task(self) -> str:
+        return self.read(self.data["task"])
+
+    @property
+    def hints(self) -> list[str]:
+        return [self.render(h) for h in self.data["hints"]]
+
+    def manifests(self, step: str) -> list[dict]:
+        objs: list[dict] = []
+        for rel in (self.data.get(step) or {}).get("manifests", []):
+            objs += [d for d in yaml.safe_load_all(self.read(rel)) if d]
+        return objs
+
+    def script(self, step: str) -> str | None:
+        rel = (self.data.get(step) or {}).get("script")
+        return self.read(rel) if rel else None
+
+    @property
+    def targets(self) -> list[dict]:
+        return [json.loads(self.render(json.dumps(t))) for t in self.data.get("targets") or []]
+
+    def files_digest(self) -> str:
+        """sha256 over the lab's files and its grader: identifies exactly what was graded."""
+        h = hashlib.sha256()
+        for p in sorted([*self.dir.rglob("*"), self.grader]):
+            if p.is_file():
+                h.update(p.relative_to(p.parents[1]).as_posix().encode() + b"\0" + p.read_bytes())
+        return h.hexdigest()
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+def resolve_params(spec: dict, lab_id: str, seed: str | None) -> dict[str, Any]:
+    """Defaults without a seed; with one, a reproducible pick per parameter from its generator."""
+    out = {}
+    for pname, p in (spec or {}).items():
+        value = p.get("default")
+        if seed is not None:
+            rng = random.Random(f"{seed}/{lab_id}/{pname}")
+            if "choices" in p:
+                value = rng.choice(p["choices"])
+            elif "range" in p:
+                value = rng.randint(*p["range"])
+        out[pname] = value
+    return out
+
+
+# --- validation ------------------------------------------------------------------------------
+
+def validate(lab_dir: Path, data: Any) -> list[str]:
+    """Every problem with one lab's data, all at once (not just the first)."""
+    where = lab_dir / "lab.yaml"
+    if not isinstance(data, dict):
+        return [f"{where}: expected a mapping of fields, got {type(data).__name__}"]
+    problems = []
+    for key, (required, typ, _) in FIELDS.items():
+        if key not in data:
+            if required:
+                problems.append(f"{where}: missing required field '{key}'")
+        elif not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
+            problems.append(f"{where}: field '{key}' should be {getattr(typ, '__name__', typ)}")
+    for key in data:
+        if key not in FIELDS:
+            problems.append(f"{where}: unknown field '{key}' (known: {', '.join(FIELDS)})")
+    if data.get("apiVersion") not in (None, SCHEMA):
+        problems.append(f"{where}: apiVersion is '{data.get('apiVersion')}', this ckalab reads '{SCHEMA}'")
+    lab_id = data.get("id")
+    if isinstance(lab_id, str):
+        if lab_id != lab_dir.name:
+            problems.append(f"{where}: id '{lab_id}' differs from its folder name '{lab_dir.name}'")
+        if not LAB_ID.match(lab_id):
+            problems.append(f"{where}: id '{lab_id}' must be lowercase words joined by '-'")
+        if not (graders_root() / f"{lab_id}.py").is_file():
+            problems.append(f"{where}: no grader at {graders_root() / (lab_id + '.py')}")
+    files = []
+    if isinstance(data.get("task"), str):
+        files.append(data["task"])
+    for step in ("setup", "solution"):
+        s = data.get(step)
+        if not isinstance(s, dict):
+            continue
+        for k, v in s.items():
+            if k not in STEP_FIELDS:
+                problems.append(f"{where}: {step}.{k} is unknown (known: {', '.join(STEP_FIELDS)})")
+            elif not isinstance(v, STEP_FIELDS[k]):
+                problems.append(f"{where}: {step}.{k} should be {STEP_FIELDS[k].__name__}")
+            else:
+                files += v if isinstance(v, list) else [v]
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    for pname, p in params.items():
+        if not isinstance(p, dict) or "default" not in p:
+            problems.append(f"{where}: params.{pname} needs a 'default'")
+        elif "choices" in p and not isinstance(p["choices"], list):
+            problems.append(f"{where}: params.{pname}.choices should be a list")
+        elif "range" in p and not (isinstance(p["range"], list) and len(p["range"]) == 2):
+            problems.append(f"{where}: params.{pname}.range should be [low, high]")
+    texts = [json.dumps(data.get("hints")), json.dumps(data.get("targets"))]
+    for rel in files:
+        path = lab_dir / str(rel)
+        if not path.is_file():
+            problems.append(f"{where}: file '{rel}' does not exist")
+            continue
+        texts.append(path.read_text())
+        if path.suffix in (".yaml", ".yml"):
+            try:
+                list(yaml.safe_load_all(TEMPLATE.sub("x", path.read_text())))
+            except yaml.YAMLError as exc:
+                problems.append(f"{path}: not valid YAML: {exc}")
+    for text in texts:
+        for used in TEMPLATE.findall(text):
+            if used not in params:
+                problems.append(f"{where}: '{{{{ {used} }}}}' is used but not declared in params")
+    for i, t in enumerate(data.get("targets") or []):
+        if not isinstance(t, dict) or not {"apiVersion", "kind", "name"} <= set(t):
+            problems.append(f"{where}: targets[{i}] needs apiVersion, kind and name")
+    return sorted(set(problems), key=problems.index)
+
+
+def _read(lab_dir: Path) -> tuple[Any, list[str]]:
+    path = lab_dir / "lab.yaml"
+    try:
+        return yaml.safe_load(path.read_text()), []
+    except OSError as exc:
+        return None, [f"{path}: {exc.strerror}"]
+    except yaml.YAMLError as exc:
+        return None, [f"{path}: not valid YAML: {exc}"]
+
+
+def validate_all() -> list[str]:
+    problems = []
+    for d in sorted(p for p in labs_root().iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        data, errs = _read(d)
+        problems += errs or validate(d, data)
+    return problems
+
+
+def lab_ids() -> list[str]:
+    found = []
+    for d in labs_root().iterdir():
+        if (d / "lab.yaml").is_file():
+            data, errs = _read(d)
+            if not errs and isinstance(data, dict):
+                found.append((data.get("order", 999), d.name))
+    return [name for _, name in sorted(found)]
+
+
+def load(lab_id: str, seed: str | None = None) -> Lab:
+    d = labs_root() / lab_id
+    if not (d / "lab.yaml").is_file():
+        known = ", ".join(lab_ids()) or "none"
+        raise CkalabError(f"No lab '{lab_id}' (looked in {labs_root()}). Labs: {known}")
+    data, errs = _read(d)
+    errs = errs or validate(d, data)
+    if errs:
+        raise CkalabError(f"Lab '{lab_id}' has invalid data:\n  " + "\n  ".join(errs))
+    return Lab(lab_id, d, data, resolve_params(data.get("params"), lab_id, seed), seed)
+
+
+def catalogue() -> list[Lab]:
+    return [load(i) for i in lab_ids()]
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+def _run_script(lab: Lab, step: str, kubeconfig: Path, pki_dir: str) -> None:
+    text = lab.script(step)
+    if not text:
+        return
+    lab.workdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), CKALAB_LAB=lab.id, CKALAB_WORKDIR=str(lab.workdir),
+               CKALAB_PKI_DIR=pki_dir, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
+        f.write(text)
+    try:
+        proc = subprocess.run(["bash", "-euo", "pipefail", f.name], cwd=lab.workdir, env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        raise CkalabError(f"The {step} script of lab '{lab.id}' failed (exit {proc.returncode}):\n"
+                          f"{(proc.stdout + proc.stderr)[-2000:]}")
+
+
+def _cluster_ctx(cluster) -> tuple[Kube, Path, str]:
+    from .cluster.base import Cluster  # noqa: F401 - the type, for readers
+
+    if cluster.status().state != "running":
+        from .errors import ClusterNotRunning
+
+        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running: run 'ckalab up'.")
+    return Kube(cluster.kubeconfig), cluster.kubeconfig, cluster.pki_dir
+
+
+def start(lab: Lab, cluster) -> Path:
+    """Create the lab's preconditions (idempotent; everything carries the lab label)."""
+    kube, kubeconfig, pki_dir = _cluster_ctx(cluster)
+    lab.workdir.mkdir(parents=True, exist_ok=True)
+    kube.apply_all(lab.manifests("setup"), lab.label)
+    _run_script(lab, "setup", kubeconfig, pki_dir)
+    (lab.workdir / ".ckalab-lab.json").write_text(json.dumps({"lab": lab.id, "seed": lab.seed, "params": lab.params}))
+    return lab.workdir
+
+
+def solve(lab: Lab, cluster) -> None:
+    """Apply the reference solution (for instructors and tests)."""
+    kube, kubeconfig, pki_dir = _cluster_ctx(cluster)
+    kube.apply_all(lab.manifests("solution"), lab.label)
+    _run_script(lab, "solution", kubeconfig, pki_dir)
+
+
+def _kinds(lab: Lab) -> set[tuple[str, str]]:
+    objs = lab.manifests("setup") + lab.manifests("solution") + lab.targets
+    return {(o["apiVersion"], o["kind"]) for o in objs if o.get("kind") != "Namespace"}
+
+
+def reset(lab: Lab, cluster) -> list[str]:
+    """Remove the task's targets and every object labelled with this lab, then start again.
+
+    Namespaces are never deleted (they may hold the learner's other work); objects without the
+    lab label, other than the targets the task told the learner to create, are left alone.
+    """
+    kube, _, _ = _cluster_ctx(cluster)
+    removed = []
+    for t in lab.targets:
+        if kube.delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")):
+            removed.append(f"{t['kind']}/{t['name']}")
+    for api_version, kind in sorted(_kinds(lab)):
+        for obj in kube.list(api_version, kind, label_selector=f"{LAB_LABEL}={lab.id}"):
+            md = obj["metadata"]
+            if kube.delete(api_version, kind, md["name"], md.get("namespace")):
+                removed.append(f"{kind}/{md['name']}")
+    hint_state(lab.id, reset=True)
+    start(lab, cluster)
+    return removed
+
+
+def hint_state(lab_id: str, reset: bool = False, advance: bool = False) -> int:
+    """How many hints the learner has seen for a lab (kept in $CKALAB_HOME/hints.json)."""
+    path = home.home() / "hints.json"
+    try:
+        seen = json.loads(path.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    n = 0 if reset else int(seen.get(lab_id, 0)) + (1 if advance else 0)
+    seen[lab_id] = n
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(seen))
+    return n
+
+
+def next_hint(lab: Lab) -> tuple[int, str]:
+    """The next hint (1-based number and text); the last one repeats once all are shown."""
+    hints = lab.hints
+    n = min(hint_state(lab.id, advance=True), len(hints))
+    return n, hints[n - 1]

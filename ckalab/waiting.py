@@ -1,0 +1,33 @@
+"""One way to wait: poll a predicate until it is truthy or a deadline passes."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(TimeoutError):
+    pass
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Return the first truthy value of predicate(); raise WaitTimeout naming `what` after `timeout` s.
+
+    Exceptions from the predicate count as "not yet" so a component that is still starting
+    (connection refused) does not abort the wait; the last one is reported on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - a starting component fails in many ways
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)

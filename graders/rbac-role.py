@@ -1,0 +1,76 @@
+"""Grader for rbac-role: a Role with pod rights bound to one user, nothing more."""
+
+from ckalab.grading import check, expect, fail
+
+RBAC = "rbac.authorization.k8s.io/v1"
+VERBS = ("create", "list", "delete")
+
+
+def _role(kube, lab):
+    p = lab.params
+    return kube.get(RBAC, "Role", p["role"], p["namespace"])
+
+
+@check(2, "Role exists", hint="kubectl get role -n NAMESPACE")
+def test_role_exists(kube, lab):
+    p = lab.params
+    expect(_role(kube, lab), f"Role '{p['role']}' not found in namespace '{p['namespace']}'. "
+           f"Create it: kubectl create role {p['role']} --verb=... --resource=... -n {p['namespace']}")
+
+
+@check(3, "Role allows create, list and delete on pods", after="test_role_exists",
+       hint="kubectl describe role NAME -n NAMESPACE shows its rules")
+def test_role_rules(kube, lab):
+    p = lab.params
+    rules = _role(kube, lab).get("rules") or []
+    for r in rules:
+        odd = [x for x in r.get("resources") or [] if x != x.lower() or x in ("pod",)]
+        if odd:
+            fail(f"Role '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
+
+    def allows(verb):
+        return any(("" in (r.get("apiGroups") or []) or "*" in (r.get("apiGroups") or []))
+                   and ({"pods", "*"} & set(r.get("resources") or []))
+                   and ({verb, "*"} & set(r.get("verbs") or [])) for r in rules)
+
+    missing = [v for v in VERBS if not allows(v)]
+    expect(not missing, f"Role '{p['role']}' does not allow {', '.join(missing)} on pods (core API group \"\"). "
+           f"Expected verbs: {', '.join(VERBS)}.")
+
+
+@check(2, "RoleBinding grants the Role to the user", hint="kubectl describe rolebinding NAME -n NAMESPACE")
+def test_binding(kube, lab):
+    p = lab.params
+    rb = kube.get(RBAC, "RoleBinding", p["binding"], p["namespace"])
+    expect(rb, f"RoleBinding '{p['binding']}' not found in namespace '{p['namespace']}'. Create it: "
+           f"kubectl create rolebinding {p['binding']} --role={p['role']} --user={p['user']} -n {p['namespace']}")
+    ref = rb["roleRef"]
+    expect(ref["kind"] == "Role" and ref["name"] == p["role"],
+           f"RoleBinding '{p['binding']}' refers to {ref['kind']} '{ref['name']}'; expected Role '{p['role']}'.")
+    subjects = rb.get("subjects") or []
+    users = [s for s in subjects if s.get("kind") == "User" and s.get("name") == p["user"]]
+    if not users:
+        found = ", ".join(f"{s.get('kind')} '{s.get('name')}'" for s in subjects) or "no subjects"
+        fail(f"RoleBinding '{p['binding']}' binds {found}; expected the User '{p['user']}' "
+             "(kind: User, not Group or ServiceAccount).")
+
+
+@check(2, "the user can create, list and delete pods", after="test_binding",
+       hint="kubectl auth can-i delete pods --as USER -n NAMESPACE")
+def test_user_can(kube, lab):
+    p = lab.params
+    denied = [v for v in VERBS if not kube.can(p["user"], v, "pods", p["namespace"])]
+    expect(not denied, f"SubjectAccessReview: '{p['user']}' cannot {', '.join(denied)} pods in "
+           f"namespace '{p['namespace']}'.")
+
+
+@check(1, "the user gets nothing more", after="test_binding",
+       hint="kubectl auth can-i --list --as USER -n NAMESPACE")
+def test_no_overgrant(kube, lab):
+    p = lab.params
+    other = "kube-system" if p["namespace"] != "kube-system" else "default"
+    probes = [("create", "pods", "", other), ("get", "secrets", "", p["namespace"]),
+              ("create", "deployments", "apps", p["namespace"]), ("update", "pods", "", p["namespace"])]
+    extra = [f"{v} {r} in '{ns}'" for v, r, g, ns in probes if kube.can(p["user"], v, r, ns, group=g)]
+    expect(not extra, f"'{p['user']}' can also {'; '.join(extra)}: grant only create, list and delete on "
+           f"pods in '{p['namespace']}'.")
