@@ -1,0 +1,132 @@
+"""Test fixtures: one real local cluster per test session, and a harness to drive labs.
+
+The cluster is the real thing (etcd, kube-apiserver, controller manager, scheduler, kwok)
+started by the same code as `ckalab up`. Set CKALAB_TEST_HOME to keep state between runs
+(faster when iterating) and CKALAB_TEST_KEEP=1 to leave the cluster running afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Each test session gets its own CKALAB_HOME before ckalab computes any path.
+_HOME = os.environ.get("CKALAB_TEST_HOME") or tempfile.mkdtemp(prefix="ckalab-test-")
+os.environ["CKALAB_HOME"] = _HOME
+os.environ.pop("KUBECONFIG", None)  # nothing may fall back to a learner's kubeconfig
+
+from ckalab import grading, labs  # noqa: E402
+from ckalab.cluster import get_cluster  # noqa: E402
+from ckalab.grading import CheckResult, GradeResult  # noqa: E402
+from ckalab.kube import Kube  # noqa: E402
+
+TEST_CLUSTER = "ckalab-test"
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    c = get_cluster(TEST_CLUSTER, "local")
+    c.up(progress=lambda m: print(m, flush=True))
+    yield c
+    if not os.environ.get("CKALAB_TEST_KEEP"):
+        c.down(progress=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def kube(cluster) -> Kube:
+    return Kube(cluster.kubeconfig)
+
+
+class LabHarness:
+    """Drives one lab the way a learner would: start it, act (kubectl, files, manifests), grade."""
+
+    def __init__(self, cluster, lab_id: str, seed: str | None = None):
+        self.cluster = cluster
+        self.lab = labs.load(lab_id, seed)
+        self.kube = Kube(cluster.kubeconfig)
+
+    @property
+    def params(self) -> dict:
+        return self.lab.params
+
+    @property
+    def workdir(self) -> Path:
+        return self.lab.workdir
+
+    def start(self) -> Path:
+        return labs.start(self.lab, self.cluster)
+
+    def reset(self) -> list[str]:
+        return labs.reset(self.lab, self.cluster)
+
+    def solve(self) -> None:
+        labs.solve(self.lab, self.cluster)
+
+    def grade(self) -> GradeResult:
+        return grading.run(self.lab, self.cluster)
+
+    def env(self) -> dict:
+        return dict(os.environ, KUBECONFIG=str(self.cluster.kubeconfig),
+                    PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a bash script in the lab's work dir with the admin kubeconfig, as in the exam terminal."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=self.workdir, env=self.env(),
+                              capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"script failed ({proc.returncode}):\n{script}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([f"{VENV_BIN}/kubectl", *args], input=input, cwd=self.workdir, env=self.env(),
+                              capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def apply(self, manifest: str) -> None:
+        """Apply YAML as the learner would (no lab label), with {{ param }} placeholders filled in."""
+        self.kubectl("apply", "-f", "-", input=self.lab.render(manifest))
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        p = self.workdir / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        (p.write_bytes if isinstance(content, bytes) else p.write_text)(content)
+        return p
+
+
+@pytest.fixture
+def lab_harness(cluster):
+    """Factory: lab_harness("rbac-role") returns a harness on a freshly reset lab whose work
+    directory has been emptied (tests start from what `ckalab start` gives a new learner)."""
+    def make(lab_id: str, seed: str | None = None) -> LabHarness:
+        h = LabHarness(cluster, lab_id, seed)
+        if h.workdir.exists():
+            shutil.rmtree(h.workdir)
+        h.reset()
+        return h
+    return make
+
+
+def check_of(result: GradeResult, check_id: str) -> CheckResult:
+    for c in result.checks:
+        if c.id == check_id:
+            return c
+    raise AssertionError(f"no check {check_id} in {[c.id for c in result.checks]}")
+
+
+def failed_ids(result: GradeResult) -> set[str]:
+    return {c.id for c in result.checks if not c.passed}
+
+
+def load_yaml(text: str):
+    return yaml.safe_load(text)
