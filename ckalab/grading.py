@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,6 +211,11 @@ def run(lab, cluster) -> GradeResult:
     if status.state != "running":
         raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running ({status.state}): run 'ckalab up'.")
     start = time.monotonic()
+    # pytest reuses an already-imported module of the same name: drop it so the grader on disk
+    # is the one that runs (a notebook kernel lives across edits and across labs).
+    for name, mod in list(sys.modules.items()):
+        if getattr(mod, "__file__", None) == str(lab.grader) or name == lab.grader.stem:
+            del sys.modules[name]
     _CONTEXT = _Context(lab, cluster)
     try:
         args = [str(lab.grader), "-p", "ckalab.grading", "-p", "no:terminal", "-p", "no:cacheprovider",

@@ -136,22 +136,17 @@ class Kube:
         return bool(self.authz.create_subject_access_review(review).status.allowed)
 
     def whoami(self) -> dict:
-        """SelfSubjectReview: who the API server says this client is (username, groups)."""
-        out = self.api.call_api(
-            "/apis/authentication.k8s.io/v1/selfsubjectreviews", "POST",
-            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True,
-            _request_timeout=self.timeout,
-        )
-        return (out.get("status") or {}).get("userInfo") or {}
+        """SelfSubjectReview: who the API server says this client is ({"username", "groups"})."""
+        review = self.authn.create_self_subject_review(client.V1SelfSubjectReview(), _request_timeout=self.timeout)
+        info = review.status.user_info
+        return {"username": info.username, "groups": list(info.groups or [])}
 
     def ping(self) -> bool:
         """True when /readyz answers ok."""
         try:
-            data = self.api.call_api("/readyz", "GET", response_type="str", auth_settings=["BearerToken"],
-                                     _return_http_data_only=True, _request_timeout=3)
-            return str(data).strip().strip('"') == "ok"
+            resp = self.api.call_api("GET", f"{self.api.configuration.host}/readyz", _request_timeout=3)
+            resp.read()
+            return resp.status == 200 and resp.data.strip() == b"ok"
         except (ApiException, urllib3.exceptions.HTTPError, OSError):
             return False
 

@@ -139,3 +139,8 @@ def ensure_binaries(progress=print) -> dict[str, Path]:
     if missing:
         raise CkalabError(f"Binaries still missing after the build: {missing}")
     return found
+
+
+if __name__ == "__main__":  # `python -m ckalab.cluster.local.build`: build or reuse, print the paths
+    for name, path in sorted(ensure_binaries().items()):
+        print(f"{name:<24} {path}")

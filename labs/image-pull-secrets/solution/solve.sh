@@ -1,0 +1,8 @@
+# Reference solution: the docker-registry Secret, then the pull secret in the pod template.
+# Idempotent: the Secret is rendered with --dry-run and applied.
+kubectl create secret docker-registry "{{ secret }}" -n "{{ namespace }}" \
+  --docker-server="{{ server }}" --docker-username="{{ username }}" \
+  --docker-password="{{ password }}" --docker-email="{{ email }}" \
+  --dry-run=client -o yaml | kubectl apply -f -
+kubectl patch deployment "{{ deployment }}" -n "{{ namespace }}" \
+  -p '{"spec":{"template":{"spec":{"imagePullSecrets":[{"name":"{{ secret }}"}]}}}}'

@@ -1,0 +1,218 @@
+"""The lab engine and grading engine, on a small lab of the test's own (not the catalogue's)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ckalab import grading, labs
+from ckalab.cluster import get_cluster
+from ckalab.errors import CkalabError, ClusterNotRunning
+
+LAB_YAML = """\
+apiVersion: ckalab/v1
+id: sample
+title: Sample
+order: 1
+topic: Testing
+task: task.md
+params:
+  cm: {default: answer, choices: [answer, reply, response]}
+hints: ["look at {{ cm }}", "kubectl get cm {{ cm }}"]
+setup:
+  manifests: [setup.yaml]
+  script: setup.sh
+solution:
+  script: solve.sh
+targets:
+  - {apiVersion: v1, kind: ConfigMap, name: "{{ cm }}", namespace: engine-test}
+"""
+GRADER = '''
+from ckalab.grading import check, expect, fail
+
+@check(2, "ConfigMap exists", hint="kubectl get cm -n engine-test")
+def test_exists(kube, lab):
+    expect(kube.get("v1", "ConfigMap", lab.params["cm"], "engine-test"),
+           f"ConfigMap '{lab.params['cm']}' not found in namespace 'engine-test'.")
+
+@check(3, "value is 42", after="test_exists")
+def test_value(kube, lab):
+    cm = kube.get("v1", "ConfigMap", lab.params["cm"], "engine-test")
+    expect(cm["data"].get("value") == "42", f"value is {cm['data'].get('value')!r}, expected '42'.")
+
+@check(1, "a buggy check")
+def test_buggy(kube, lab, workdir):
+    if (workdir / "explode").exists():
+        {}["missing"]
+'''
+
+
+@pytest.fixture
+def sample(tmp_path, monkeypatch, cluster):
+    lab_dir = tmp_path / "labs" / "sample"
+    lab_dir.mkdir(parents=True)
+    (lab_dir / "lab.yaml").write_text(LAB_YAML)
+    (lab_dir / "task.md").write_text("Create ConfigMap {{ cm }} with value=42.\n")
+    (lab_dir / "setup.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: engine-test}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: given, namespace: engine-test}\ndata: {a: b}\n")
+    (lab_dir / "setup.sh").write_text("[ -f notes.txt ] || echo 'setup ran' > notes.txt\n")
+    (lab_dir / "solve.sh").write_text("kubectl -n engine-test create configmap {{ cm }} --from-literal=value=42\n")
+    graders = tmp_path / "graders"
+    graders.mkdir()
+    (graders / "sample.py").write_text(GRADER)
+    monkeypatch.setenv("CKALAB_LABS_DIR", str(tmp_path / "labs"))
+    monkeypatch.setenv("CKALAB_GRADERS_DIR", str(graders))
+    lab = labs.load("sample")
+    yield lab
+    labs.reset(lab, cluster)
+
+
+def test_catalogue_is_valid():
+    assert labs.validate_all() == []
+    assert "rbac-role" in labs.lab_ids()
+
+
+def test_validation_reports_every_problem_at_once(tmp_path):
+    d = tmp_path / "broken"
+    d.mkdir()
+    (d / "setup.yaml").write_text("a: [unclosed\n")
+    problems = labs.validate(d, {
+        "apiVersion": "ckalab/v0", "id": "Broken_Lab", "title": 3, "order": "first", "topic": "x",
+        "task": "missing.md", "hints": ["use {{ nope }}"], "solution": {"script": "gone.sh", "extra": 1},
+        "setup": {"manifests": ["setup.yaml"]}, "colour": "blue",
+    })
+    text = "\n".join(problems)
+    for expected in [
+        "field 'title' should be str", "field 'order' should be int", "unknown field 'colour'",
+        "apiVersion is 'ckalab/v0'", "id 'Broken_Lab' differs from its folder name 'broken'",
+        "must be lowercase words", "file 'missing.md' does not exist", "file 'gone.sh' does not exist",
+        "solution.extra is unknown", "not valid YAML", "'{{ nope }}' is used but not declared in params",
+    ]:
+        assert expected in text, f"{expected!r} not reported in:\n{text}"
+    assert labs.validate(d, ["not", "a", "mapping"]) == [f"{d / 'lab.yaml'}: expected a mapping of fields, got list"]
+
+
+def test_unknown_lab_names_the_catalogue():
+    with pytest.raises(CkalabError, match=r"No lab 'nope' \(looked in .*\)\. Labs: .*rbac-role"):
+        labs.load("nope")
+
+
+def test_params_render_and_seeds_are_reproducible(sample):
+    assert sample.task == "Create ConfigMap answer with value=42.\n"
+    seeded = [labs.load("sample", seed=s).params["cm"] for s in ("s1", "s2", "s3", "s4", "s5", "s6")]
+    assert seeded == [labs.load("sample", seed=s).params["cm"] for s in ("s1", "s2", "s3", "s4", "s5", "s6")]
+    assert set(seeded) <= {"answer", "reply", "response"} and len(set(seeded)) > 1
+
+
+def test_start_twice_equals_once_and_labels_everything(sample, cluster, kube):
+    labs.start(sample, cluster)
+    first = kube.get("v1", "ConfigMap", "given", "engine-test")
+    labs.start(sample, cluster)
+    again = kube.get("v1", "ConfigMap", "given", "engine-test")
+    assert first["metadata"]["resourceVersion"] == again["metadata"]["resourceVersion"]
+    assert again["metadata"]["labels"]["ckalab.io/lab"] == "sample"
+    assert (sample.workdir / "notes.txt").read_text() == "setup ran\n"
+
+
+def test_grading_from_unfinished_to_solved(sample, cluster):
+    labs.reset(sample, cluster)
+    r = grading.run(sample, cluster)
+    assert (r.passed, r.score, r.max_score) == (False, 1, 6)
+    assert [(c.id, c.passed, c.message) for c in r.checks] == [
+        ("test_exists", False, "ConfigMap 'answer' not found in namespace 'engine-test'."),
+        ("test_value", False, 'Not checked yet: first fix "ConfigMap exists".'),
+        ("test_buggy", True, ""),
+    ]
+    assert r.checks[0].hint == "kubectl get cm -n engine-test"
+    labs.solve(sample, cluster)
+    r = grading.run(sample, cluster)
+    assert r.passed and r.score == 6
+    assert "✔ [3/3] value is 42" in r.render()
+
+
+def test_a_grader_bug_is_a_failed_check_not_a_traceback(sample, cluster):
+    labs.start(sample, cluster)
+    (sample.workdir / "explode").write_text("")
+    try:
+        r = grading.run(sample, cluster)
+    finally:
+        (sample.workdir / "explode").unlink()
+    bug = r.checks[2]
+    assert not bug.passed
+    assert bug.message == ("This check could not run (KeyError: 'missing'). "
+                           "This is a bug in the grader; please report it.")
+
+
+def test_a_grader_that_does_not_import_is_an_error(sample, cluster):
+    sample.grader.write_text("def broken(:\n")
+    with pytest.raises(CkalabError, match="could not run"):
+        grading.run(sample, cluster)
+
+
+def test_reset_removes_targets_and_labelled_objects_only(sample, cluster, kube):
+    labs.start(sample, cluster)
+    labs.solve(sample, cluster)
+    kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "foreign", "namespace": "engine-test"}})
+    kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stale", "namespace": "engine-test",
+                                                                       "labels": {"ckalab.io/lab": "sample"}}})
+    removed = labs.reset(sample, cluster)
+    assert sorted(removed) == ["ConfigMap/answer", "ConfigMap/given", "ConfigMap/stale"]
+    assert kube.get("v1", "ConfigMap", "foreign", "engine-test") is not None  # never ours to delete
+    assert kube.get("v1", "ConfigMap", "given", "engine-test") is not None    # setup applied again
+    assert kube.get("v1", "ConfigMap", "answer", "engine-test") is None
+    assert kube.get("v1", "Namespace", "engine-test") is not None
+    kube.delete("v1", "ConfigMap", "foreign", "engine-test")
+
+
+def test_hints_progress_and_stop_at_the_last(sample):
+    labs.hint_state("sample", reset=True)
+    assert [labs.next_hint(sample) for _ in range(3)] == [
+        (1, "look at answer"), (2, "kubectl get cm answer"), (2, "kubectl get cm answer")]
+
+
+def test_grading_a_stopped_cluster_says_how_to_start_it(sample):
+    stopped = get_cluster("not-started", "local")
+    with pytest.raises(ClusterNotRunning, match=r"Cluster 'not-started' is not running \(absent\): run 'ckalab up'\."):
+        grading.run(sample, stopped)
+
+
+def _cli(*args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([str(Path(sys.executable).parent / "ckalab"), *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_cli_check_exit_codes_and_json(cluster):
+    from conftest import TEST_CLUSTER
+
+    lab = labs.load("rbac-role")
+    labs.reset(lab, cluster)
+    out = _cli("check", "rbac-role", "--json", "--name", TEST_CLUSTER)
+    assert out.returncode == 1, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) >= {"lab", "passed", "score", "max_score", "duration_s", "checks"}
+    assert set(data["checks"][0]) >= {"id", "title", "passed", "points", "message", "hint"}
+    assert _cli("solve", "rbac-role", "--name", TEST_CLUSTER).returncode == 0
+    assert _cli("check", "rbac-role", "--name", TEST_CLUSTER).returncode == 0
+    bad = _cli("check", "no-such-lab", "--name", TEST_CLUSTER)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: No lab 'no-such-lab'")
+    down = _cli("check", "rbac-role", "--name", "not-started")
+    assert down.returncode == 2
+    assert down.stderr == "error: Cluster 'not-started' is not running (absent): run 'ckalab up'.\n"
+    labs.reset(lab, cluster)
+
+
+def test_cli_status_and_env(cluster):
+    from conftest import TEST_CLUSTER
+
+    st = _cli("status", "--json", "--name", TEST_CLUSTER)
+    assert st.returncode == 0 and json.loads(st.stdout)["state"] == "running"
+    env = _cli("env", "--name", TEST_CLUSTER)
+    assert env.stdout.splitlines()[0] == f"export KUBECONFIG={cluster.kubeconfig}"
+    assert _cli("kubeconfig", "--name", TEST_CLUSTER).stdout.strip() == str(cluster.kubeconfig)
+    gone = _cli("down", "--name", "not-started")
+    assert gone.returncode == 0 and "nothing to stop" in gone.stdout
