@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 binaries: install
-	$(BIN)/python -m ckalab.cluster.local.build
+	$(BIN)/python -m ckalab.cluster.local
 
 lab: install
 	$(BIN)/ckalab up

@@ -167,7 +167,7 @@ class LocalCluster(Cluster):
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki}/sa.pub",
                 f"--service-account-signing-key-file={pki}/sa.key",
-                f"--service-cluster-ip-range={kpki.SERVICE_IP.rsplit('.', 2)[0]}.0.0/12",
+                f"--service-cluster-ip-range={kpki.SERVICE_CIDR}",
                 f"--tls-cert-file={pki}/apiserver.crt",
                 f"--tls-private-key-file={pki}/apiserver.key",
             ],

@@ -140,7 +140,3 @@ def ensure_binaries(progress=print) -> dict[str, Path]:
         raise CkalabError(f"Binaries still missing after the build: {missing}")
     return found
 
-
-if __name__ == "__main__":  # `python -m ckalab.cluster.local.build`: build or reuse, print the paths
-    for name, path in sorted(ensure_binaries().items()):
-        print(f"{name:<24} {path}")

@@ -17,7 +17,8 @@ from ...pki import CLIENT_AUTH, SERVER_AUTH
 # kubeadm >= 1.29 gives admin.conf the group kubeadm:cluster-admins (bound to cluster-admin
 # by a ClusterRoleBinding) and keeps system:masters for super-admin.conf only.
 ADMINS_GROUP = "kubeadm:cluster-admins"
-SERVICE_IP = "10.96.0.1"  # first address of kubeadm's default service CIDR 10.96.0.0/12
+SERVICE_CIDR = "10.96.0.0/12"  # kubeadm's default service subnet
+SERVICE_IP = "10.96.0.1"  # its first address: the `kubernetes` Service, hence a SAN
 CLUSTER_NAME = "kubernetes"
 
 
