@@ -64,8 +64,8 @@ def _check_rules(kube, role: str, wanted: dict[str, str]) -> None:
         verbs = [v for v in VERBS if not any(covers(r, res, group, v) for r in rules)]
         if verbs:
             missing.append(f"{', '.join(verbs)} on {res} ({_group(group)})")
-    expect(not missing, f"ClusterRole '{role}' does not allow {'; '.join(missing)}. Expected verbs: {', '.join(VERBS)}. "
-           f"Look: kubectl describe clusterrole {role}")
+    expect(not missing, f"ClusterRole '{role}' does not allow {'; '.join(missing)}. Expected verbs: "
+           f"{', '.join(VERBS)}. Look: kubectl describe clusterrole {role}")
 
 
 def _check_binding(kube, p, binding: str, role: str, what: str) -> None:
@@ -114,7 +114,8 @@ def test_storage_role_exists(kube, lab):
 
 
 @check(2, "storage ClusterRole allows the five verbs on persistentvolumes and storageclasses",
-       after="test_storage_role_exists", hint="kubectl describe clusterrole NAME; kubectl api-resources | grep -i storage")
+       after="test_storage_role_exists",
+       hint="kubectl describe clusterrole NAME; kubectl api-resources | grep -i storage")
 def test_storage_role_rules(kube, lab):
     _check_rules(kube, lab.params["storage_role"], STORAGE)
 
@@ -135,8 +136,8 @@ def _denied(kube, user: str, wanted: dict[str, str]) -> list[str]:
     return out
 
 
-@check(2, "the user can get, watch, list, create and delete nodes", after=("test_node_role_exists", "test_node_binding"),
-       hint="kubectl auth can-i delete nodes --as USER")
+@check(2, "the user can get, watch, list, create and delete nodes",
+       after=("test_node_role_exists", "test_node_binding"), hint="kubectl auth can-i delete nodes --as USER")
 def test_user_nodes(kube, lab):
     user = lab.params["user"]
     denied = _denied(kube, user, NODES)
@@ -145,7 +146,8 @@ def test_user_nodes(kube, lab):
 
 
 @check(2, "the user can manage persistentvolumes and storageclasses",
-       after=("test_storage_role_exists", "test_storage_binding"), hint="kubectl auth can-i delete storageclasses --as USER")
+       after=("test_storage_role_exists", "test_storage_binding"),
+       hint="kubectl auth can-i delete storageclasses --as USER")
 def test_user_storage(kube, lab):
     user = lab.params["user"]
     denied = _denied(kube, user, STORAGE)
@@ -160,7 +162,8 @@ def test_no_overgrant(kube, lab):
     probes = [("delete", "namespaces", "", None), ("get", "secrets", "", "default"), ("list", "secrets", "", None),
               ("update", "nodes", "", None), ("patch", "persistentvolumes", "", None),
               ("update", "storageclasses", "storage.k8s.io", None), ("get", "persistentvolumeclaims", "", "default"),
-              ("create", "persistentvolumeclaims", "", "default")]
+              ("create", "persistentvolumeclaims", "", "default"),
+              ("delete", "volumeattachments", "storage.k8s.io", None)]
     extra = [f"{v} {r}" + (f" in '{ns}'" if ns else "") for v, r, g, ns in probes if kube.can(user, v, r, ns, group=g)]
     expect(not extra, f"'{user}' can also {'; '.join(extra)}: grant only get, watch, list, create and delete on "
            f"nodes, persistentvolumes and storageclasses. Look: kubectl auth can-i --list --as {user}")

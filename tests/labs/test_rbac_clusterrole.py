@@ -19,15 +19,19 @@ rules:
 """
 
 
-def _kubectl_nodes(h, resource="nodes"):
-    h.kubectl("create", "clusterrole", "node-admin", "--verb=get,watch,list,create,delete", f"--resource={resource}")
-    h.kubectl("create", "clusterrolebinding", "michelle-binding", "--clusterrole=node-admin", "--user=michelle")
+def _bind(h, name, role, subject="--user=michelle"):
+    h.kubectl("create", "clusterrolebinding", name, f"--clusterrole={role}", subject)
+
+
+def _kubectl_nodes(h):
+    h.kubectl("create", "clusterrole", "node-admin", "--verb=get,watch,list,create,delete", "--resource=nodes")
+    _bind(h, "michelle-binding", "node-admin")
 
 
 def _kubectl_storage(h):
     h.kubectl("create", "clusterrole", "storage-admin", "--verb=get,watch,list,create,delete",
               "--resource=persistentvolumes,storageclasses")
-    h.kubectl("create", "clusterrolebinding", "michelle-storage-admin", "--clusterrole=storage-admin", "--user=michelle")
+    _bind(h, "michelle-storage-admin", "storage-admin")
 
 
 @pytest.fixture
@@ -46,7 +50,8 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert not r.passed and r.score == 0
     assert failed_ids(r) == {c.id for c in r.checks}
     assert check_of(r, "test_node_role_exists").message == (
-        "ClusterRole 'node-admin' not found. Create it: kubectl create clusterrole node-admin --verb=... --resource=...")
+        "ClusterRole 'node-admin' not found. "
+        "Create it: kubectl create clusterrole node-admin --verb=... --resource=...")
     assert check_of(r, "test_storage_binding").message == (
         "ClusterRoleBinding 'michelle-storage-admin' not found. Create it: kubectl create clusterrolebinding "
         "michelle-storage-admin --clusterrole=storage-admin --user=michelle")
@@ -97,8 +102,8 @@ rules:
   resources: [persistentvolumes, storageclasses]
   verbs: [get, watch, list, create, delete]
 """)
-    h.kubectl("create", "clusterrolebinding", "michelle-binding", "--clusterrole=node-admin", "--user=michelle")
-    h.kubectl("create", "clusterrolebinding", "michelle-storage-admin", "--clusterrole=storage-admin", "--user=michelle")
+    _bind(h, "michelle-binding", "node-admin")
+    _bind(h, "michelle-storage-admin", "storage-admin")
     r = h.grade()
     assert r.passed, r.render()
 
@@ -107,7 +112,8 @@ def test_rolebinding_instead_of_clusterrolebinding_fails(lab_harness, cleanup):
     h = lab_harness(LAB)
     h.kubectl("create", "clusterrole", "node-admin", "--verb=get,watch,list,create,delete", "--resource=nodes")
     cleanup.append(("rolebinding", "michelle-binding", "-n", "default"))
-    h.kubectl("create", "rolebinding", "michelle-binding", "--clusterrole=node-admin", "--user=michelle", "-n", "default")
+    h.kubectl("create", "rolebinding", "michelle-binding", "--clusterrole=node-admin", "--user=michelle",
+              "-n", "default")
     _kubectl_storage(h)
     # The RoleBinding really grants nothing on nodes: the API server agrees with the message.
     assert not h.kube.can("michelle", "list", "nodes")
@@ -116,7 +122,8 @@ def test_rolebinding_instead_of_clusterrolebinding_fails(lab_harness, cleanup):
     assert check_of(r, "test_node_binding").message == (
         "'michelle-binding' is a RoleBinding in namespace 'default', not a ClusterRoleBinding. A RoleBinding grants "
         "only inside its namespace and nodes are cluster-scoped, so it gives 'michelle' nothing on them. Create a "
-        "ClusterRoleBinding: kubectl create clusterrolebinding michelle-binding --clusterrole=node-admin --user=michelle")
+        "ClusterRoleBinding: kubectl create clusterrolebinding michelle-binding --clusterrole=node-admin "
+        "--user=michelle")
 
 
 def test_namespaced_role_instead_of_clusterrole_fails(lab_harness, cleanup):
@@ -129,7 +136,7 @@ metadata: {name: node-admin, namespace: default}
 rules:
 - {apiGroups: [""], resources: [nodes], verbs: [get, watch, list, create, delete]}
 """)
-    h.kubectl("create", "clusterrolebinding", "michelle-binding", "--clusterrole=node-admin", "--user=michelle")
+    _bind(h, "michelle-binding", "node-admin")
     _kubectl_storage(h)
     r = h.grade()
     assert failed_ids(r) == {"test_node_role_exists", "test_node_role_rules", "test_user_nodes"}
@@ -149,7 +156,7 @@ metadata: {{name: node-admin}}
 rules:
 - {{apiGroups: [""], resources: [{resource}], verbs: [get, watch, list, create, delete]}}
 """)
-    h.kubectl("create", "clusterrolebinding", "michelle-binding", "--clusterrole=node-admin", "--user=michelle")
+    _bind(h, "michelle-binding", "node-admin")
     _kubectl_storage(h)
     r = h.grade()
     assert failed_ids(r) == {"test_node_role_rules", "test_user_nodes"}
@@ -170,12 +177,13 @@ metadata: {name: storage-admin}
 rules:
 - {apiGroups: [""], resources: [persistentvolumes, storageclasses], verbs: [get, watch, list, create, delete]}
 """)
-    h.kubectl("create", "clusterrolebinding", "michelle-storage-admin", "--clusterrole=storage-admin", "--user=michelle")
+    _bind(h, "michelle-storage-admin", "storage-admin")
     r = h.grade()
     assert failed_ids(r) == {"test_storage_role_rules", "test_user_storage"}
     assert check_of(r, "test_storage_role_rules").message == (
         "ClusterRole 'storage-admin' lists storageclasses under apiGroups [\"\"], but storageclasses belong to the "
-        "API group storage.k8s.io: use apiGroups: [\"storage.k8s.io\"] for them (kubectl api-resources shows the group).")
+        "API group storage.k8s.io: use apiGroups: [\"storage.k8s.io\"] for them "
+        "(kubectl api-resources shows the group).")
     assert check_of(r, "test_user_storage").message == (
         "SubjectAccessReview: 'michelle' cannot get, watch, list, create, delete storageclasses (cluster scope). "
         "Try: kubectl auth can-i --list --as michelle")
@@ -185,18 +193,19 @@ def test_missing_verb_fails(lab_harness):
     h = lab_harness(LAB)
     _kubectl_nodes(h)
     h.apply(STORAGE_OK.replace("verbs: [get, watch, list, create, delete]}\n- ", "verbs: [get, list]}\n- "))
-    h.kubectl("create", "clusterrolebinding", "michelle-storage-admin", "--clusterrole=storage-admin", "--user=michelle")
+    _bind(h, "michelle-storage-admin", "storage-admin")
     r = h.grade()
     assert failed_ids(r) == {"test_storage_role_rules", "test_user_storage"}
     assert check_of(r, "test_storage_role_rules").message == (
-        "ClusterRole 'storage-admin' does not allow watch, create, delete on persistentvolumes (the core API group \"\"). "
+        "ClusterRole 'storage-admin' does not allow watch, create, delete on persistentvolumes "
+        "(the core API group \"\"). "
         "Expected verbs: get, watch, list, create, delete. Look: kubectl describe clusterrole storage-admin")
 
 
 def test_binding_to_group_fails(lab_harness):
     h = lab_harness(LAB)
     h.kubectl("create", "clusterrole", "node-admin", "--verb=get,watch,list,create,delete", "--resource=nodes")
-    h.kubectl("create", "clusterrolebinding", "michelle-binding", "--clusterrole=node-admin", "--group=michelle")
+    _bind(h, "michelle-binding", "node-admin", "--group=michelle")
     _kubectl_storage(h)
     r = h.grade()
     assert failed_ids(r) == {"test_node_binding", "test_user_nodes", "test_no_overgrant"}
@@ -208,7 +217,7 @@ def test_binding_to_group_fails(lab_harness):
 def test_overgranting_fails(lab_harness):
     h = lab_harness(LAB)
     h.kubectl("create", "clusterrole", "node-admin", "--verb=*", "--resource=nodes,persistentvolumeclaims")
-    h.kubectl("create", "clusterrolebinding", "michelle-binding", "--clusterrole=node-admin", "--user=michelle")
+    _bind(h, "michelle-binding", "node-admin")
     _kubectl_storage(h)
     r = h.grade()
     assert failed_ids(r) == {"test_no_overgrant"}

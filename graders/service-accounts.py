@@ -1,0 +1,184 @@
+"""Grader for service-accounts: a ServiceAccount that may only read pods, used by a Deployment.
+
+Decision on the role kind: the task asks for a Role, and a ClusterRole of the same name granted by
+the RoleBinding inside the namespace has exactly the same effect, so both pass (the task text
+says so). What counts most is the SubjectAccessReview for the account's real identity,
+system:serviceaccount:NS:NAME with its groups, and that the Deployment's current pods run as it.
+The pod check reads what exists and never waits: during a rollout it says so instead.
+"""
+
+from ckalab.grading import check, expect, fail
+
+RBAC = "rbac.authorization.k8s.io/v1"
+VERBS = ("get", "watch", "list")
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def _identity(p) -> str:
+    return f"system:serviceaccount:{p['namespace']}:{p['sa']}"
+
+
+def _role(kube, p) -> tuple[str, dict | None]:
+    """(kind, object): the Role in the namespace, else a ClusterRole of that name, else (Role, None)."""
+    role = kube.get(RBAC, "Role", p["role"], p["namespace"])
+    if role:
+        return "Role", role
+    crole = kube.get(RBAC, "ClusterRole", p["role"])
+    return ("ClusterRole", crole) if crole else ("Role", None)
+
+
+def _sa_of(spec: dict) -> str:
+    return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+
+
+def _deployment(kube, p) -> dict:
+    d = kube.get("apps/v1", "Deployment", p["deployment"], p["namespace"])
+    expect(d, f"Deployment '{p['deployment']}' not found in namespace '{p['namespace']}'. The lab creates it: "
+           f"restore it with ckalab reset service-accounts (kubectl get deployments -n {p['namespace']}).")
+    return d
+
+
+@check(2, "ServiceAccount exists", hint="kubectl get serviceaccounts -n NAMESPACE")
+def test_sa_exists(kube, lab):
+    p = lab.params
+    expect(kube.get("v1", "ServiceAccount", p["sa"], p["namespace"]),
+           f"ServiceAccount '{p['sa']}' not found in namespace '{p['namespace']}'. "
+           f"Create it: kubectl create serviceaccount {p['sa']} -n {p['namespace']}")
+
+
+@check(1, "Role exists", hint="kubectl get role -n NAMESPACE")
+def test_role_exists(kube, lab):
+    p = lab.params
+    expect(_role(kube, p)[1], f"Role '{p['role']}' not found in namespace '{p['namespace']}'. "
+           f"Create it: kubectl create role {p['role']} --verb=get,watch,list --resource=pods -n {p['namespace']}")
+
+
+@check(2, "Role allows get, watch and list on pods", after="test_role_exists",
+       hint="kubectl describe role NAME -n NAMESPACE shows its rules")
+def test_role_rules(kube, lab):
+    p = lab.params
+    kind, role = _role(kube, p)
+    rules = role.get("rules") or []
+    for r in rules:
+        odd = [x for x in r.get("resources") or [] if x != x.lower() or x in ("pod", "po")]
+        if odd:
+            fail(f"{kind} '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
+
+    def allows(verb):
+        return any(({"", "*"} & set(r.get("apiGroups") or [])) and ({"pods", "*"} & set(r.get("resources") or []))
+                   and ({verb, "*"} & set(r.get("verbs") or [])) for r in rules)
+
+    missing = [v for v in VERBS if not allows(v)]
+    expect(not missing, f"{kind} '{p['role']}' does not allow {', '.join(missing)} on pods (core API group \"\"). "
+           f"Expected verbs: {', '.join(VERBS)}.")
+
+
+@check(2, "RoleBinding grants the Role to the service account", hint="kubectl describe rolebinding NAME -n NAMESPACE")
+def test_binding(kube, lab):
+    p = lab.params
+    ns, sa, b = p["namespace"], p["sa"], p["binding"]
+    rb = kube.get(RBAC, "RoleBinding", b, ns)
+    expect(rb, f"RoleBinding '{b}' not found in namespace '{ns}'. Create it: kubectl create rolebinding {b} "
+           f"--role={p['role']} --serviceaccount={ns}:{sa} -n {ns}")
+    kind = _role(kube, p)[0]
+    ref = rb["roleRef"]
+    expect(ref["kind"] == kind and ref["name"] == p["role"],
+           f"RoleBinding '{b}' refers to {ref['kind']} '{ref['name']}'; expected {kind} '{p['role']}'.")
+    subjects = rb.get("subjects") or []
+    # In a RoleBinding a ServiceAccount subject without a namespace means the binding's namespace;
+    # a User subject spelled with the full service-account user name is the same identity too.
+    if any((s.get("kind") == "ServiceAccount" and s.get("name") == sa and (s.get("namespace") or ns) == ns)
+           or (s.get("kind") == "User" and s.get("name") == _identity(p)) for s in subjects):
+        return
+    if any(s.get("kind") == "User" and s.get("name") == sa for s in subjects):
+        fail(f"RoleBinding '{b}' binds User '{sa}'. That is a different identity: the service account "
+             f"authenticates as '{_identity(p)}', so a User subject named '{sa}' grants it nothing. Use kind: "
+             f"ServiceAccount, name: {sa}, namespace: {ns} (kubectl create rolebinding {b} --role={p['role']} "
+             f"--serviceaccount={ns}:{sa} -n {ns}).")
+    found = ", ".join(f"{s.get('kind')} '{s.get('name')}'"
+                      + (f" in namespace '{s['namespace']}'" if s.get("namespace") else "")
+                      for s in subjects) or "no subjects"
+    fail(f"RoleBinding '{b}' binds {found}; expected the ServiceAccount '{sa}' in namespace '{ns}' "
+         "(kind: ServiceAccount).")
+
+
+def _can(kube, p, verb, resource, ns, group=""):
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{p['namespace']}", "system:authenticated"]
+    return kube.can(_identity(p), verb, resource, ns, group=group, groups=groups)
+
+
+@check(2, "the service account can get, watch and list pods", after=("test_role_exists", "test_binding"),
+       hint="kubectl auth can-i list pods --as system:serviceaccount:NAMESPACE:NAME -n NAMESPACE")
+def test_sa_can(kube, lab):
+    p = lab.params
+    denied = [v for v in VERBS if not _can(kube, p, v, "pods", p["namespace"])]
+    expect(not denied, f"SubjectAccessReview: '{_identity(p)}' cannot {', '.join(denied)} pods in namespace "
+           f"'{p['namespace']}'. Try: kubectl auth can-i {denied[0] if denied else 'list'} pods --as {_identity(p)} "
+           f"-n {p['namespace']}")
+
+
+@check(1, "the service account gets nothing more", after="test_binding",
+       hint="kubectl auth can-i --list --as system:serviceaccount:NAMESPACE:NAME -n NAMESPACE")
+def test_no_overgrant(kube, lab):
+    p = lab.params
+    ns = p["namespace"]
+    other = "kube-system" if ns != "kube-system" else "default"
+    probes = [("delete", "pods", "", ns), ("create", "pods", "", ns), ("get", "secrets", "", ns),
+              ("list", "pods", "", other), ("update", "deployments", "apps", ns)]
+    extra = [f"{v} {r} in '{n}'" for v, r, g, n in probes if _can(kube, p, v, r, n, g)]
+    expect(not extra, f"'{_identity(p)}' can also {'; '.join(extra)}: grant only get, watch and list on pods in "
+           f"'{ns}'. Look: kubectl auth can-i --list --as {_identity(p)} -n {ns}")
+
+
+@check(2, "the Deployment's pod template uses the service account",
+       hint="kubectl get deployment NAME -n NAMESPACE -o jsonpath='{.spec.template.spec.serviceAccountName}'")
+def test_template_uses_sa(kube, lab):
+    p = lab.params
+    spec = _deployment(kube, p)["spec"]["template"]["spec"]
+    used = _sa_of(spec)
+    unset = "" if spec.get("serviceAccountName") or spec.get("serviceAccount") else \
+        " (spec.template.spec.serviceAccountName is not set)"
+    expect(used == p["sa"], f"Deployment '{p['deployment']}' runs its pods as ServiceAccount '{used}'{unset}; "
+           f"expected '{p['sa']}'. Set it: kubectl set serviceaccount deployment {p['deployment']} {p['sa']} "
+           f"-n {p['namespace']}")
+
+
+def _owned_by(objs: list[dict], uids: set[str]) -> list[dict]:
+    return [o for o in objs if any(r.get("controller") and r.get("uid") in uids
+                                   for r in o["metadata"].get("ownerReferences") or [])]
+
+
+@check(2, "the Deployment's pods run as the service account", after=("test_sa_exists", "test_template_uses_sa"),
+       hint="kubectl get pods -n NAMESPACE -o custom-columns=NAME:.metadata.name,SA:.spec.serviceAccountName")
+def test_pods_use_sa(kube, lab):
+    p = lab.params
+    ns, name, sa = p["namespace"], p["deployment"], p["sa"]
+    dep = _deployment(kube, p)
+    watch = (f" The rollout is paused: kubectl rollout resume deployment {name} -n {ns}" if dep["spec"].get("paused")
+             else f" Watch it: kubectl rollout status deployment {name} -n {ns}")
+    rss = _owned_by(kube.list("apps/v1", "ReplicaSet", ns), {dep["metadata"]["uid"]})
+    newest = max(rss, key=lambda r: int((r["metadata"].get("annotations") or {}).get(REVISION, 0)), default=None)
+    if newest is None or _sa_of(newest["spec"]["template"]["spec"]) != sa:
+        fail(f"Pods still rolling out: Deployment '{name}' has no ReplicaSet for its new pod template yet, so its "
+             f"pods still run as the old service account.{watch}")
+    pods = [x for x in _owned_by(kube.list("v1", "Pod", ns), {r["metadata"]["uid"] for r in rss})
+            if not x["metadata"].get("deletionTimestamp")]
+    # Pod creation fails while the ServiceAccount is missing; the ReplicaSet says so, and its
+    # controller then retries only after a growing back-off.
+    why = [c.get("message") for c in (newest.get("status") or {}).get("conditions") or []
+           if c.get("type") == "ReplicaFailure"]
+    if why:
+        watch = (f" ReplicaSet '{newest['metadata']['name']}' reports: {why[0]}. It retries after a back-off; "
+                 f"to start over now: kubectl rollout restart deployment {name} -n {ns}")
+    old = sorted(f"{x['metadata']['name']} as '{_sa_of(x['spec'])}'" for x in pods if _sa_of(x["spec"]) != sa)
+    if old:
+        fail(f"Pods still rolling out: Deployment '{name}' still has pods that run as another service account "
+             f"({', '.join(old)}).{watch}")
+    if not pods:
+        fail(f"Pods still rolling out: no pod of Deployment '{name}' runs as '{sa}' yet.{watch}")
+    tokenless = sorted(x["metadata"]["name"] for x in pods
+                       if not any(s.get("serviceAccountToken") for v in x["spec"].get("volumes") or []
+                                  for s in (v.get("projected") or {}).get("sources") or []))
+    expect(not tokenless, f"Pods {', '.join(tokenless)} run as '{sa}' but mount no token for it "
+           "(automountServiceAccountToken: false on the pod template or the ServiceAccount), so the dashboard "
+           f"cannot use the account. Look: kubectl get pod {tokenless[0] if tokenless else ''} -n {ns} -o yaml")
