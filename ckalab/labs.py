@@ -269,6 +269,7 @@ def _run_script(lab: Lab, step: str, kubeconfig: Path, pki_dir: str) -> None:
         return
     lab.workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), CKALAB_LAB=lab.id, CKALAB_WORKDIR=str(lab.workdir),
+               CKALAB_LAB_DIR=str(lab.dir),
                CKALAB_PKI_DIR=pki_dir, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
         f.write(text)

@@ -1,0 +1,424 @@
+"""Grader for security-quiz: one check per question in labs/security-quiz/questions.yaml.
+
+The questions are data. At import this module turns each one into a @check function with its
+own name and title (pytest's parametrize would give every question the same title). Questions
+about this cluster (`live:`) are graded against facts read from the cluster at grading time,
+never against a stored key. The setup script imports this module too, to write the answers
+template and the question sheet, so questions.yaml has exactly one reader.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from ckalab import labs, pki
+from ckalab.grading import check, expect, fail
+
+LAB_ID = "security-quiz"
+QUESTIONS_FILE = labs.labs_root() / LAB_ID / "questions.yaml"
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+QID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+
+
+# --- normalising answers: generous where the meaning is the same, strict where it differs ----
+
+def _text(s) -> str:
+    """Collapse whitespace; drop the quotes, backticks and final full stop learners paste around answers."""
+    return " ".join(str(s).split()).strip("`'\" ").rstrip(".").strip()
+
+
+def _words(s) -> str:
+    """'AlwaysAllow' == 'always allow' == 'always-allow': names where only case and separators vary."""
+    return re.sub(r"[\s_-]+", "", _text(s).lower())
+
+
+def _items(s) -> list[str]:
+    """A list answer written as 'a, b', 'a,b' or 'a b' (the names asked for contain no spaces)."""
+    return [x for x in re.split(r"[,;\s]+", _text(s)) if x]
+
+
+def _command(s):
+    t = re.sub(r"^\$\s*", "", _text(s))  # a pasted prompt
+    return tuple(t.split())  # kubectl and its arguments are case-sensitive
+
+
+def _version(s):
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.0)?", _text(s).lower())
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def _cidr(s):
+    try:
+        return frozenset(ipaddress.ip_network(x, strict=False) for x in _items(s))
+    except ValueError:
+        return None  # not a range at all: simply not the right answer
+
+
+def _name(s):
+    """A certificate CN: 'CN = kubernetes' == 'kubernetes'; hyphens and dots still count."""
+    return " ".join(re.sub(r"^cn\s*=\s*", "", _text(s), flags=re.I).lower().split())
+
+
+def _set(s):
+    items = _items(s)
+    return frozenset() if [i.lower() for i in items] in (["none"], ["-"]) else frozenset(map(_words, items))
+
+
+COMPARE = {
+    "words": _words,
+    "exact": _text,  # paths and image references: case and punctuation matter
+    "command": _command,
+    "version": _version,
+    "cidr": _cidr,
+    "ordered": lambda s: tuple(map(_words, _items(s))),  # authorizers: order matters
+    "set": _set,  # admission plugins: order does not
+    "name": _name,
+}
+LIST_COMPARES = {"cidr", "ordered", "set"}
+
+
+# --- facts about this cluster -----------------------------------------------------------------
+
+@dataclass
+class Fact:
+    value: str  # the right answer, as the learner would write it
+    source: str  # where it comes from, for the explanation
+
+
+def _fact_authorization_modes(cluster, flags) -> Fact:
+    if flags.get("authorization-mode"):
+        return Fact(flags["authorization-mode"], f"--authorization-mode={flags['authorization-mode']}")
+    if flags.get("authorization-config"):
+        cfg = yaml.safe_load(cluster.read_file(flags["authorization-config"])) or {}
+        modes = ",".join(a.get("type", "?") for a in cfg.get("authorizers") or [])
+        return Fact(modes, f"--authorization-config={flags['authorization-config']} (authorizers {modes})")
+    return Fact("AlwaysAllow", "no --authorization-mode flag, so the built-in default AlwaysAllow")
+
+
+def _fact_service_cidr(cluster, flags) -> Fact:
+    if flags.get("service-cluster-ip-range"):
+        return Fact(flags["service-cluster-ip-range"],
+                    f"--service-cluster-ip-range={flags['service-cluster-ip-range']}")
+    return Fact("10.0.0.0/24", "no --service-cluster-ip-range flag, so the built-in default 10.0.0.0/24")
+
+
+def _fact_apiserver_issuer_cn(cluster, flags) -> Fact:
+    path = flags.get("tls-cert-file") or f"{cluster.pki_dir}/apiserver.crt"
+    return Fact(pki.describe(pki.load_cert(cluster.read_file(path))).issuer_cn, path)
+
+
+def _fact_admission_plugins(cluster, flags) -> Fact:
+    if flags.get("enable-admission-plugins"):
+        return Fact(flags["enable-admission-plugins"],
+                    f"--enable-admission-plugins={flags['enable-admission-plugins']}")
+    return Fact("none", "no --enable-admission-plugins flag")
+
+
+LIVE = {
+    "authorization-modes": _fact_authorization_modes,
+    "service-cidr": _fact_service_cidr,
+    "apiserver-issuer-cn": _fact_apiserver_issuer_cn,
+    "admission-plugins": _fact_admission_plugins,
+}
+
+
+# --- the questions ----------------------------------------------------------------------------
+
+def load_questions(path: Path = QUESTIONS_FILE) -> list[dict]:
+    """Read and check questions.yaml; a mistake in it is the lab author's, so say exactly where."""
+    qs = yaml.safe_load(path.read_text())
+    problems, seen = [], set()
+    for n, q in enumerate(qs if isinstance(qs, list) else [], 1):
+        where = f"question {n} ({q.get('id')})" if isinstance(q, dict) else f"question {n}"
+        if not isinstance(q, dict):
+            problems.append(f"{where} is not a mapping")
+            continue
+        missing = {"id", "title", "type", "text", "points", "explanation"} - set(q)
+        if missing:
+            problems.append(f"{where} lacks {', '.join(sorted(missing))}")
+            continue
+        if not QID.match(str(q["id"])) or q["id"] in seen:
+            problems.append(f"{where}: id must be unique lowercase words joined by '-'")
+        seen.add(q["id"])
+        choices = q.get("choices") or []
+        if q["type"] in ("choice", "multi"):
+            answer = q.get("answer")
+            wanted = [answer] if q["type"] == "choice" else answer
+            if not choices or not isinstance(wanted, list) or not wanted or \
+                    any(a not in LETTERS[:len(choices)] for a in wanted):
+                problems.append(f"{where}: needs choices and an answer among their letters")
+        elif q["type"] == "short":
+            if ("accept" in q) == ("live" in q) or q.get("compare", "words") not in COMPARE:
+                problems.append(f"{where}: needs either accept or live, and compare one of {', '.join(COMPARE)}")
+            elif "live" in q and q["live"] not in LIVE:
+                problems.append(f"{where}: live must be one of {', '.join(LIVE)}")
+        else:
+            problems.append(f"{where}: type must be choice, multi or short")
+    if not isinstance(qs, list) or not qs:
+        problems.append("expected a list of questions")
+    if problems:
+        raise ValueError(f"{path} has problems: " + "; ".join(problems))
+    return qs
+
+
+QUESTIONS = load_questions()
+
+
+def check_id(q: dict) -> str:
+    return "test_" + q["id"].replace("-", "_")
+
+
+# --- the learner's answers file ---------------------------------------------------------------
+
+class WrongType(Exception):
+    """An answer that YAML read as a mapping or a nested list instead of text."""
+
+
+@dataclass
+class Answers:
+    path: Path
+    data: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def unknown_keys(self) -> list[str]:
+        ids = {q["id"] for q in QUESTIONS}
+        return [k for k in self.data if k not in ids]
+
+
+FORMAT = "one line per question: 'question-id: answer'"
+
+
+def read_answers(path: Path) -> Answers:
+    """Parse the answers file; every way it can be broken becomes a message, never an exception."""
+    a = Answers(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        a.error = (f"{path} does not exist. Run 'ckalab start {LAB_ID}' to get a template with every "
+                   f"question, then write your answers in it.")
+        return a
+    except OSError as exc:
+        a.error = f"Cannot read {path}: {exc.strerror}."
+        return a
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:  # NUL is valid UTF-8 but never part of a text file
+        a.error = f"{path} is not UTF-8 text (it holds binary data or another encoding). Write it as plain YAML, {FORMAT}."
+        return a
+    try:
+        # BaseLoader keeps every scalar as the text the learner typed: 1.20 stays "1.20" (not the
+        # float 1.2) and yes/no/on/off stay words (not booleans).
+        data = yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "it does not parse"
+        a.error = (f"{path} is not valid YAML: {problem}{where}. Write {FORMAT}; put quotes around an "
+                   "answer that contains ': ' or ' #' or starts with one of { [ * & ! | > ' \" % @ `.")
+        return a
+    if data is None:
+        a.error = f"{path} is empty. Write {FORMAT} (run 'ckalab reset {LAB_ID}' after deleting it for a template)."
+    elif not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else "a single line of text"
+        a.error = f"{path} holds {kind}, not a mapping of question ids to answers. Write {FORMAT}."
+    else:
+        a.data = data
+    return a
+
+
+def _as_text(value, allow_list: bool) -> str:
+    """The answer as text. Lists are joined (for list questions) or must hold a single item."""
+    if isinstance(value, dict):
+        raise WrongType("a mapping (key: value pairs; put quotes around an answer that contains ': ')")
+    if isinstance(value, list):
+        if any(not isinstance(v, str) for v in value):
+            raise WrongType("a list that holds lists or mappings")
+        if len(value) != 1 and not allow_list:
+            raise WrongType(f"a list of {len(value)} items")
+        return ", ".join(value)
+    return str(value)
+
+
+# --- grading one question ---------------------------------------------------------------------
+
+def _placeholders(text: str, values: dict[str, str]) -> str:
+    for k, v in values.items():
+        text = text.replace("{" + k + "}", v)
+    return " ".join(text.split())
+
+
+def grade(n: int, q: dict, answers: Answers, cluster, facts: dict) -> None:
+    """Fail with a learner-facing message unless the answer to question n is right."""
+    __tracebackhide__ = True  # pytest formats a traceback per failure: keep it short, keep check fast
+    qid, label = q["id"], f"Question {n} ({q['id']})"
+    value = answers.data.get(qid)
+    if value is None or value == [] or (isinstance(value, str) and not _text(value)):
+        close = difflib.get_close_matches(qid, answers.unknown_keys(), n=1, cutoff=0.6)
+        also = f" ({answers.path.name} has the key '{close[0]}': did you mean '{qid}'?)" if close else ""
+        fail(f"{label} is not answered: write your answer after '{qid}:' in {answers.path.name}.{also}")
+    multi = q["type"] == "multi" or q.get("compare") in LIST_COMPARES
+    try:
+        given = _as_text(value, allow_list=multi)
+    except WrongType as exc:
+        wants = {"choice": "one letter, like: b", "multi": "a list of letters, like: [a, c]"}.get(
+            q["type"], "a comma-separated list" if multi else "text")
+        fail(f"{label}: your answer is {exc}, but this question wants {wants}.")
+    shown = " ".join(given.split())
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    etc = str(PurePosixPath(cluster.pki_dir).parent)
+    values = {"manifests": f"{etc}/manifests", "pki": cluster.pki_dir}
+
+    if q["type"] in ("choice", "multi"):
+        choices = q["choices"]
+        letters = LETTERS[:len(choices)]
+        parts = [given] if q["type"] == "choice" else [p for p in re.split(r"\s*[,;]\s*", _text(given)) if p]
+        if len(parts) == 1 and re.fullmatch(r"([a-z]\s+)+[a-z]", parts[0], re.I):
+            parts = parts[0].split()  # "a c e": letters separated by spaces only
+        picked, unclear = set(), []
+        for part in parts:
+            letter = _choice_letter(part, choices)
+            (picked.add(letter) if letter else unclear.append(part))
+        expect(not unclear, f"{label}: {', '.join(repr(u) for u in unclear)} "
+               f"{'is' if len(unclear) == 1 else 'are'} not one of the choices: "
+               f"answer with {'a letter' if q['type'] == 'choice' else 'letters'} from "
+               f"{letters[0]} to {letters[-1]} (or the text of a choice).")
+        right = {q["answer"]} if q["type"] == "choice" else set(q["answer"])
+        correct = picked == right
+        key = ", ".join(f"{x}) {choices[LETTERS.index(x)].rstrip('.')}" for x in sorted(right))
+        explanation = f"The answer is {key}. {q['explanation']}"
+    else:
+        norm = COMPARE[q.get("compare", "words")]
+        if "live" in q:
+            fact = _fact(q["live"], cluster, facts)
+            accept = [fact.value]
+            values |= {"value": fact.value, "source": fact.source}
+            explanation = q["explanation"]
+        else:
+            accept = q["accept"]
+            explanation = f"The answer is {accept[0]}. {q['explanation']}"
+        got = norm(given)
+        correct = got is not None and got in {norm(a) for a in accept}
+    expect(correct, f"{label}: '{shown}' is not correct. {_placeholders(explanation, values)}")
+
+
+def _choice_letter(part: str, choices: list[str]) -> str | None:
+    """'b', 'B', '(b)', 'b)' or the choice's text (optionally after its letter) -> 'b'."""
+    letters = LETTERS[:len(choices)]
+    t = _text(part).lower()
+    m = re.fullmatch(r"\(?([a-z])\s*[).:]?", t)
+    if m:
+        return m[1] if m[1] in letters else None
+    m = re.fullmatch(r"\(?([a-z])\s*[).:]\s*(.+)", t)
+    if m and m[1] in letters and _words(m[2]) == _words(choices[letters.index(m[1])]):
+        return m[1]
+    return next((letters[i] for i, c in enumerate(choices) if _words(c) == _words(t)), None)
+
+
+def _fact(name: str, cluster, facts: dict) -> Fact:
+    """Read the API server's flags once per grading run (on kind each read is a docker exec)."""
+    if "flags" not in facts:
+        facts["flags"] = cluster.component_flags("kube-apiserver")
+    if name not in facts:
+        facts[name] = LIVE[name](cluster, facts["flags"])
+    return facts[name]
+
+
+# --- fixtures and checks ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def answers(lab) -> Answers:
+    return read_answers(Path(lab.workdir) / lab.params["answers_file"])
+
+
+@pytest.fixture(scope="module")
+def facts() -> dict:
+    """Cluster facts, read once per grading run and only when a live question asks."""
+    return {}
+
+
+@check(1, "the answers file can be read", hint="ckalab start security-quiz writes a template to fill in")
+def test_answers_file(answers):
+    expect(answers.error is None, answers.error)
+
+
+def _make_check(n: int, q: dict):
+    @check(q["points"], f"Q{n}: {q['title']}", hint=q.get("hint", ""), after="test_answers_file")
+    def test(answers, cluster, facts):
+        __tracebackhide__ = True
+        grade(n, q, answers, cluster, facts)
+    test.__name__ = test.__qualname__ = check_id(q)
+    return test
+
+
+for _n, _q in enumerate(QUESTIONS, 1):
+    globals()[check_id(_q)] = _make_check(_n, _q)
+del _n, _q
+
+
+# --- the files `ckalab start` writes (called by the setup script) ------------------------------
+
+HEADER = f"""\
+Security quiz: write each answer after its question id, then run: ckalab check {LAB_ID}
+  choice:       one letter, e.g.    some-question: b      (the text of the choice works too)
+  choose all:   a list of letters   some-question: [a, c]
+  short answer: text                some-question: my answer
+                a list of names     some-question: first,second
+Quote an answer that contains ': ' or ' #' or starts with {{ [ * & ! | > ' " % @ `
+Questions about THIS cluster: its control-plane files are in ETC/manifests and ETC/pki"""
+
+
+def _header(etc: str) -> str:
+    # On kind the control plane's files are inside the node's container, not on this machine.
+    where = "." if Path(etc).is_dir() else ",\ninside the control-plane node (kind: docker exec -it <cluster>-control-plane bash)."
+    return HEADER.replace("ETC", etc) + where
+
+
+def _question_lines(n: int, q: dict) -> list[str]:
+    kind = {"choice": "choose one", "multi": "choose all that apply"}.get(q["type"], "short answer")
+    indent = " " * len(f"{n}. ")
+    lines = textwrap.wrap(f"{n}. {' '.join(q['text'].split())} ({kind}, {q['points']} points)", 92,
+                          subsequent_indent=indent, break_on_hyphens=False)
+    lines += [f"{indent}{LETTERS[i]}) {c}" for i, c in enumerate(q.get("choices") or [])]
+    return lines
+
+
+def render_template(etc: str) -> str:
+    out = [f"# {line}".rstrip() for line in _header(etc).splitlines()]
+    for n, q in enumerate(QUESTIONS, 1):
+        out += ["", *[f"# {line}" for line in _question_lines(n, q)], f"{q['id']}:"]
+    return "\n".join(out) + "\n"
+
+
+def render_sheet(etc: str, answers_file: str) -> str:
+    out = ["# Security quiz", "", f"Write your answers in `{answers_file}`, next to this file.", "", "```",
+           _header(etc), "```"]
+    for n, q in enumerate(QUESTIONS, 1):
+        kind = {"choice": "choose one", "multi": "choose all that apply"}.get(q["type"], "short answer")
+        out += ["", f"**{n}.** {' '.join(q['text'].split())} ({kind}, {q['points']} points; "
+                f"answer key `{q['id']}`)"]
+        if q.get("choices"):
+            out += ["", *[f"- {LETTERS[i]}) {c}" for i, c in enumerate(q["choices"])]]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_workdir_files(answers_file: str) -> None:
+    """questions.md is ours and always refreshed; the answers file is written only if absent."""
+    workdir = Path(os.environ.get("CKALAB_WORKDIR") or ".")
+    etc = str(PurePosixPath(os.environ.get("CKALAB_PKI_DIR", "/etc/kubernetes/pki")).parent)
+    (workdir / "questions.md").write_text(render_sheet(etc, answers_file))
+    try:
+        with open(workdir / answers_file, "x") as f:  # "x": never replace the learner's file
+            f.write(render_template(etc))
+    except FileExistsError:
+        pass

@@ -1,0 +1,14 @@
+# The answers template and questions.md are rendered from questions.yaml by the grader module,
+# so the questions have one source. An existing {{ answers_file }} is the learner's: it is
+# never replaced (start twice equals start once).
+python - "{{ answers_file }}" <<'PY'
+import importlib.util
+import sys
+
+from ckalab import labs
+
+spec = importlib.util.spec_from_file_location("security_quiz_grader", labs.graders_root() / "security-quiz.py")
+grader = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses need it
+spec.loader.exec_module(grader)
+grader.write_workdir_files(sys.argv[1])
+PY

@@ -1,0 +1,256 @@
+"""security-quiz grader: one check per question, live questions graded against the cluster,
+generous normalising of correct answers, exact feedback for wrong ones, and broken answer files."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ckalab import pki
+from conftest import check_of, failed_ids
+
+LAB = "security-quiz"
+QUESTIONS = yaml.safe_load((Path(__file__).resolve().parents[2] / "labs" / LAB / "questions.yaml").read_text())
+IDS = [q["id"] for q in QUESTIONS]
+CHECKS = {q["id"]: "test_" + q["id"].replace("-", "_") for q in QUESTIONS}
+NOT_CHECKED = 'Not checked yet: first fix "the answers file can be read".'
+
+
+def live_facts(h) -> dict:
+    """This cluster's facts, read independently of the grader (flags and the certificate)."""
+    flags = h.cluster.component_flags("kube-apiserver")
+    cert = pki.load_cert(h.cluster.read_file(flags["tls-cert-file"]))
+    return {"modes": flags["authorization-mode"], "cidr": flags["service-cluster-ip-range"],
+            "plugins": flags["enable-admission-plugins"], "issuer": pki.describe(cert).issuer_cn,
+            "cert": flags["tls-cert-file"],
+            "manifest": f"{Path(h.cluster.pki_dir).parent}/manifests/kube-apiserver.yaml"}
+
+
+def solved_answers(h) -> dict:
+    """The reference answers as a dict, to change one or two of them per test."""
+    h.solve()
+    return yaml.safe_load((h.workdir / "answers.yaml").read_text())
+
+
+def write_answers(h, answers: dict, raw: dict | None = None) -> None:
+    """Write answers as YAML; `raw` ones go in unquoted, exactly as a learner would type them."""
+    answers = {k: v for k, v in answers.items() if k not in (raw or {})}
+    h.write("answers.yaml", yaml.safe_dump(answers, sort_keys=False)
+            + "".join(f"{k}: {v}\n" for k, v in (raw or {}).items()))
+
+
+def test_fresh_start_writes_template_and_every_question_is_unanswered(lab_harness):
+    h = lab_harness(LAB)
+    template = yaml.safe_load((h.workdir / "answers.yaml").read_text())
+    assert template == {i: None for i in IDS} and list(template) == IDS
+    assert all(f"`{i}`" in (h.workdir / "questions.md").read_text() for i in IDS)
+    r = h.grade()
+    assert not r.passed and r.score == 1 and r.max_score == 32 and len(r.checks) == 1 + len(QUESTIONS)
+    assert failed_ids(r) == set(CHECKS.values())
+    assert check_of(r, "test_authorizer_chain").title == "Q1: what the authorizer chain does with a request nobody allows"
+    assert check_of(r, "test_authorizer_chain").message == (
+        "Question 1 (authorizer-chain) is not answered: write your answer after 'authorizer-chain:' in answers.yaml.")
+    assert check_of(r, "test_admission_plugins").message == (
+        "Question 15 (admission-plugins) is not answered: write your answer after 'admission-plugins:' in answers.yaml.")
+    assert all(" is not answered: " in c.message for c in r.checks if not c.passed)
+
+
+def test_reference_solution_passes(lab_harness):
+    h = lab_harness(LAB)
+    h.solve()
+    r = h.grade()
+    assert r.passed, r.render()
+    assert r.score == r.max_score == 32
+
+
+def test_other_spellings_of_the_right_answers_pass(lab_harness):
+    h = lab_harness(LAB)
+    f = live_facts(h)
+    h.write("answers.yaml", f"""
+authorizer-chain: "C) No authorizer allowed it, so the API server answers 403 Forbidden"
+default-authorization-mode: always allow
+cluster-authorization-modes: [{', '.join(m.lower() for m in f['modes'].split(','))}]
+default-kubeconfig: "~/.kube/config"
+cluster-scoped-resources: F, e, d, C, a
+kubelet-client-certificate: (c)
+user-csr-fields: "signerName: kubernetes.io/kube-apiserver-client, usages: [client auth]"
+image-name: "  docker.io/library/nginx:latest "
+basic-auth-removed: v1.19
+switch-context: "$ kubectl  config use prod"
+clusterrole-in-one-namespace: a roleBinding in the namespace dev whose roleRef is the clusterRole view
+netpol-pod-selector: B.
+service-cidr: "  {f['cidr']}"
+apiserver-cert-issuer: CN = {f['issuer'].upper()}
+admission-plugins: {', '.join(reversed(f['plugins'].lower().split(',')))}
+""")
+    r = h.grade()
+    assert r.passed, r.render()
+
+
+def test_multi_choice_as_yaml_list_and_as_spaced_letters_pass(lab_harness):
+    h = lab_harness(LAB)
+    answers = solved_answers(h)
+    for form in (["e", "a", "d", "f", "c"], "a c d e f", ["PersistentVolume", "storageclass", "Node", "e", "f"]):
+        write_answers(h, answers | {"cluster-scoped-resources": form})
+        assert h.grade().passed, form
+
+
+def test_wrong_answers_fail_with_their_explanation(lab_harness):
+    h = lab_harness(LAB)
+    answers = solved_answers(h)
+    write_answers(h, answers | {"default-authorization-mode": "Node", "netpol-pod-selector": "a",
+                                "cluster-scoped-resources": ["a", "b", "c", "d", "e", "f"],
+                                "image-name": "docker.io/nginx/nginx",
+                                "switch-context": "kubectl config set-context prod"},
+                  raw={"basic-auth-removed": "1.20"})
+    r = h.grade()
+    assert failed_ids(r) == {"test_default_authorization_mode", "test_netpol_pod_selector",
+                             "test_cluster_scoped_resources", "test_image_name", "test_basic_auth_removed",
+                             "test_switch_context"}
+    assert r.score == 32 - 13
+    assert check_of(r, "test_default_authorization_mode").message == (
+        "Question 2 (default-authorization-mode): 'Node' is not correct. The answer is AlwaysAllow. Without the "
+        "flag, kube-apiserver falls back to AlwaysAllow: every authenticated request is permitted. kubeadm and "
+        "kind set --authorization-mode=Node,RBAC explicitly, which is why real clusters look different; \"Node\" "
+        "is not the built-in default.")
+    assert check_of(r, "test_netpol_pod_selector").message == (
+        "Question 12 (netpol-pod-selector): 'a' is not correct. The answer is b) Pods labelled role=api in the "
+        "namespace prod only. A podSelector peer without a namespaceSelector picks pods in the policy's own "
+        "namespace only. To admit role=api pods from other namespaces, put a namespaceSelector in the same peer "
+        "(both must match) or in a separate peer (either may match).")
+    assert check_of(r, "test_cluster_scoped_resources").message.startswith(
+        "Question 5 (cluster-scoped-resources): 'a, b, c, d, e, f' is not correct. The answer is a) "
+        "PersistentVolume, c) StorageClass, d) Node, e) Namespace, f) CertificateSigningRequest. ")
+    assert check_of(r, "test_image_name").message.startswith(
+        "Question 8 (image-name): 'docker.io/nginx/nginx' is not correct. The answer is docker.io/library/nginx:latest.")
+    # 1.20 stays "1.20": the answers file is read without YAML's number conversion
+    assert check_of(r, "test_basic_auth_removed").message.startswith(
+        "Question 9 (basic-auth-removed): '1.20' is not correct. The answer is 1.19.")
+    assert check_of(r, "test_switch_context").message.startswith(
+        "Question 10 (switch-context): 'kubectl config set-context prod' is not correct. "
+        "The answer is kubectl config use-context prod.")
+
+
+def test_strict_where_the_meaning_differs(lab_harness):
+    """Case inside a path or a command, and the order of authorizers, change the meaning."""
+    h = lab_harness(LAB)
+    answers = solved_answers(h)
+    f = live_facts(h)
+    write_answers(h, answers | {"default-kubeconfig": "$HOME/.Kube/config",
+                                "switch-context": "kubectl config use-context PROD",
+                                "cluster-authorization-modes": ",".join(reversed(f["modes"].split(",")))})
+    r = h.grade()
+    assert failed_ids(r) == {"test_default_kubeconfig", "test_switch_context", "test_cluster_authorization_modes"}
+    assert check_of(r, "test_cluster_authorization_modes").message == (
+        f"Question 3 (cluster-authorization-modes): '{','.join(reversed(f['modes'].split(',')))}' is not correct. "
+        f"This cluster's kube-apiserver runs with --authorization-mode={f['modes']}, so the answer is {f['modes']}. "
+        "The order matters: the authorizers are asked one after the other. See the flag in its static Pod "
+        f"manifest: grep authorization-mode {f['manifest']}")
+
+
+def test_live_questions_with_a_wrong_fact_fail(lab_harness):
+    h = lab_harness(LAB)
+    answers = solved_answers(h)
+    f = live_facts(h)
+    write_answers(h, answers | {"service-cidr": "10.0.0.0/24", "apiserver-cert-issuer": "KUBERNETES-CA",
+                                "admission-plugins": f"{f['plugins']},PodSecurity"})
+    r = h.grade()
+    assert failed_ids(r) == {"test_service_cidr", "test_apiserver_cert_issuer", "test_admission_plugins"}
+    assert check_of(r, "test_service_cidr").message == (
+        f"Question 13 (service-cidr): '10.0.0.0/24' is not correct. This cluster's kube-apiserver runs with "
+        f"--service-cluster-ip-range={f['cidr']}, so the answer is {f['cidr']}. See the flag: "
+        f"grep service-cluster-ip-range {f['manifest']}")
+    assert check_of(r, "test_apiserver_cert_issuer").message == (
+        f"Question 14 (apiserver-cert-issuer): 'KUBERNETES-CA' is not correct. The API server's serving "
+        f"certificate ({f['cert']}) was issued by CN={f['issuer']}. Read it with: "
+        f"openssl x509 -in {f['cert']} -noout -issuer")
+    assert check_of(r, "test_admission_plugins").message.startswith(
+        f"Question 15 (admission-plugins): '{f['plugins']},PodSecurity' is not correct. This cluster's "
+        f"kube-apiserver runs with --enable-admission-plugins={f['plugins']}, so the answer is {f['plugins']} ")
+
+
+def test_answers_of_the_wrong_shape_and_unclear_choices(lab_harness):
+    h = lab_harness(LAB)
+    answers = solved_answers(h)
+    write_answers(h, answers | {"switch-context": {"kubectl config use-context": "prod"},
+                                "kubelet-client-certificate": ["b", "c"],
+                                "authorizer-chain": "e", "service-cidr": [["10.96.0.0/12"]]},
+                  raw={"user-csr-fields": "yes"})
+    r = h.grade()
+    assert failed_ids(r) == {"test_switch_context", "test_kubelet_client_certificate", "test_user_csr_fields",
+                             "test_authorizer_chain", "test_service_cidr"}
+    assert check_of(r, "test_switch_context").message == (
+        "Question 10 (switch-context): your answer is a mapping (key: value pairs; put quotes around an answer "
+        "that contains ': '), but this question wants text.")
+    assert check_of(r, "test_kubelet_client_certificate").message == (
+        "Question 6 (kubelet-client-certificate): your answer is a list of 2 items, but this question wants "
+        "one letter, like: b.")
+    assert check_of(r, "test_user_csr_fields").message == (
+        "Question 7 (user-csr-fields): 'yes' is not one of the choices: answer with a letter from a to d "
+        "(or the text of a choice).")
+    assert check_of(r, "test_authorizer_chain").message == (
+        "Question 1 (authorizer-chain): 'e' is not one of the choices: answer with a letter from a to d "
+        "(or the text of a choice).")
+    assert check_of(r, "test_service_cidr").message == (
+        "Question 13 (service-cidr): your answer is a list that holds lists or mappings, but this question "
+        "wants a comma-separated list.")
+
+
+def test_misspelled_key_is_pointed_out(lab_harness):
+    h = lab_harness(LAB)
+    answers = solved_answers(h)
+    del answers["netpol-pod-selector"]
+    write_answers(h, answers | {"netpol-podselector": "b"})
+    r = h.grade()
+    assert failed_ids(r) == {"test_netpol_pod_selector"}
+    assert check_of(r, "test_netpol_pod_selector").message == (
+        "Question 12 (netpol-pod-selector) is not answered: write your answer after 'netpol-pod-selector:' in "
+        "answers.yaml. (answers.yaml has the key 'netpol-podselector': did you mean 'netpol-pod-selector'?)")
+
+
+FORMAT = "one line per question: 'question-id: answer'"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("authorizer-chain: c\n  image-name: [\n",
+     "{path} is not valid YAML: mapping values are not allowed here (line 2, column 13). Write " + FORMAT +
+     "; put quotes around an answer that contains ': ' or ' #' or starts with one of { [ * & ! | > ' \" % @ `."),
+    ("- authorizer-chain: c\n- image-name: nginx\n",
+     "{path} holds a list, not a mapping of question ids to answers. Write " + FORMAT + "."),
+    ("c, AlwaysAllow, b\n", "{path} holds a single line of text, not a mapping of question ids to answers. "
+     "Write " + FORMAT + "."),
+    ("", "{path} is empty. Write " + FORMAT + " (run 'ckalab reset security-quiz' after deleting it for a template)."),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "{path} is not UTF-8 text (it holds binary data or another "
+     "encoding). Write it as plain YAML, " + FORMAT + "."),
+    (b"authorizer-chain: \xe9t\xe9\n", "{path} is not UTF-8 text (it holds binary data or another "
+     "encoding). Write it as plain YAML, " + FORMAT + "."),
+    (None, "{path} does not exist. Run 'ckalab start security-quiz' to get a template with every question, "
+     "then write your answers in it."),
+], ids=["not-yaml", "list", "scalar", "empty", "binary", "latin1", "missing"])
+def test_broken_answers_file(lab_harness, content, message):
+    h = lab_harness(LAB)
+    path = h.workdir / "answers.yaml"
+    if content is None:
+        path.unlink()
+    else:
+        h.write("answers.yaml", content)
+    r = h.grade()
+    assert failed_ids(r) == {"test_answers_file", *CHECKS.values()} and r.score == 0
+    assert check_of(r, "test_answers_file").message == message.replace("{path}", str(path))
+    assert check_of(r, "test_image_name").message == NOT_CHECKED
+
+
+def test_start_twice_equals_once_and_keeps_the_learners_answers(lab_harness):
+    h = lab_harness(LAB)
+    template = (h.workdir / "answers.yaml").read_text()
+    sheet = (h.workdir / "questions.md").read_text()
+    h.start()
+    assert (h.workdir / "answers.yaml").read_text() == template
+    assert (h.workdir / "questions.md").read_text() == sheet
+    h.write("answers.yaml", "authorizer-chain: c\n")
+    h.start()
+    h.reset()
+    assert (h.workdir / "answers.yaml").read_text() == "authorizer-chain: c\n"
+    (h.workdir / "answers.yaml").unlink()
+    h.start()
+    assert (h.workdir / "answers.yaml").read_text() == template
