@@ -163,6 +163,14 @@ def _message(exc: BaseException) -> str:
     return f"This check could not run ({type(exc).__name__}: {exc}). This is a bug in the grader; please report it."
 
 
+def pytest_configure(config):
+    if _CONTEXT is not None:
+        # The engine keeps only each failure's message: building tracebacks (reading source
+        # files for every failed check) was most of the time spent grading. (--tb belongs to
+        # the terminal plugin, which the runner disables, so set the option directly.)
+        config.option.tbstyle = "no"
+
+
 def pytest_collection_modifyitems(session, config, items):
     missing = [i.name for i in items if not hasattr(getattr(i, "function", None), "_ckalab_check")]
     if missing:
@@ -220,9 +228,6 @@ def run(lab, cluster) -> GradeResult:
     try:
         args = [str(lab.grader), "-p", "ckalab.grading", "-p", "no:terminal", "-p", "no:cacheprovider",
                 "-p", "no:timeout", "-p", "no:randomly", "--import-mode=importlib", "-s",
-                # The engine keeps only each failure's message: building tracebacks (reading
-                # source files for every failed check) was most of the time spent grading.
-                "--tb=no",
                 "-c", os.devnull, "--rootdir", str(lab.grader.parent), "-W", "ignore::DeprecationWarning"]
         code = pytest.main(args)
         ctx = _CONTEXT

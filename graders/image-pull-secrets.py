@@ -87,7 +87,7 @@ def entry_problem(key: str, entry, p: dict) -> str | None:
     if user != p["username"]:
         return f"{where}: username is '{user}'; expected '{p['username']}'."
     if password != p["password"]:
-        field = "the password encoded in the auth field" if "auth" in entry else "the password"
+        field = "the password" if entry.get("password") is not None else "the password inside the auth field"
         return f"{where}: {field} does not match the one in the task."
     if "email" in entry and entry["email"] != p["email"]:
         return f"{where}: email is '{entry['email']}'; expected '{p['email']}'."
@@ -106,9 +106,11 @@ def test_secret_exists(kube, lab):
 def test_secret_type(kube, lab):
     p = lab.params
     kind = _secret(kube, lab).get("type") or "Opaque"
+    legacy = kind == "kubernetes.io/dockercfg"
+    why = ("that is the legacy .dockercfg format; the task asks for the current one" if legacy
+           else f"the kubelet only uses {DOCKERCFGJSON} (or the legacy kubernetes.io/dockercfg) Secrets to pull images")
     expect(kind == DOCKERCFGJSON,
-           f"Secret '{p['secret']}' has type '{kind}'; the kubelet only uses {DOCKERCFGJSON} (or the legacy "
-           f"kubernetes.io/dockercfg) Secrets to pull images, and a Secret's type cannot be changed. Delete it "
+           f"Secret '{p['secret']}' has type '{kind}'; {why}, and a Secret's type cannot be changed. Delete it "
            f"and create it with: kubectl create secret docker-registry {p['secret']} --docker-server={p['server']} "
            f"--docker-username=... --docker-password=... --docker-email=... -n {p['namespace']}")
 
@@ -152,7 +154,8 @@ def test_deployment_uses_secret(kube, lab):
     expect(p["secret"] in names,
            f"Deployment '{p['deployment']}': the pod template's imagePullSecrets is "
            f"{names or 'empty'}; expected it to list '{p['secret']}' (spec.template.spec.imagePullSecrets). "
-           f"Look: kubectl get deployment {p['deployment']} -n {p['namespace']} -o jsonpath='{{.spec.template.spec.imagePullSecrets}}'")
+           f"Look: kubectl get deployment {p['deployment']} -n {p['namespace']} "
+           "-o jsonpath='{.spec.template.spec.imagePullSecrets}'")
     images = [c["image"] for c in spec["containers"]]
     elsewhere = [i for i in images if split_image(i)[0].lower() != p["server"].lower()]
     expect(not elsewhere, f"Deployment '{p['deployment']}' now uses {elsewhere}, which is not from '{p['server']}' "
@@ -163,9 +166,16 @@ def test_deployment_uses_secret(kube, lab):
        hint="kubectl rollout status deployment NAME; kubectl get pods -o jsonpath='{..imagePullSecrets}'")
 def test_pods_carry_secret(kube, lab):
     p = lab.params
-    selector = _deployment(kube, lab)["spec"]["selector"].get("matchLabels") or {}
-    pods = kube.list("v1", "Pod", p["namespace"], ",".join(f"{k}={v}" for k, v in selector.items()))
-    live = [q for q in pods if not q["metadata"].get("deletionTimestamp")]
+    dep = _deployment(kube, lab)
+    # Only pods of this Deployment's ReplicaSets: not pods of a deleted one still being garbage
+    # collected, nor other pods that happen to share the label.
+    sets = {rs["metadata"]["name"] for rs in kube.list("apps/v1", "ReplicaSet", p["namespace"])
+            if any(o.get("uid") == dep["metadata"]["uid"] for o in rs["metadata"].get("ownerReferences") or [])}
+    selector = ",".join(f"{k}={v}" for k, v in (dep["spec"]["selector"].get("matchLabels") or {}).items())
+    live = [q for q in kube.list("v1", "Pod", p["namespace"], selector or None)
+            if not q["metadata"].get("deletionTimestamp")
+            and any(o.get("kind") == "ReplicaSet" and o.get("name") in sets
+                    for o in q["metadata"].get("ownerReferences") or [])]
     expect(live, f"Deployment '{p['deployment']}' has no pods. Look: kubectl get deployment {p['deployment']} "
            f"-n {p['namespace']}")
     old = sorted(q["metadata"]["name"] for q in live

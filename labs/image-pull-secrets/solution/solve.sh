@@ -6,3 +6,4 @@ kubectl create secret docker-registry "{{ secret }}" -n "{{ namespace }}" \
   --dry-run=client -o yaml | kubectl apply -f -
 kubectl patch deployment "{{ deployment }}" -n "{{ namespace }}" \
   -p '{"spec":{"template":{"spec":{"imagePullSecrets":[{"name":"{{ secret }}"}]}}}}'
+kubectl label secret "{{ secret }}" -n "{{ namespace }}" "ckalab.io/lab=$CKALAB_LAB" --overwrite

@@ -1,0 +1,243 @@
+"""security-contexts grader: effective settings decide, so every correct placement passes; the
+usual mistakes (pod-level capabilities, CAP_ names, wrong inheritance) fail with pinned messages."""
+
+import json
+
+from conftest import check_of, failed_ids
+
+LAB = "security-contexts"
+RECREATE = ("A Pod's securityContext cannot be changed in place: kubectl get pod {0} -n default -o yaml > {0}.yaml, "
+            "edit it, then kubectl replace --force -f {0}.yaml")
+EXEC_CHECKS = {"test_running_users", "test_running_capabilities"}
+
+
+def pod(name, containers, pod_sc=None, seconds=3600):
+    """A Pod manifest (JSON is YAML): containers is [(name, securityContext or None)]."""
+    spec = {"containers": [{"name": n, "image": "ubuntu", "command": ["sleep", str(seconds)],
+                            **({"securityContext": sc} if sc else {})} for n, sc in containers]}
+    if pod_sc:
+        spec["securityContext"] = pod_sc
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+                       "spec": spec})
+
+
+def replace(h, manifest, *flags):
+    """Delete and recreate, as the learner must for a Pod (kubectl replace --force)."""
+    h.kubectl("replace", "--force", "--grace-period=1", *flags, "-f", "-", input=manifest)
+
+
+def web_pod(h, pod_sc=None, container_sc=None):
+    replace(h, pod("web-pod", [("web-pod", container_sc)], pod_sc))
+
+
+def multi_pod(h, pod_sc={"runAsUser": 1001}, web_sc={"runAsUser": 1002}, sidecar_sc=None, names=("web", "sidecar")):
+    h.apply(pod("multi-pod", [(names[0], web_sc), (names[1], sidecar_sc)], pod_sc))
+
+
+def cap_pod(h, sc, *flags, pod_sc=None):
+    replace(h, pod("ubuntu-sleeper", [("ubuntu-sleeper", sc)], pod_sc, seconds=4800), *flags)
+
+
+def solve_all_but(h, skip):
+    """Everything right except the part named in skip (web, multi, caps)."""
+    if skip != "web":
+        web_pod(h, pod_sc={"runAsUser": 1001})
+    if skip != "multi":
+        multi_pod(h)
+    if skip != "caps":
+        cap_pod(h, {"capabilities": {"add": ["SYS_TIME", "NET_ADMIN"]}})
+
+
+def test_fresh_start_fails_naming_unfinished_checks(lab_harness):
+    h = lab_harness(LAB)
+    r = h.grade()
+    assert not r.passed and r.score == 2  # the two pods setup creates exist
+    assert failed_ids(r) == {c.id for c in r.checks} - {"test_web_pod_exists", "test_cap_pod_exists"}
+    assert check_of(r, "test_web_pod_user").message == (
+        "Pod 'web-pod': container 'web-pod' has no runAsUser in its own or the pod's securityContext, so it runs as "
+        "the image's user (root for ubuntu); expected 1001.\n" + RECREATE.format("web-pod"))
+    assert check_of(r, "test_multi_pod_exists").message == (
+        "Pod 'multi-pod' not found in namespace 'default'. Create it with two containers, 'web' and 'sidecar' "
+        "(image ubuntu, sleep 3600).")
+    assert check_of(r, "test_multi_sidecar_user").message == (
+        'Not checked yet: first fix "multi-container pod exists with both containers".')
+    assert check_of(r, "test_capabilities").message.startswith(
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds no capabilities.")
+
+
+def test_reference_solution_passes(lab_harness):
+    h = lab_harness(LAB)
+    h.solve()
+    r = h.grade()
+    assert r.passed, r.render()
+    assert r.score == r.max_score == 16
+    # The local backend cannot exec: the runtime checks are not listed, not passed for free.
+    assert h.cluster.backend == "local" and not EXEC_CHECKS & {c.id for c in r.checks}
+
+
+def test_seeded_variant_solution_passes(lab_harness):
+    h = lab_harness(LAB, seed="7")
+    h.solve()
+    assert h.grade().passed  # the variant's pods carry the lab label: the next reset removes them
+
+
+def test_container_level_user_reordered_caps_and_drop_all_pass(lab_harness):
+    """runAsUser on web-pod's container instead of the pod; the sidecar repeating the pod's user;
+    capabilities in another order, lower case, with drop: [ALL]."""
+    h = lab_harness(LAB)
+    web_pod(h, container_sc={"runAsUser": 1001, "allowPrivilegeEscalation": False})
+    multi_pod(h, sidecar_sc={"runAsUser": 1001})
+    cap_pod(h, {"capabilities": {"add": ["net_admin", "SYS_TIME"], "drop": ["ALL"]}})
+    r = h.grade()
+    assert r.passed, r.render()
+
+
+def test_edit_from_dumped_yaml_passes(lab_harness):
+    """The hint's route: dump the live pod, add the setting, replace --force."""
+    h = lab_harness(LAB)
+    h.sh("kubectl get pod web-pod -o yaml > web-pod.yaml && "
+         "python -c \"import yaml; d = yaml.safe_load(open('web-pod.yaml')); "
+         "d['spec']['securityContext']['runAsUser'] = 1001; yaml.safe_dump(d, open('web-pod.yaml', 'w'))\" && "
+         "kubectl replace --force --grace-period=1 -f web-pod.yaml")
+    solve_all_but(h, "web")
+    assert h.grade().passed
+
+
+def test_pod_level_capabilities_are_refused_then_dropped(lab_harness):
+    h = lab_harness(LAB)
+    solve_all_but(h, "caps")
+    refused = h.kubectl("replace", "--force", "-f", "-", check=False,
+                        input=pod("ubuntu-sleeper", [("ubuntu-sleeper", None)],
+                                  {"capabilities": {"add": ["SYS_TIME", "NET_ADMIN"]}}, 4800))
+    assert 'unknown field "spec.securityContext.capabilities"' in refused.stderr
+    cap_pod(h, None, "--validate=false", pod_sc={"capabilities": {"add": ["SYS_TIME", "NET_ADMIN"]}})
+    assert h.kube.get("v1", "Pod", "ubuntu-sleeper", "default")["spec"].get("securityContext") in (None, {})
+    r = h.grade()
+    assert failed_ids(r) == {"test_capabilities"}
+    assert check_of(r, "test_capabilities").message == (
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds no capabilities. Capabilities exist only in a "
+        "container's securityContext: capabilities: {add: [\"SYS_TIME\", \"NET_ADMIN\"]}. The pod-level "
+        "securityContext has no capabilities field: kubectl refuses it as an unknown field, and with "
+        "--validate=false the API server silently drops it.\n" + RECREATE.format("ubuntu-sleeper"))
+
+
+def test_cap_prefixed_names_fail(lab_harness):
+    h = lab_harness(LAB)
+    solve_all_but(h, "caps")
+    cap_pod(h, {"capabilities": {"add": ["CAP_SYS_TIME", "CAP_NET_ADMIN"]}})
+    r = h.grade()
+    assert failed_ids(r) == {"test_capabilities"}
+    assert check_of(r, "test_capabilities").message == (
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds ['CAP_SYS_TIME', 'CAP_NET_ADMIN']: write capability "
+        "names without the CAP_ prefix (['SYS_TIME', 'NET_ADMIN']). The runtime adds the prefix itself, so "
+        "containerd would look for CAP_CAP_SYS_TIME and the container would silently not get it.\n"
+        + RECREATE.format("ubuntu-sleeper"))
+
+
+def test_one_capability_missing_or_dropped_again_fails(lab_harness):
+    h = lab_harness(LAB)
+    solve_all_but(h, "caps")
+    cap_pod(h, {"capabilities": {"add": ["SYS_TIME"]}})
+    assert check_of(h.grade(), "test_capabilities").message == (
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds ['SYS_TIME']; missing: NET_ADMIN.\n"
+        + RECREATE.format("ubuntu-sleeper"))
+    cap_pod(h, {"capabilities": {"add": ["SYS_TIME", "NET_ADMIN"], "drop": ["NET_ADMIN"]}})
+    assert check_of(h.grade(), "test_capabilities").message == (
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds ['SYS_TIME', 'NET_ADMIN'] but also drops "
+        "['NET_ADMIN']: individual drops apply after the adds (only drop: [ALL] is applied first). Remove them from "
+        "drop.\n" + RECREATE.format("ubuntu-sleeper"))
+
+
+def test_capabilities_as_a_string_lose_the_pod(lab_harness):
+    """`add: SYS_TIME` (not a list) is refused, and replace --force has already deleted the old
+    pod by then: the grader must report the missing pod, not crash or blame the capabilities."""
+    h = lab_harness(LAB)
+    refused = h.kubectl("replace", "--force", "--grace-period=1", "-f", "-", check=False,
+                        input=pod("ubuntu-sleeper", [("ubuntu-sleeper", {"capabilities": {"add": "SYS_TIME"}})],
+                                  seconds=4800))
+    assert "cannot unmarshal string" in refused.stderr
+    r = h.grade()
+    assert check_of(r, "test_cap_pod_exists").message == (
+        "Pod 'ubuntu-sleeper' not found in namespace 'default' (the lab created it). Create it again running ubuntu "
+        "with sleep 4800, or run: ckalab reset security-contexts")
+    assert check_of(r, "test_capabilities").message == 'Not checked yet: first fix "capabilities pod exists".'
+
+
+def test_sidecar_overridden_fails(lab_harness):
+    h = lab_harness(LAB)
+    solve_all_but(h, "multi")
+    multi_pod(h, sidecar_sc={"runAsUser": 1002})
+    r = h.grade()
+    assert failed_ids(r) == {"test_multi_sidecar_user"}
+    assert check_of(r, "test_multi_sidecar_user").message == (
+        "Pod 'multi-pod': container 'sidecar' sets its own runAsUser 1002, which overrides the pod's; expected it "
+        "to keep the pod-level user 1001. Remove runAsUser from the securityContext of container 'sidecar'. "
+        + RECREATE.format("multi-pod"))
+
+
+def test_web_container_left_at_pod_user_fails(lab_harness):
+    h = lab_harness(LAB)
+    solve_all_but(h, "multi")
+    multi_pod(h, web_sc=None)
+    r = h.grade()
+    assert failed_ids(r) == {"test_multi_web_user"}
+    assert check_of(r, "test_multi_web_user").message == (
+        "Pod 'multi-pod': container 'web' inherits user 1001 from the pod; expected 1002. Set runAsUser: 1002 in "
+        "the securityContext of container 'web' (a container's value overrides the pod's). "
+        + RECREATE.format("multi-pod"))
+
+
+def test_users_only_at_container_level_fail_the_pod_level_check(lab_harness):
+    """Effective users right, but the task asks for the pod-level setting the sidecar inherits."""
+    h = lab_harness(LAB)
+    solve_all_but(h, "multi")
+    multi_pod(h, pod_sc=None, sidecar_sc={"runAsUser": 1001})
+    r = h.grade()
+    assert failed_ids(r) == {"test_multi_pod_user"}
+    assert check_of(r, "test_multi_pod_user").message == (
+        "Pod 'multi-pod': the pod-level securityContext (spec.securityContext) has runAsUser None; expected 1001, "
+        "which every container inherits unless it sets its own. " + RECREATE.format("multi-pod"))
+
+
+def test_wrong_container_names_and_wrong_web_user_fail(lab_harness):
+    h = lab_harness(LAB)
+    solve_all_but(h, "multi")
+    web_pod(h, pod_sc={"runAsUser": 1001}, container_sc={"runAsUser": 1000})
+    multi_pod(h, names=("web", "side-car"))
+    r = h.grade()
+    assert failed_ids(r) == {"test_web_pod_user", "test_multi_pod_exists", "test_multi_pod_user",
+                             "test_multi_web_user", "test_multi_sidecar_user"}
+    assert check_of(r, "test_web_pod_user").message == (
+        "Pod 'web-pod': container 'web-pod' runs as user 1000 (from its own securityContext); expected 1001.\n"
+        + RECREATE.format("web-pod"))
+    assert check_of(r, "test_multi_pod_exists").message == (
+        "Pod 'multi-pod' has containers ['web', 'side-car']; missing ['sidecar']. " + RECREATE.format("multi-pod"))
+
+
+def test_pods_cannot_be_patched_in_place(lab_harness):
+    """Why the hints say recreate: the API server forbids the change."""
+    h = lab_harness(LAB)
+    bad = h.kubectl("patch", "pod", "web-pod", "-p", '{"spec":{"securityContext":{"runAsUser":1001}}}', check=False)
+    assert bad.returncode != 0 and "Forbidden: pod updates may not change fields" in bad.stderr
+    assert "test_web_pod_user" in failed_ids(h.grade())
+
+
+def test_start_twice_equals_once(lab_harness):
+    h = lab_harness(LAB)
+
+    def state():
+        pods = h.kube.list("v1", "Pod", "default", f"ckalab.io/lab={LAB}")
+        return sorted((p["metadata"]["name"], p["metadata"]["uid"]) for p in pods)
+
+    before = state()
+    assert [n for n, _ in before] == ["ubuntu-sleeper", "web-pod"]
+    h.start()
+    assert state() == before
+
+
+def test_start_keeps_the_learners_pods(lab_harness):
+    """Setup only creates what is missing: a second start must not undo (or fail on) the work."""
+    h = lab_harness(LAB)
+    h.solve()
+    h.start()
+    assert h.grade().passed
