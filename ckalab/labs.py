@@ -21,6 +21,7 @@ import yaml
 from . import home
 from .errors import CkalabError
 from .kube import LAB_LABEL, Kube
+from .waiting import wait_for
 
 SCHEMA = "ckalab/v1"
 REPO = Path(__file__).resolve().parent.parent
@@ -322,18 +323,20 @@ def reset(lab: Lab, cluster) -> list[str]:
     lab label, other than the targets the task told the learner to create, are left alone.
     """
     kube, _, _ = _cluster_ctx(cluster)
-    removed = []
+    gone: list[tuple[str, str, str, str | None]] = []
     for t in lab.targets:
         if kube.delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")):
-            removed.append(f"{t['kind']}/{t['name']}")
+            gone.append((t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")))
     for api_version, kind in sorted(_kinds(lab)):
         for obj in kube.list(api_version, kind, label_selector=f"{LAB_LABEL}={lab.id}"):
             md = obj["metadata"]
             if kube.delete(api_version, kind, md["name"], md.get("namespace")):
-                removed.append(f"{kind}/{md['name']}")
+                gone.append((api_version, kind, md["name"], md.get("namespace")))
+    # Pods and objects with finalizers linger after a delete; setup must not find them half-gone.
+    wait_for(lambda: all(kube.get(*g) is None for g in gone), 60, "the lab's old objects to be deleted")
     hint_state(lab.id, reset=True)
     start(lab, cluster)
-    return removed
+    return [f"{kind}/{name}" for _, kind, name, _ in gone]
 
 
 def hint_state(lab_id: str, reset: bool = False, advance: bool = False) -> int:
