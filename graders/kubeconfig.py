@@ -1,0 +1,232 @@
+"""Grader for kubeconfig: the learner's file has the right parts, and really logs in as the user."""
+
+import base64
+import binascii
+import ssl
+from pathlib import Path
+
+import urllib3
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from kubernetes.client.rest import ApiException
+from kubernetes.config import ConfigException
+
+from ckalab import pki
+from ckalab.grading import check, expect, fail
+from ckalab.kube import Kube, api_error_text
+
+
+def _path(lab) -> Path:
+    return lab.workdir / f"{lab.params['user']}.kubeconfig"
+
+
+def _config(lab) -> dict:
+    """The parsed file; every way it can be unreadable becomes a learner-facing failure."""
+    path, name = _path(lab), _path(lab).name
+    if not path.is_file():
+        fail(f"{name} not found in {lab.workdir}. Create it there, e.g. with "
+             f"kubectl config --kubeconfig={name} set-cluster ...")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        fail(f"{name} is not a text file: a kubeconfig is YAML. Look at it with: cat {name}")
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        fail(f"{name} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}. "
+             f"kubectl config view --kubeconfig={name} shows what kubectl makes of it.")
+    if not isinstance(cfg, dict):
+        fail(f"{name} does not hold a kubeconfig: expected a mapping with clusters, users and contexts, "
+             f"found {type(cfg).__name__ if cfg is not None else 'an empty document'}.")
+    kind = cfg.get("kind")
+    expect(kind in (None, "Config"), f"{name} has kind: {kind}; a kubeconfig has kind: Config.")
+    return cfg
+
+
+def _items(cfg: dict, section: str) -> list:
+    items = cfg.get(section)
+    return items if isinstance(items, list) else []
+
+
+def _entry(cfg: dict, section: str, name: str) -> dict | None:
+    """The body of the named entry in clusters/users/contexts ({name, cluster: {...}} -> {...})."""
+    body_key = section[:-1]
+    for item in _items(cfg, section):
+        if isinstance(item, dict) and item.get("name") == name:
+            body = item.get(body_key)
+            return body if isinstance(body, dict) else {}
+    return None
+
+
+def _names(cfg: dict, section: str) -> str:
+    found = [str(i.get("name")) for i in _items(cfg, section) if isinstance(i, dict)]
+    return ", ".join(found) or "none"
+
+
+def _material(lab, body: dict, key: str, what: str, entry: str) -> bytes:
+    """PEM bytes from `key-data` (base64) or `key` (a path; relative to the file's dir, as kubectl does)."""
+    name = _path(lab).name
+    if body.get(f"{key}-data"):
+        try:
+            return base64.b64decode(str(body[f"{key}-data"]), validate=True)
+        except (binascii.Error, ValueError):
+            fail(f"{key}-data of {entry} in {name} is not valid base64: embed files with --embed-certs "
+                 "(or base64 -w0 < FILE).")
+    if body.get(key):
+        p = Path(str(body[key]))  # like kubectl: no ~ expansion
+        p = p if p.is_absolute() else _path(lab).parent / p
+        try:
+            return p.read_bytes()
+        except OSError as exc:
+            fail(f"{key} of {entry} in {name} is {body[key]}, which cannot be read ({exc.strerror}). Relative "
+                 f"paths count from the kubeconfig's directory; the {what} is in {lab.workdir}.")
+    fail(f"{entry} in {name} has neither {key} nor {key}-data: it needs the {what}.")
+
+
+def _cn(cert) -> str:
+    return ", ".join(a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)) or "(none)"
+
+
+def _cluster_ca(cluster) -> x509.Certificate:
+    data = yaml.safe_load(Path(cluster.kubeconfig).read_text())["clusters"][0]["cluster"].get(
+        "certificate-authority-data")
+    return pki.load_cert(base64.b64decode(data) if data else cluster.read_file("ca.crt"))
+
+
+def _admin_server(cluster) -> str:
+    return yaml.safe_load(Path(cluster.kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+
+
+@check(2, "the kubeconfig file exists and parses", hint="kubectl config view --kubeconfig=FILE")
+def test_file_parses(lab):
+    _config(lab)
+
+
+@check(2, "cluster entry: server and CA", after="test_file_parses",
+       hint="kubectl config --kubeconfig=FILE set-cluster NAME --server=URL --certificate-authority=ca.crt")
+def test_cluster_entry(lab):
+    p, name = lab.params, _path(lab).name
+    cfg = _config(lab)
+    body = _entry(cfg, "clusters", p["cluster"])
+    expect(body is not None, f"{name} has no cluster named '{p['cluster']}' (clusters: {_names(cfg, 'clusters')}).")
+    entry = f"cluster '{p['cluster']}'"
+    server = str(body.get("server") or "")
+    expect(server.startswith("https://"), f"{entry} in {name} has server '{server}'; expected the API server's "
+           "https:// URL (kubectl config view --minify on the admin kubeconfig shows it).")
+    expect(not body.get("insecure-skip-tls-verify"), f"{entry} in {name} sets insecure-skip-tls-verify: the "
+           "client would trust any server. Remove it and trust ca.crt (certificate-authority) instead.")
+    pem = _material(lab, body, "certificate-authority", "CA certificate ca.crt", entry)
+    try:
+        pki.load_cert(pem)
+    except ValueError:
+        fail(f"The certificate-authority of {entry} in {name} is not a certificate: use ca.crt.")
+
+
+@check(2, "user entry: client certificate and key", after="test_file_parses",
+       hint="kubectl config --kubeconfig=FILE set-credentials NAME --client-certificate=... --client-key=...")
+def test_user_entry(lab):
+    p, name = lab.params, _path(lab).name
+    cfg = _config(lab)
+    body = _entry(cfg, "users", p["user"])
+    expect(body is not None, f"{name} has no user named '{p['user']}' (users: {_names(cfg, 'users')}).")
+    entry = f"user '{p['user']}'"
+    other = [k for k in ("exec", "auth-provider", "token", "tokenFile", "username") if body.get(k)]
+    expect(not other, f"{entry} in {name} uses {', '.join(other)}; this task's user logs in with a client "
+           "certificate only: set client-certificate and client-key.")
+    cert_pem = _material(lab, body, "client-certificate", f"certificate {p['user']}.crt", entry)
+    key_pem = _material(lab, body, "client-key", f"key {p['user']}.key", entry)
+    try:
+        cert = pki.load_cert(cert_pem)
+    except ValueError:
+        fail(f"The client-certificate of {entry} in {name} is not a certificate: use {p['user']}.crt.")
+    try:
+        # Skipping RSA's slow self-check is safe: the key is only compared with the certificate.
+        key = serialization.load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
+    except (ValueError, TypeError):
+        fail(f"The client-key of {entry} in {name} is not an unencrypted PEM private key: use {p['user']}.key.")
+    expect(pki.key_matches(key, cert), f"In {entry} of {name}, the client-key does not belong to the "
+           f"client-certificate (CN={_cn(cert)}): use {p['user']}.crt with {p['user']}.key.")
+
+
+@check(2, "context with namespace, and current-context", after="test_file_parses",
+       hint="kubectl config --kubeconfig=FILE set-context NAME --cluster=... --user=... --namespace=...; use-context NAME")
+def test_context(lab):
+    p, name = lab.params, _path(lab).name
+    ctx_name = f"{p['user']}@{p['cluster']}"
+    cfg = _config(lab)
+    body = _entry(cfg, "contexts", ctx_name)
+    expect(body is not None, f"{name} has no context named '{ctx_name}' (contexts: {_names(cfg, 'contexts')}).")
+    for field, want in (("cluster", p["cluster"]), ("user", p["user"]), ("namespace", p["namespace"])):
+        got = body.get(field)
+        expect(got == want, f"Context '{ctx_name}' in {name} has {field}: {got or '(not set)'}; expected {want}. "
+               f"kubectl config --kubeconfig={name} set-context {ctx_name} --{field}={want}")
+    current = cfg.get("current-context")
+    expect(current == ctx_name, f"current-context in {name} is '{current or ''}'; expected '{ctx_name}'. "
+           f"kubectl config --kubeconfig={name} use-context {ctx_name}")
+
+
+def _connect_error(lab, cluster, exc: Exception, server: str) -> str:
+    """A learner-facing explanation of why the file could not log in."""
+    name = _path(lab).name
+    reason = getattr(exc, "reason", None)
+    text = f"{reason or exc}"
+    if isinstance(exc, ApiException):
+        if exc.status == 401:
+            return (f"The API server at {server} rejected the client certificate in {name} (401 Unauthorized): "
+                    "the certificate must be signed by the cluster CA.")
+        return f"The API server answered {exc.status} ({exc.reason}): {api_error_text(exc)}"
+    if isinstance(reason, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+        if "hostname" in text.lower() or "IP address mismatch" in text:
+            return (f"{server} does not match the names in the API server's certificate ({text}). Use the server "
+                    f"URL of the admin kubeconfig: {_admin_server(cluster)}")
+        return (f"TLS verification of {server} failed with the CA in {name}: it is not the CA that signed the "
+                f"API server's certificate (the cluster CA is CN={_cn(_cluster_ca(cluster))}). Use ca.crt.")
+    why = ("connection refused" if "refused" in text.lower() else
+           "no answer within 3 s" if "timed out" in text.lower() else type(reason or exc).__name__)
+    return (f"Cannot connect to {server} with {name}: {why}. Is the server URL right? "
+            f"The lab's API server is {_admin_server(cluster)}.")
+
+
+def _login(lab) -> Kube:
+    """A client built from the learner's file alone (its current-context), as kubectl would use it."""
+    try:
+        return Kube(_path(lab), timeout=3)
+    except ConfigException as exc:
+        fail(f"The Kubernetes client cannot load {_path(lab).name}: {exc}")
+
+
+@check(3, "the file logs in as the user", after=("test_cluster_entry", "test_user_entry", "test_context"),
+       hint="kubectl --kubeconfig=FILE auth whoami")
+def test_authenticates_as_user(lab, cluster):
+    p, name = lab.params, _path(lab).name
+    server = _entry(_config(lab), "clusters", p["cluster"])["server"]
+    try:
+        who = _login(lab).whoami()
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        fail(_connect_error(lab, cluster, exc, server))
+    user = who.get("username")
+    groups = ", ".join(who.get("groups") or []) or "none"
+    expect(user == p["user"], f"{name} logs in as '{user}' (groups: {groups}), not as '{p['user']}': its user "
+           f"entry must carry {p['user']}.crt and {p['user']}.key, not someone else's credentials.")
+
+
+@check(2, "the user lists pods in the context's namespace", after="test_authenticates_as_user",
+       hint="kubectl --kubeconfig=FILE get pods")
+def test_lists_pods(lab, cluster, kube):
+    p = lab.params
+    try:
+        pods = _login(lab).core.list_namespaced_pod(p["namespace"], _request_timeout=3).items
+    except ApiException as exc:
+        fail(f"'{p['user']}' cannot list pods in '{p['namespace']}' ({exc.status} {exc.reason}): "
+             f"{api_error_text(exc)}. Check: kubectl auth can-i list pods --as {p['user']} -n {p['namespace']}")
+    expected = {i.metadata.name for i in kube.core.list_namespaced_pod(p["namespace"]).items}
+    seen = {i.metadata.name for i in pods}
+    expect(seen == expected, f"Listing pods in '{p['namespace']}' as '{p['user']}' returned {sorted(seen)}; "
+           f"the namespace holds {sorted(expected)}.")
