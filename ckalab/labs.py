@@ -311,9 +311,18 @@ def solve(lab: Lab, cluster) -> None:
     _run_script(lab, "solution", kubeconfig, pki_dir)
 
 
+# Kinds that setup scripts create (their objects are labelled but not visible in manifests).
+SWEPT_KINDS = {
+    ("v1", "Pod"), ("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "ServiceAccount"), ("apps/v1", "Deployment"),
+    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"), ("networking.k8s.io/v1", "NetworkPolicy"),
+}
+
+
 def _kinds(lab: Lab) -> set[tuple[str, str]]:
     objs = lab.manifests("setup") + lab.manifests("solution") + lab.targets
-    return {(o["apiVersion"], o["kind"]) for o in objs if o.get("kind") != "Namespace"}
+    return {(o["apiVersion"], o["kind"]) for o in objs if o.get("kind") != "Namespace"} | SWEPT_KINDS
 
 
 def reset(lab: Lab, cluster) -> list[str]:

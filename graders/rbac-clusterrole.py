@@ -10,6 +10,7 @@ Group subject); the SubjectAccessReview checks then judge the effect, so any cor
 import json
 
 from ckalab.grading import check, expect, fail
+from ckalab.rbac import missing_verbs, rule_covers
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("get", "watch", "list", "create", "delete")
@@ -49,19 +50,15 @@ def _check_rules(kube, role: str, wanted: dict[str, str]) -> None:
         fail(f"ClusterRole '{role}' names resources {odd}: resources are lowercase plurals, use "
              f"{' and '.join(repr(u) for u in use)}.")
 
-    def covers(rule, res, group, verb=None):
-        return (({group, "*"} & set(rule.get("apiGroups") or [])) and ({res, "*"} & set(rule.get("resources") or []))
-                and (verb is None or {verb, "*"} & set(rule.get("verbs") or [])))
-
     for res, group in wanted.items():
-        if not any(covers(r, res, group) for r in rules):
+        if not any(rule_covers(r, res, group) for r in rules):
             groups = sorted({g for r in rules if res in (r.get("resources") or []) for g in r.get("apiGroups") or []})
             if groups:
                 fail(f"ClusterRole '{role}' lists {res} under apiGroups {json.dumps(groups)}, but {res} belong to "
                      f"{_group(group)}: use apiGroups: [\"{group}\"] for them (kubectl api-resources shows the group).")
     missing = []
     for res, group in wanted.items():
-        verbs = [v for v in VERBS if not any(covers(r, res, group, v) for r in rules)]
+        verbs = missing_verbs(rules, res, VERBS, group)
         if verbs:
             missing.append(f"{', '.join(verbs)} on {res} ({_group(group)})")
     expect(not missing, f"ClusterRole '{role}' does not allow {'; '.join(missing)}. Expected verbs: "

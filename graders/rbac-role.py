@@ -1,6 +1,7 @@
 """Grader for rbac-role: a Role with pod rights bound to one user, nothing more."""
 
 from ckalab.grading import check, expect, fail
+from ckalab.rbac import missing_verbs
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("create", "list", "delete")
@@ -28,12 +29,7 @@ def test_role_rules(kube, lab):
         if odd:
             fail(f"Role '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
 
-    def allows(verb):
-        return any(("" in (r.get("apiGroups") or []) or "*" in (r.get("apiGroups") or []))
-                   and ({"pods", "*"} & set(r.get("resources") or []))
-                   and ({verb, "*"} & set(r.get("verbs") or [])) for r in rules)
-
-    missing = [v for v in VERBS if not allows(v)]
+    missing = missing_verbs(rules, "pods", VERBS)
     expect(not missing, f"Role '{p['role']}' does not allow {', '.join(missing)} on pods (core API group \"\"). "
            f"Expected verbs: {', '.join(VERBS)}.")
 

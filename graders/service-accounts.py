@@ -8,6 +8,7 @@ The pod check reads what exists and never waits: during a rollout it says so ins
 """
 
 from ckalab.grading import check, expect, fail
+from ckalab.rbac import missing_verbs
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("get", "watch", "list")
@@ -64,11 +65,7 @@ def test_role_rules(kube, lab):
         if odd:
             fail(f"{kind} '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
 
-    def allows(verb):
-        return any(({"", "*"} & set(r.get("apiGroups") or [])) and ({"pods", "*"} & set(r.get("resources") or []))
-                   and ({verb, "*"} & set(r.get("verbs") or [])) for r in rules)
-
-    missing = [v for v in VERBS if not allows(v)]
+    missing = missing_verbs(rules, "pods", VERBS)
     expect(not missing, f"{kind} '{p['role']}' does not allow {', '.join(missing)} on pods (core API group \"\"). "
            f"Expected verbs: {', '.join(VERBS)}.")
 
