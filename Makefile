@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install binaries lab test bench clean-venv
+.PHONY: install binaries lab test bench notebooks clean-venv
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,11 @@ binaries: install
 
 lab: install
 	$(BIN)/ckalab up
-	. ./$(VENV)/bin/activate && eval "$$(ckalab env)" && jupyter lab notebooks/00-welcome.ipynb
+	. ./$(VENV)/bin/activate && eval "$$(ckalab env)" && \
+	  jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/00-welcome.ipynb
+
+notebooks: install   # regenerate notebooks/*.ipynb from notebooks/_source/*.md
+	$(BIN)/python notebooks/_source/build.py
 
 test: install binaries
 	$(BIN)/ckalab validate

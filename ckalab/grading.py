@@ -217,7 +217,10 @@ def run(lab, cluster) -> GradeResult:
         raise CkalabError(f"No grader for lab '{lab.id}' at {lab.grader}.")
     status = cluster.status()
     if status.state != "running":
-        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running ({status.state}): run 'ckalab up'.")
+        from .cluster.base import up_command
+
+        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running ({status.state}): "
+                                f"run '{up_command(cluster.name)}'.")
     start = time.monotonic()
     # pytest reuses an already-imported module of the same name: drop it so the grader on disk
     # is the one that runs (a notebook kernel lives across edits and across labs).

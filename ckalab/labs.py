@@ -285,12 +285,12 @@ def _run_script(lab: Lab, step: str, kubeconfig: Path, pki_dir: str) -> None:
 
 
 def _cluster_ctx(cluster) -> tuple[Kube, Path, str]:
-    from .cluster.base import Cluster  # noqa: F401 - the type, for readers
+    from .cluster.base import up_command
 
     if cluster.status().state != "running":
         from .errors import ClusterNotRunning
 
-        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running: run 'ckalab up'.")
+        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running: run '{up_command(cluster.name)}'.")
     return Kube(cluster.kubeconfig), cluster.kubeconfig, cluster.pki_dir
 
 

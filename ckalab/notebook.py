@@ -80,7 +80,7 @@ def _esc(text: str) -> str:
 
 
 def result_html(result: GradeResult) -> str:
-    """The GradeResult as a small table: one row per check, ✔/✘, points, message and hint."""
+    """The GradeResult as HTML: a score line, then one row per check, ✔/✘, points, message and hint."""
     colour = "#1a7f37" if result.passed else "#b35900"
     head = ("All checks passed" if result.passed
             else f"{len(result.failed())} of {len(result.checks)} checks not passed yet")
@@ -92,13 +92,16 @@ def result_html(result: GradeResult) -> str:
             detail = f'<div style="white-space:pre-wrap">{_esc(c.message)}</div>'
             if c.hint:
                 detail += f'<div style="color:#57606a">hint: <code>{_esc(c.hint)}</code></div>'
-        rows.append(f'<tr class="ckalab-check-row" data-passed="{str(c.passed).lower()}">'
-                    f'<td style="font-size:1.2em">{mark}</td><td><b>{_esc(c.title)}</b>{detail}</td>'
-                    f'<td style="text-align:right;white-space:nowrap">{c.points}/{c.max_points}</td></tr>')
+        # Plain divs, not a table: JupyterLab's rendered-HTML CSS centres and squeezes tables.
+        rows.append(f'<div class="ckalab-check-row" data-passed="{str(c.passed).lower()}" '
+                    f'style="display:flex;gap:10px;padding:3px 4px;border-bottom:1px solid #eaeef2">'
+                    f'<div style="width:1.4em;font-size:1.15em">{mark}</div>'
+                    f'<div style="flex:1;text-align:left"><b>{_esc(c.title)}</b>{detail}</div>'
+                    f'<div style="white-space:nowrap">{c.points}/{c.max_points}</div></div>')
     return (f'<div class="ckalab-result" data-passed="{str(result.passed).lower()}">'
             f'<div style="font-weight:bold;color:{colour}">Score {result.score}/{result.max_score}: {head}'
             f' <span style="color:#57606a;font-weight:normal">({result.duration_s:.2f}s)</span></div>'
-            f'<table style="border-collapse:collapse">{"".join(rows)}</table></div>')
+            f'<div>{"".join(rows)}</div></div>')
 
 
 def message_html(text: str, kind: str = "info") -> str:

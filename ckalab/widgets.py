@@ -22,7 +22,7 @@ from IPython.display import HTML, Markdown, display
 
 from . import grading, labs
 from . import notebook as nb
-from .errors import CkalabError
+from .errors import CkalabError, ClusterNotRunning
 from .grading import GradeResult
 
 
@@ -34,7 +34,10 @@ def _friendly(fn):
             return fn(self, *args, **kwargs)
         except CkalabError as exc:
             self._refresh_status()
-            display(HTML(nb.message_html(str(exc), "error")))
+            text = str(exc)
+            if isinstance(exc, ClusterNotRunning):  # add the exact command, with --name if needed
+                text += "\n" + nb.status_line(self.cluster)[0]
+            display(HTML(nb.message_html(text, "error")))
             return None
     return wrapper
 
@@ -46,6 +49,7 @@ class LabBar:
         self.lab, self.cluster = nb.use_lab(lab_id, seed)
         self.last_result: GradeResult | None = None
         self.out = w.Output(layout=w.Layout(border="1px solid #d0d7de", padding="4px", min_height="2em"))
+        self.out.add_class("ckalab-out")
         self.status = w.HTML()
         self.buttons = {
             "start": w.Button(description="Start", icon="play", button_style="primary",
@@ -122,8 +126,7 @@ class LabBar:
         """In solution mode (CKALAB_NOTEBOOK_MODE=solution) apply the reference solution in place
         of the learner's cells; in normal mode do nothing, the learner's cells are the solution."""
         if nb.solution_mode():
-            return self.solve()
-        return None
+            self.solve()
 
     def show_task(self):
         display(Markdown(self.lab.task))

@@ -176,4 +176,4 @@ def test_lifecycle_up_down_up_and_a_crashed_component(cluster):
 def test_status_of_a_cluster_that_never_existed():
     st = get_cluster("never-made", "local").status()
     assert st.state == "absent"
-    assert st.message == "Cluster 'never-made' does not exist yet: run 'ckalab up'."
+    assert st.message == "Cluster 'never-made' does not exist yet: run 'ckalab up --name never-made'."

@@ -176,7 +176,7 @@ def test_hints_progress_and_stop_at_the_last(sample):
 
 def test_grading_a_stopped_cluster_says_how_to_start_it(sample):
     stopped = get_cluster("not-started", "local")
-    with pytest.raises(ClusterNotRunning, match=r"Cluster 'not-started' is not running \(absent\): run 'ckalab up'\."):
+    with pytest.raises(ClusterNotRunning, match=r"Cluster 'not-started' is not running \(absent\): run 'ckalab up --name not-started'\."):
         grading.run(sample, stopped)
 
 
@@ -202,7 +202,7 @@ def test_cli_check_exit_codes_and_json(cluster):
     assert bad.returncode == 2 and bad.stderr.startswith("error: No lab 'no-such-lab'")
     down = _cli("check", "rbac-role", "--name", "not-started")
     assert down.returncode == 2
-    assert down.stderr == "error: Cluster 'not-started' is not running (absent): run 'ckalab up'.\n"
+    assert down.stderr == "error: Cluster 'not-started' is not running (absent): run 'ckalab up --name not-started'.\n"
     labs.reset(lab, cluster)
 
 

@@ -54,6 +54,11 @@ class ClusterStatus:
         return "\n".join(lines)
 
 
+def up_command(name: str) -> str:
+    """The exact command that starts cluster `name` (errors quote it so learners can paste it)."""
+    return "ckalab up" if name == home.DEFAULT_CLUSTER else f"ckalab up --name {name}"
+
+
 class Cluster:
     """A lab cluster. Subclasses: LocalCluster (embedded control plane), KindCluster."""
 

@@ -40,7 +40,7 @@ def task_cells(lab_id: str) -> list[tuple[str, str]]:
 
 Press **Start** in the lab bar, or run the next cell. It creates what the task needs and shows the
 task. Names in the task can change between variants (`CKALAB_SEED`), so read them from there."""),
-        ("code", "bar.start()"),
+        ("code", "workdir = bar.start()"),
         ("md", """Work in the empty cells below: `!kubectl ...` lines, `%%bash` cells, or `%%writefile name.yaml`
 to write a manifest into the work directory. A JupyterLab terminal works too after
 `eval "$(ckalab env)"; cd "$(ckalab workdir """ + lab_id + """)"`."""),

@@ -28,7 +28,7 @@ import yaml
 
 from ...errors import CkalabError, ClusterNotRunning
 from ...waiting import WaitTimeout, wait_for
-from ..base import Cluster, ClusterStatus, ComponentStatus, Progress
+from ..base import Cluster, ClusterStatus, ComponentStatus, Progress, up_command
 from . import build
 from . import pki as kpki
 
@@ -105,7 +105,7 @@ class LocalCluster(Cluster):
     def manifest(self, component: str) -> dict:
         p = self.etc / "manifests" / f"{component}.yaml"
         if not p.exists():
-            raise ClusterNotRunning(f"No manifest at {p}: run 'ckalab up' first.")
+            raise ClusterNotRunning(f"No manifest at {p}: run '{up_command(self.name)}' first.")
         return yaml.safe_load(p.read_text())
 
     # --- configuration ---------------------------------------------------------------------------
@@ -385,7 +385,7 @@ class LocalCluster(Cluster):
     def status(self) -> ClusterStatus:
         if not self.etc.exists():
             return ClusterStatus(self.name, self.backend, "absent",
-                                 message=f"Cluster '{self.name}' does not exist yet: run 'ckalab up'.")
+                                 message=f"Cluster '{self.name}' does not exist yet: run '{up_command(self.name)}'.")
         comps = []
         for comp in COMPONENTS:
             rec = self._recorded(comp)
@@ -402,8 +402,9 @@ class LocalCluster(Cluster):
             state = "stopped"
         else:
             state = "degraded"
-        msg = {"stopped": f"Cluster '{self.name}' is stopped: run 'ckalab up'.",
-               "degraded": f"Cluster '{self.name}' is degraded: see the logs above, then run 'ckalab up' "
+        up = up_command(self.name)
+        msg = {"stopped": f"Cluster '{self.name}' is stopped: run '{up}'.",
+               "degraded": f"Cluster '{self.name}' is degraded: see the logs above, then run '{up}' "
                            "to restart what stopped."}.get(state, "")
         return ClusterStatus(self.name, self.backend, state, self._server(), str(self.kubeconfig), comps, msg)
 
