@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 import shutil
 import subprocess
@@ -59,7 +60,7 @@ def up_command(name: str) -> str:
     return "ckalab up" if name == home.DEFAULT_CLUSTER else f"ckalab up --name {name}"
 
 
-class Cluster:
+class Cluster(abc.ABC):
     """A lab cluster. Subclasses: LocalCluster (embedded control plane), KindCluster."""
 
     backend = "?"
@@ -69,33 +70,40 @@ class Cluster:
         self.dir = home.cluster_dir(name)
 
     # lifecycle
+    @abc.abstractmethod
     def up(self, progress: Progress = print) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def down(self, progress: Progress = print) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def status(self) -> ClusterStatus:
-        raise NotImplementedError
+        ...
 
     @property
+    @abc.abstractmethod
     def kubeconfig(self) -> Path:
         """The lab's admin kubeconfig: graders and setup use it, never the learner's context."""
-        raise NotImplementedError
+        ...
 
     # PKI and component inspection, as a learner does on a kubeadm control plane
     @property
+    @abc.abstractmethod
     def pki_dir(self) -> str:
         """Where the learner finds the PKI (a host path, or a path inside the kind node)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def read_file(self, path: str) -> bytes:
         """Read a control-plane file by the path the learner sees (pki_dir/..., manifests/...)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def manifest(self, component: str) -> dict:
         """The static Pod manifest of a control-plane component (kube-apiserver, etcd, ...)."""
-        raise NotImplementedError
+        ...
 
     def component_flags(self, component: str) -> dict[str, str]:
         """`--flag=value` pairs from the component's command line, as the manifest shows them."""
@@ -143,7 +151,10 @@ def choose_backend(requested: str = "auto") -> str:
 def get_cluster(name: str = home.DEFAULT_CLUSTER, backend: str | None = None) -> Cluster:
     """The cluster called `name`; its backend is the one it was created with unless given."""
     if backend is None or backend == "auto":
-        recorded = Cluster(name).load_state().get("backend")
+        try:
+            recorded = json.loads((home.cluster_dir(name) / "cluster.json").read_text()).get("backend")
+        except (OSError, ValueError):
+            recorded = None
         backend = recorded or choose_backend(backend or "auto")
     if backend == "kind":
         from .kind import KindCluster
