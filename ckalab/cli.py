@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 
-from . import __version__, grading, labs
+from . import __version__, classroom, exam, grading, labs, results
 from .cluster import choose_backend, get_cluster
 from .errors import CkalabError
 
@@ -66,12 +66,14 @@ def cmd_start(args):
 
 
 def cmd_check(args):
+    exam.guard_practice(args.lab)
     result = grading.run(_lab(args), _cluster(args))
     print(result.to_json() if args.json else result.render())
     return 0 if result.passed else 1
 
 
 def cmd_hint(args):
+    exam.guard_practice(args.lab)
     lab = _lab(args)
     n, text = labs.next_hint(lab)
     print(f"Hint {n}/{len(lab.hints)} for {lab.id}: {text}")
@@ -84,6 +86,7 @@ def cmd_reset(args):
 
 
 def cmd_solve(args):
+    exam.guard_practice(args.lab)
     lab = _lab(args)
     labs.solve(lab, _cluster(args))
     print(f"Applied the reference solution of {lab.id}. Check it with: ckalab check {lab.id}")
@@ -91,6 +94,32 @@ def cmd_solve(args):
 
 def cmd_workdir(args):
     print(_lab(args).workdir)
+
+
+def cmd_exam(args):
+    c = _cluster(args)
+    return {"start": lambda: exam.cli_start(c, args.labs, args.count, args.duration, args.seed, args.force),
+            "status": lambda: exam.cli_status(c, args.json), "task": lambda: exam.cli_task(args.n),
+            "finish": lambda: exam.cli_finish(c, args.json)}[args.action]()
+
+
+def cmd_submit(args):
+    return results.cli_submit(args.student, _cluster(args), args.out, args.key_file, args.labs, args.seed)
+
+
+def cmd_gradebook(args):
+    return results.cli_gradebook(args.dir, args.key_file, args.out)
+
+
+def cmd_keygen(args):
+    print(f"Wrote a new course key to {results.new_key(args.file)}: hand it to the students, keep a copy.")
+
+
+def cmd_classroom(args):
+    return {"up": lambda: classroom.cli_up(args.kubeconfig, args.roster, args.class_name, args.labs,
+                                           args.token_hours, args.server, args.pod_security),
+            "grade": lambda: classroom.cli_grade(args.class_name, args.out, args.workers),
+            "down": lambda: classroom.cli_down(args.class_name)}[args.action]()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -124,6 +153,39 @@ def parser() -> argparse.ArgumentParser:
     add("reset", cmd_reset, "remove the lab's objects and set it up again", lab=True)
     add("solve", cmd_solve, "apply the reference solution (instructors, tests)", lab=True)
     add("workdir", cmd_workdir, "print the lab's work directory", lab=True)
+
+    ex = add("exam", cmd_exam, "mock exam: start, status, task N, finish (no feedback until the end)")
+    ex.add_argument("action", choices=["start", "status", "task", "finish"])
+    ex.add_argument("n", nargs="?", type=int, default=1, help="task number (for 'task')")
+    ex.add_argument("--count", type=int, help="number of labs, picked at random (default: all)")
+    ex.add_argument("--labs", nargs="+", help="these labs instead of a random pick")
+    ex.add_argument("--duration", type=float, default=exam.DEFAULT_DURATION, help="minutes (default 120)")
+    ex.add_argument("--seed", default=os.environ.get("CKALAB_SEED"), help="variant seed or student id")
+    ex.add_argument("--force", action="store_true", help="start anew even if an exam is running")
+    ex.add_argument("--json", action="store_true")
+    sb = add("submit", cmd_submit, "grade your labs and write a signed result bundle for the instructor")
+    sb.add_argument("--student", required=True, help="your student id")
+    sb.add_argument("--key-file", help=f"course key from the instructor (default ${results.KEY_ENV})")
+    sb.add_argument("--out", required=True, help="bundle file to write (JSON)")
+    sb.add_argument("--labs", nargs="+", help="labs to grade (default: every lab started here)")
+    sb.add_argument("--seed", help="override the seed recorded when each lab was started")
+    gb = add("gradebook", cmd_gradebook, "verify result bundles and write gradebook.csv and JUnit XML")
+    gb.add_argument("dir", help="directory of *.json bundles")
+    gb.add_argument("--key-file", help=f"the course key (default ${results.KEY_ENV})")
+    gb.add_argument("--out", help="where to write the gradebook (default: DIR)")
+    add("keygen", cmd_keygen, "write a new random course key (instructors)").add_argument("file")
+    cr = add("classroom", cmd_classroom, "a workshop on a shared cluster: up, grade, down")
+    cr.add_argument("action", choices=["up", "grade", "down"])
+    cr.add_argument("--class", dest="class_name", default="workshop", help="class name (namespace prefix)")
+    cr.add_argument("--kubeconfig", help="instructor's kubeconfig of the shared cluster (up)")
+    cr.add_argument("--roster", help="CSV with a 'student' column (up)")
+    cr.add_argument("--labs", nargs="+", help="labs to run per student (default: every one that qualifies)")
+    cr.add_argument("--token-hours", type=float, default=12, help="lifetime of the students' tokens (up)")
+    cr.add_argument("--server", help="API server URL for the students' kubeconfigs (up; default: the instructor's)")
+    cr.add_argument("--pod-security", default="baseline", help="Pod Security level enforced in the student "
+                    "namespaces: baseline (default), restricted, privileged or none (up)")
+    cr.add_argument("--out", help="gradebook directory (grade)")
+    cr.add_argument("--workers", type=int, default=8, help="concurrent graders (grade)")
     return p
 
 

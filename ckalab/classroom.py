@@ -1,0 +1,511 @@
+"""A workshop on one shared, existing Kubernetes cluster: a namespace per student.
+
+`up` gives every student of the roster a namespace, a ServiceAccount bound (RoleBinding) to the
+built-in `admin` ClusterRole inside that namespace only, and a kubeconfig with a TokenRequest
+token; then it sets up, in each namespace, the labs that fit in one namespace, each student with
+their own variant (seed = student id). `grade` grades every student with the instructor's
+credentials and writes the gradebook; `down` deletes exactly what `up` labelled.
+
+Why `admin` in one namespace is safe: RBAC escalation prevention refuses any Role or RoleBinding
+granting more than the creator already holds, and a RoleBinding never reaches beyond its
+namespace, so a student can create the Roles and RoleBindings the RBAC labs ask for but cannot
+bind cluster-admin, create cluster-scoped objects, or touch another student's namespace
+(tests/test_classroom.py checks this with real requests).
+
+Which labs qualify is computed from the lab data, not listed: see `qualification()`.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import csv
+import dataclasses
+import importlib.util
+import inspect
+import io
+import json
+import re
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from . import grading, home, labs, results
+from .cluster.base import ClusterStatus
+from .errors import CkalabError
+from .exam import with_params
+from .kube import Kube, api_error_text
+from .waiting import wait_for
+
+CLASS_LABEL = "ckalab.io/classroom"
+STUDENT_LABEL = "ckalab.io/student"
+SERVICE_ACCOUNT = "student"
+BINDING = "ckalab-student-admin"
+STUDENT_ROLE = "admin"  # built-in, namespaced rights including Roles/RoleBindings, no quota/namespace edits
+PSA_LABEL = "pod-security.kubernetes.io/enforce"
+SLUG = re.compile(r"[^a-z0-9]+")
+FIXTURES = {"lab", "kube", "cluster", "workdir"}
+CONTROL_PLANE = {"read_file", "manifest", "component_flags", "pki_dir"}
+
+
+def classroom_dir(name: str) -> Path:
+    return home.home() / "classroom" / name
+
+
+# --- an existing cluster, known only by a kubeconfig ----------------------------------------
+
+class ExternalCluster:
+    """Enough of the Cluster interface for labs.start and grading.run on any kubeconfig."""
+
+    backend = "external"
+    pki_dir = ""
+
+    def __init__(self, kubeconfig: str | Path, name: str = "classroom"):
+        self.kubeconfig = Path(kubeconfig).resolve()
+        self.name = name
+
+    def status(self) -> ClusterStatus:
+        if not hasattr(self, "_kube"):  # parsing a kubeconfig costs ~50 ms: once per cluster
+            self._kube = Kube(self.kubeconfig, timeout=5) if self.kubeconfig.is_file() else None
+        ok = self._kube is not None and self._kube.ping()
+        return ClusterStatus(self.name, self.backend, "running" if ok else "stopped", kubeconfig=str(self.kubeconfig))
+
+    def _no_access(self, *_):
+        raise CkalabError("The control plane of a shared cluster is not inspected by ckalab classroom.")
+
+    read_file = manifest = component_flags = _no_access
+
+
+@dataclass
+class StudentLab(labs.Lab):
+    """A lab variant for one student: own work dir, own labels (so `down` finds everything)."""
+    base: Path = Path(".")
+    extra_labels: dict = field(default_factory=dict)
+
+    @property
+    def workdir(self) -> Path:
+        return self.base / self.id
+
+    @property
+    def label(self) -> dict[str, str]:
+        return {labs.LAB_LABEL: self.id, **self.extra_labels}
+
+
+# --- roster ----------------------------------------------------------------------------------
+
+@dataclass
+class Student:
+    id: str
+    slug: str
+    namespace: str
+
+
+def slug(student_id: str) -> str:
+    return SLUG.sub("-", student_id.strip().lower()).strip("-")[:40].strip("-")
+
+
+def read_roster(path: str | Path, class_name: str) -> list[Student]:
+    """Students from a CSV: a column `student` (or `id`), else the first column; '#' lines skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CkalabError(f"Cannot read the roster {path}: {exc}") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and r[0].strip() and not r[0].lstrip().startswith("#")]
+    if not rows:
+        raise CkalabError(f"The roster {path} lists no students.")
+    header = [c.strip().lower() for c in rows[0]]
+    col = next((header.index(c) for c in ("student", "id", "student_id") if c in header), None)
+    body = rows[1:] if col is not None else rows
+    col = col or 0
+    students, seen, problems = [], {}, []
+    for n, r in enumerate(body, 2 if rows is not body else 1):
+        sid = r[col].strip() if col < len(r) else ""
+        s = slug(sid)
+        if not s:
+            problems.append(f"line {n}: student id '{sid}' has no letters or digits")
+        elif s in seen:
+            problems.append(f"line {n}: '{sid}' gives the same namespace as '{seen[s]}'")
+        else:
+            seen[s] = sid
+            students.append(Student(sid, s, f"{class_name}-{s}"[:63].rstrip("-")))
+    if problems:
+        raise CkalabError(f"Roster {path}:\n  " + "\n  ".join(problems))
+    return students
+
+
+# --- which labs fit in one namespace ---------------------------------------------------------
+
+def _grader_uses(lab: labs.Lab) -> set[str]:
+    """What of concern the grader touches (static reading): the control plane, the work dir."""
+    used = set()
+    for node in ast.walk(ast.parse(lab.grader.read_text())):
+        if isinstance(node, ast.FunctionDef) and "workdir" in {a.arg for a in node.args.args}:
+            used.add("workdir")
+        if isinstance(node, ast.Attribute):
+            if node.attr == "workdir":
+                used.add("workdir")
+            elif node.attr in CONTROL_PLANE:
+                used.add("control-plane")
+    return used
+
+
+def qualification(lab: labs.Lab, kube: Kube) -> str | None:
+    """None when the lab can run per student in one namespace, else why it cannot."""
+    own = lab.params.get("namespace")
+    for o in lab.manifests("setup") + lab.manifests("solution") + lab.targets:
+        if o.get("kind") == "Namespace" or not kube.resource(o["apiVersion"], o["kind"]).namespaced:
+            return f"it needs cluster-scoped objects ({o['kind']}), which a namespace-limited student cannot create"
+        ns = (o.get("metadata") or o).get("namespace", "default")
+        if ns != own:
+            return f"it uses namespace '{ns}', not its own namespace parameter"
+    uses = _grader_uses(lab)
+    if "control-plane" in uses:
+        return "its grader inspects the control plane (PKI files, component flags), which students may not touch"
+    if "workdir" in uses:
+        return "its grader reads files in the learner's work directory, which stay on the learner's machine"
+    if own is None:
+        return "it has no 'namespace' parameter, so it cannot be moved into a student's namespace"
+    return None
+
+
+def qualifying(kube: Kube, lab_ids: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    ok, why = [], {}
+    for lab_id in lab_ids or labs.lab_ids():
+        try:
+            reason = qualification(labs.load(lab_id), kube)
+        except CkalabError as exc:
+            reason = f"its data does not load ({str(exc).splitlines()[-1].strip()})"
+        (why.__setitem__(lab_id, reason) if reason else ok.append(lab_id))
+    return ok, why
+
+
+_LABS: dict[str, labs.Lab] = {}
+
+
+def _variant(lab_id: str, seed: str | None) -> labs.Lab:
+    """labs.load(lab_id, seed) with the lab's data read and validated once, not per student."""
+    if lab_id not in _LABS:
+        _LABS[lab_id] = labs.load(lab_id)
+    base = _LABS[lab_id]
+    return dataclasses.replace(base, params=labs.resolve_params(base.data.get("params"), lab_id, seed), seed=seed)
+
+
+def student_lab(lab_id: str, st: Student, class_name: str) -> StudentLab:
+    lab = with_params(_variant(lab_id, st.id), namespace=st.namespace)
+    base = {f.name: getattr(lab, f.name) for f in dataclasses.fields(labs.Lab)}
+    return StudentLab(**base, base=classroom_dir(class_name) / "work" / st.slug,
+                      extra_labels={CLASS_LABEL: class_name, STUDENT_LABEL: st.slug})
+
+
+# --- up ----------------------------------------------------------------------------------------
+
+def _cluster_entry(kubeconfig: Path, server: str | None) -> dict:
+    """The instructor's current cluster (server, CA inlined) for the students' kubeconfigs."""
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    ctx_name = cfg.get("current-context")
+    ctx = next(c["context"] for c in cfg["contexts"] if c["name"] == ctx_name)
+    cl = dict(next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"]))
+    if "certificate-authority" in cl:
+        ca = Path(cl.pop("certificate-authority"))
+        ca = ca if ca.is_absolute() else kubeconfig.parent / ca
+        cl["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    if server:
+        cl["server"] = server
+    return cl
+
+
+def student_kubeconfig(class_name: str, st: Student, cluster_entry: dict, token: str) -> str:
+    ctx = f"{class_name}-{st.slug}"
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": ctx,
+        "clusters": [{"name": class_name, "cluster": cluster_entry}],
+        "users": [{"name": st.slug, "user": {"token": token}}],
+        "contexts": [{"name": ctx, "context": {"cluster": class_name, "user": st.slug, "namespace": st.namespace}}],
+    }, sort_keys=False)
+
+
+def _labels(class_name: str, st: Student) -> dict:
+    return {CLASS_LABEL: class_name, STUDENT_LABEL: st.slug}
+
+
+def _namespace(kube: Kube, class_name: str, st: Student, pod_security: str) -> None:
+    """The student's namespace, with Pod Security admission: without it `admin` could start a
+    privileged or hostPath pod and take over a node of a real shared cluster."""
+    ns = kube.get("v1", "Namespace", st.namespace)
+    if ns is not None and ns["metadata"].get("deletionTimestamp"):  # a recent `down`: let it finish
+        wait_for(lambda: kube.get("v1", "Namespace", st.namespace) is None, 180,
+                 f"namespace '{st.namespace}' (being deleted) to be gone", interval=0.5)
+        ns = None
+    if ns is not None and (ns["metadata"].get("labels") or {}).get(CLASS_LABEL) != class_name:
+        raise CkalabError(f"namespace '{st.namespace}' exists and was not created by this classroom; "
+                          "rename the class (--class) or the student")
+    labels = _labels(class_name, st)
+    if pod_security != "none":
+        labels[PSA_LABEL] = pod_security
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": st.namespace}}, labels)
+
+
+def admission_problem(kube: Kube, cluster, class_name: str, lab_id: str, pod_security: str) -> str | None:
+    """Solve the lab for real in a probe namespace set up like a student's: does the shared
+    cluster's admission (Pod Security, quotas, policies) let the task be solved there?"""
+    probe = Student("(probe)", "probe", f"{class_name}--probe")  # '--' never occurs in a student slug
+    _namespace(kube, class_name, probe, pod_security)
+    lab = student_lab(lab_id, probe, class_name)
+    try:
+        labs.reset(lab, cluster)
+        labs.solve(lab, cluster)
+    except ApiException as exc:
+        return f"its solution is refused in a student namespace: {api_error_text(exc)}"
+    except CkalabError as exc:
+        lines = [x for x in str(exc).splitlines() if "forbidden" in x.lower()] or str(exc).splitlines()[-1:]
+        return f"its solution is refused in a student namespace: {lines[0].strip()[:300]}"
+    return None
+
+
+def _up_student(kube: Kube, cluster, class_name: str, st: Student, lab_ids: list[str],
+                cl_entry: dict, token_s: int, pod_security: str) -> str:
+    labels = _labels(class_name, st)
+    _namespace(kube, class_name, st, pod_security)
+    kube.apply({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": SERVICE_ACCOUNT, "namespace": st.namespace}}, labels)
+    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": BINDING, "namespace": st.namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": STUDENT_ROLE},
+                "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": st.namespace}]}, labels)
+    tr = kube.core.create_namespaced_service_account_token(
+        SERVICE_ACCOUNT, st.namespace, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=token_s)))
+    d = classroom_dir(class_name) / "students" / st.slug
+    d.mkdir(parents=True, exist_ok=True)
+    kc = d / "kubeconfig"
+    kc.touch(mode=0o600)
+    kc.write_text(student_kubeconfig(class_name, st, cl_entry, tr.status.token))
+    tasks = [f"# Workshop '{class_name}': tasks for {st.id}\n",
+             f"Use your kubeconfig: export KUBECONFIG=$PWD/kubeconfig  (namespace {st.namespace})\n"]
+    for lab_id in lab_ids:
+        lab = student_lab(lab_id, st, class_name)
+        start_lab(kube, lab, cluster)
+        tasks.append(lab.task.rstrip() + "\n")
+    (d / "tasks.md").write_text("\n".join(tasks))
+    return str(kc)
+
+
+def start_lab(kube: Kube, lab: labs.Lab, cluster) -> None:
+    """labs.start with the caller's client: labs.start builds a new client (a kubeconfig parse)
+    per call, the main cost of `up` for a large class."""
+    lab.workdir.mkdir(parents=True, exist_ok=True)
+    kube.apply_all(lab.manifests("setup"), lab.label)
+    labs._run_script(lab, "setup", cluster.kubeconfig, cluster.pki_dir)
+    (lab.workdir / ".ckalab-lab.json").write_text(json.dumps({"lab": lab.id, "seed": lab.seed, "params": lab.params}))
+
+
+def up(kubeconfig: str | Path, roster: str | Path, class_name: str = "workshop", lab_ids: list[str] | None = None,
+       token_hours: float = 12, server: str | None = None, workers: int = 8,
+       pod_security: str = "baseline") -> dict:
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", class_name):
+        raise CkalabError(f"Class name '{class_name}' must be a short DNS label (lowercase, digits, '-').")
+    cluster = ExternalCluster(kubeconfig, class_name)
+    if cluster.status().state != "running":
+        raise CkalabError(f"Cannot reach the cluster of {kubeconfig}.")
+    students = read_roster(roster, class_name)
+    kube = Kube(cluster.kubeconfig)
+    if pod_security not in ("none", "privileged", "baseline", "restricted"):
+        raise CkalabError(f"--pod-security '{pod_security}': choose none, privileged, baseline or restricted.")
+    ok, why = qualifying(kube, lab_ids)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        problems = list(pool.map(lambda i: admission_problem(kube, cluster, class_name, i, pod_security), ok))
+    for lab_id, problem in zip(list(ok), problems):
+        if problem:
+            ok.remove(lab_id)
+            why[lab_id] = problem
+    cl_entry = _cluster_entry(cluster.kubeconfig, server)
+    state = {"class": class_name, "kubeconfig": str(cluster.kubeconfig), "labs": ok, "excluded": why,
+             "students": [dataclasses.asdict(s) for s in students], "created_at": time.time()}
+    d = classroom_dir(class_name)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "classroom.json").write_text(json.dumps(state, indent=2))
+    local = threading.local()
+
+    def one(st):
+        if not hasattr(local, "kube"):
+            local.kube = Kube(cluster.kubeconfig)
+        try:
+            return st.id, _up_student(local.kube, cluster, class_name, st, ok, cl_entry, int(token_hours * 3600),
+                                      pod_security), None
+        except Exception as exc:  # noqa: BLE001 - one student's failure is reported, the rest go on
+            return st.id, None, f"{type(exc).__name__}: {exc}"
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        done = list(pool.map(one, students))
+    state["kubeconfigs"] = {sid: kc for sid, kc, err in done if kc}
+    state["failed"] = {sid: err for sid, _, err in done if err}
+    (d / "classroom.json").write_text(json.dumps(state, indent=2))
+    return state
+
+
+def load_state(class_name: str) -> dict:
+    try:
+        return json.loads((classroom_dir(class_name) / "classroom.json").read_text())
+    except (OSError, ValueError):
+        raise CkalabError(f"No classroom '{class_name}' here: run 'ckalab classroom up' first.") from None
+
+
+# --- grade ---------------------------------------------------------------------------------------
+
+_MODULES: dict[str, object] = {}
+_ENGINE_LOCK = threading.Lock()
+
+
+def _fixture_fn(obj):
+    """The plain function behind a grader's own @pytest.fixture, or None for anything else."""
+    get = getattr(obj, "_get_wrapped_function", None)
+    return get() if callable(get) and type(obj).__name__ == "FixtureFunctionDefinition" else None
+
+
+def _checks(lab: labs.Lab) -> tuple[list, dict] | None:
+    """The grader's check functions in pytest's order and its own fixtures, or None when it needs
+    the full engine (marks, parametrize, generator or scoped fixtures: beyond plain @check)."""
+    if lab.id not in _MODULES:
+        spec = importlib.util.spec_from_file_location(f"ckalab_classroom_{lab.id.replace('-', '_')}", lab.grader)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses and the like look their module up there
+        spec.loader.exec_module(mod)
+        _MODULES[lab.id] = mod
+    mod = _MODULES[lab.id]
+    own = {n: _fixture_fn(o) for n, o in vars(mod).items() if _fixture_fn(o)}
+    if any(inspect.isgeneratorfunction(f) or not set(inspect.signature(f).parameters) <= FIXTURES
+           for f in own.values()):
+        return None
+    fns = [(n, f) for n, f in vars(mod).items() if n.startswith("test") and inspect.isfunction(f)]
+    plain = all(hasattr(f, "_ckalab_check") and not hasattr(f, "pytestmark")
+                and set(inspect.signature(f).parameters) <= FIXTURES | set(own) for _, f in fns)
+    return (fns, own) if plain and not hasattr(mod, "pytestmark") else None
+
+
+def run_checks(lab: labs.Lab, cluster, kube: Kube) -> grading.GradeResult:
+    """Grade like grading.run (same order, `after`, skips, messages) without a pytest session, so
+    many students can be graded at once from threads. Falls back to the engine when the grader
+    needs more than plain @check functions and simple fixtures of its own."""
+    import pytest
+
+    found = _checks(lab)
+    if found is None:
+        with _ENGINE_LOCK:  # grading.run keeps its context in a module global
+            return grading.run(lab, cluster)
+    fns, own = found
+    t0 = time.monotonic()
+    base = {"lab": lab, "kube": kube, "cluster": cluster, "workdir": lab.workdir}
+    out: list[grading.CheckResult] = []
+    for name, fn in fns:
+        meta = fn._ckalab_check
+        done = {r.id: r for r in out}
+        blocked = next((done[d] for d in meta.after if d in done and not done[d].passed), None)
+        if blocked:
+            ok, msg = False, f"Not checked yet: first fix \"{blocked.title}\"."
+        else:
+            try:
+                args = {}
+                for p in inspect.signature(fn).parameters:  # function-scoped, as in pytest
+                    f = own.get(p)
+                    args[p] = base[p] if f is None else f(**{q: base[q] for q in inspect.signature(f).parameters})
+                fn(**args)
+                ok, msg = True, ""
+            except pytest.skip.Exception:
+                continue  # the engine lists no result for a skipped check
+            except (Exception, pytest.fail.Exception) as exc:  # noqa: BLE001 - a message, never a traceback
+                ok, msg = False, grading._message(exc)
+        out.append(grading.CheckResult(name, meta.title, ok, meta.points if ok else 0, meta.points, msg,
+                                       "" if ok else meta.hint))
+    return grading.GradeResult(lab.id, bool(out) and all(r.passed for r in out), sum(r.points for r in out),
+                               sum(r.max_points for r in out), round(time.monotonic() - t0, 3), out, lab.seed)
+
+
+def grade(class_name: str = "workshop", out_dir: str | Path | None = None, workers: int = 8) -> results.Gradebook:
+    """Grade every student's labs concurrently and write gradebook.csv / gradebook.xml."""
+    state = load_state(class_name)
+    cluster = ExternalCluster(state["kubeconfig"], class_name)
+    if cluster.status().state != "running":
+        raise CkalabError(f"Cannot reach the cluster of {state['kubeconfig']}.")
+    students = [Student(**s) for s in state["students"] if s["id"] in state.get("kubeconfigs", {})]
+    jobs = [(st, lab_id) for st in students for lab_id in state["labs"]]
+    local = threading.local()
+    Kube(cluster.kubeconfig).resource("v1", "Pod")  # fill the discovery cache once, before the threads
+
+    def one(job):
+        st, lab_id = job
+        if not hasattr(local, "kube"):
+            local.kube = Kube(cluster.kubeconfig)
+        lab = student_lab(lab_id, st, class_name)
+        try:
+            r = run_checks(lab, cluster, local.kube)
+        except Exception as exc:  # noqa: BLE001 - a broken grader costs that lab, not the gradebook
+            r = grading.GradeResult(lab_id, False, 0, 0, 0.0, [grading.CheckResult(
+                "grader", "grader runs", False, 0, 0, f"{type(exc).__name__}: {exc}")], lab.seed)
+        return st, lab, r
+
+    book = results.Gradebook(list(state["labs"]))
+    digests = {i: _variant(i, None).files_digest() for i in state["labs"]}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for st, lab, r in pool.map(one, jobs):
+            book.add(st.id, results.lab_entry(lab, r, digest=digests[lab.id]))
+    results.write(book, Path(out_dir) if out_dir else classroom_dir(class_name))
+    return book
+
+
+# --- down ------------------------------------------------------------------------------------
+
+def down(class_name: str = "workshop", kubeconfig: str | Path | None = None) -> list[str]:
+    """Delete the namespaces `up` created (labelled with this class), and with them everything
+    inside; nothing unlabelled is touched. Returns the namespaces deleted."""
+    kc = kubeconfig or load_state(class_name)["kubeconfig"]
+    kube = Kube(kc)
+    sel = f"{CLASS_LABEL}={class_name}"
+    gone = []
+    for ns in kube.list("v1", "Namespace", label_selector=sel):
+        if kube.delete("v1", "Namespace", ns["metadata"]["name"]):
+            gone.append(ns["metadata"]["name"])
+    for api_version, kind in (("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+                              ("rbac.authorization.k8s.io/v1", "ClusterRole")):
+        for obj in kube.list(api_version, kind, label_selector=sel):  # none today; kept for safety
+            kube.delete(api_version, kind, obj["metadata"]["name"])
+            gone.append(f"{kind}/{obj['metadata']['name']}")
+    return gone
+
+
+# --- CLI entry points ------------------------------------------------------------------------
+
+def cli_up(kubeconfig, roster, class_name="workshop", lab_ids=None, token_hours=12, server=None,
+           pod_security="baseline") -> int:
+    if not kubeconfig or not roster:
+        raise CkalabError("classroom up needs --kubeconfig (the instructor's) and --roster (a CSV of students).")
+    st = up(kubeconfig, roster, class_name, lab_ids, token_hours, server, pod_security=pod_security)
+    d = classroom_dir(class_name)
+    print(f"Classroom '{class_name}': {len(st['kubeconfigs'])} students ready, {len(st['failed'])} failed.")
+    print(f"Labs per student: {', '.join(st['labs']) or 'none'}")
+    for lab_id, why in st["excluded"].items():
+        print(f"  not per student: {lab_id}: {why}")
+    for sid, err in st["failed"].items():
+        print(f"  FAILED {sid}: {err}")
+    print(f"Hand out {d}/students/<id>/kubeconfig and tasks.md. Grade: ckalab classroom grade --class {class_name}")
+    return 1 if st["failed"] else 0
+
+
+def cli_grade(class_name="workshop", out_dir=None, workers=8) -> int:
+    t0 = time.monotonic()
+    book = grade(class_name, out_dir, workers)
+    print(f"Graded {len(book.rows)} students x {len(book.lab_ids)} labs in {time.monotonic() - t0:.1f}s")
+    print(book.render())
+    return 0
+
+
+def cli_down(class_name="workshop") -> int:
+    gone = down(class_name)
+    print(f"Deleted {len(gone)} namespaces/objects of classroom '{class_name}': {', '.join(gone) or 'nothing'}")
+    return 0

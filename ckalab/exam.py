@@ -1,0 +1,462 @@
+"""Mock exam: several labs set up at once, a timer, and one grading at the end.
+
+State lives in $CKALAB_HOME/exam/: `exam.json` (the tasks with their resolved parameters, start
+time and deadline) and, once graded, `report.txt`, `report.json` and `report.xml` (JUnit).
+As in the real exam there is no feedback while the timer runs: `status` shows only the time
+left and the task list, and the practice verbs (check, hint, solve) refuse the exam's labs.
+Grading happens exactly once, on `finish` or on the first `status`/`finish` after the deadline.
+
+Tasks must not interfere: a lab whose `namespace` parameter is the shared `default` namespace
+gets its own namespace `exam-<lab-id>` for the exam, and `start` refuses a task list in which
+two labs would create the same object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__, grading, home, labs
+from .errors import CkalabError
+from .kube import Kube
+
+DEFAULT_WEIGHT = 5     # a typical CKA task weight (%), for labs without `exam: {weight}`
+DEFAULT_MINUTES = 8
+DEFAULT_DURATION = 120  # minutes, as the real exam
+PASS_MARK = 66.0       # percent
+EXAM_LABEL = "ckalab.io/exam"
+
+
+def exam_dir() -> Path:
+    return home.home() / "exam"
+
+
+def _state_path() -> Path:
+    return exam_dir() / "exam.json"
+
+
+def load_state() -> dict | None:
+    try:
+        return json.loads(_state_path().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _save(state: dict) -> None:
+    exam_dir().mkdir(parents=True, exist_ok=True)
+    tmp = _state_path().with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(_state_path())
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# --- variants shared with the classroom ------------------------------------------------------
+
+def with_params(lab: labs.Lab, **overrides) -> labs.Lab:
+    """The same lab and seed with some parameters replaced (e.g. moved into another namespace).
+    Task text, setup, targets and grader all read lab.params, so they all follow."""
+    return dataclasses.replace(lab, params={**lab.params, **overrides})
+
+
+def footprint(lab: labs.Lab) -> set[tuple[str, str, str]]:
+    """(kind, namespace, name) of every object the lab's setup, solution and targets touch."""
+    objs = lab.manifests("setup") + lab.manifests("solution") + lab.targets
+    out = set()
+    for o in objs:
+        md = o.get("metadata") or o
+        if o.get("kind") != "Namespace":
+            out.add((o["kind"], md.get("namespace", ""), md["name"]))
+    return out
+
+
+def task_lab(task: dict) -> labs.Lab:
+    """The Lab of an exam task, with the parameters recorded at `start` (namespace included)."""
+    lab = labs.load(task["lab"], task["seed"])
+    return with_params(lab, **{k: v for k, v in task["params"].items() if k in lab.params})
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+def running(state: dict | None) -> bool:
+    return bool(state) and not state.get("report")
+
+
+def valid_lab_ids() -> list[str]:
+    """Labs whose data loads (a lab being written may be incomplete; `ckalab validate` says why)."""
+    ok = []
+    for i in labs.lab_ids():
+        try:
+            labs.load(i)
+            ok.append(i)
+        except CkalabError:
+            pass
+    return ok
+
+
+def choose(lab_ids: list[str] | None, count: int | None, seed: str | None) -> list[str]:
+    known = valid_lab_ids()
+    if lab_ids:
+        unknown = [i for i in lab_ids if i not in known]
+        if unknown:
+            raise CkalabError(f"Unknown lab(s) {', '.join(unknown)}. Labs: {', '.join(known)}")
+        return list(dict.fromkeys(lab_ids))
+    if count is None:
+        return known
+    if not 1 <= count <= len(known):
+        raise CkalabError(f"--count must be between 1 and {len(known)} (the number of labs).")
+    # A seed makes the selection reproducible too; without one it is random, and recorded.
+    rng = random.Random(f"{seed}/exam") if seed is not None else random.SystemRandom()
+    picked = set(rng.sample(known, count))
+    return [i for i in known if i in picked]  # teaching order
+
+
+def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
+          duration: float = DEFAULT_DURATION, seed: str | None = None, force: bool = False,
+          now: float | None = None) -> dict:
+    """Set up the chosen labs as exam tasks and start the timer; returns the exam state."""
+    now = time.time() if now is None else now
+    old = load_state()
+    if running(old) and not force:
+        left = old["deadline"] - now
+        raise CkalabError(
+            f"An exam is already running ({_clock(left)} left, started {_iso(old['started_at'])}). "
+            "Finish it with 'ckalab exam finish', or start a new one with --force (the old one is "
+            "dropped without a grade).")
+    if duration <= 0:
+        raise CkalabError("--duration must be a positive number of minutes.")
+    chosen = choose(lab_ids, count, seed)
+    tasks, owner = [], {}
+    for n, lab_id in enumerate(chosen, 1):
+        lab = labs.load(lab_id, seed)
+        if lab.params.get("namespace") == "default":
+            lab = with_params(lab, namespace=f"exam-{lab.id}")
+        for key in footprint(lab):
+            if key in owner:
+                raise CkalabError(f"Labs '{owner[key]}' and '{lab.id}' would both use {key[0]} '{key[2]}'"
+                                  f"{' in ' + key[1] if key[1] else ''}; pick other labs or another --seed.")
+            owner[key] = lab.id
+        exam = lab.data.get("exam") or {}
+        tasks.append({"n": n, "lab": lab.id, "title": lab.title, "seed": seed, "params": lab.params,
+                      "weight": int(exam.get("weight", DEFAULT_WEIGHT)),
+                      "minutes": int(exam.get("minutes", DEFAULT_MINUTES)), "digest": lab.files_digest()})
+    exam_id = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d-%H%M%S")
+    kube = Kube(cluster.kubeconfig)
+    for t in tasks:
+        lab = task_lab(t)
+        _set_aside(lab.workdir, exam_id)
+        ns = t["params"].get("namespace")
+        if ns and ns.startswith("exam-") and kube.get("v1", "Namespace", ns) is None:
+            kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                       {EXAM_LABEL: "true"})
+        labs.reset(lab, cluster)  # a fresh task: earlier practice on this lab does not count
+    state = {"id": exam_id,
+             "version": __version__, "cluster": cluster.name, "seed": seed, "started_at": now,
+             "duration_min": duration, "deadline": now + duration * 60, "tasks": tasks}
+    for stale in ("report.txt", "report.json", "report.xml"):
+        (exam_dir() / stale).unlink(missing_ok=True)
+    _save(state)
+    return state
+
+
+def _set_aside(workdir: Path, exam_id: str) -> None:
+    """Earlier practice files must not answer an exam task, and are the learner's: move, never delete."""
+    if workdir.is_dir() and any(p.name != ".ckalab-lab.json" for p in workdir.iterdir()):
+        n, target = 1, workdir.with_name(f"{workdir.name}.before-exam-{exam_id}")
+        while target.exists():
+            n, target = n + 1, workdir.with_name(f"{workdir.name}.before-exam-{exam_id}-{n}")
+        workdir.rename(target)
+
+
+def status(cluster, now: float | None = None) -> tuple[dict, dict | None]:
+    """The exam state and, when time is up (graded now if not yet) or it is finished, the report."""
+    now = time.time() if now is None else now
+    state = load_state()
+    if not state:
+        raise CkalabError("No exam has been started: run 'ckalab exam start'.")
+    if running(state) and now >= state["deadline"]:
+        return state, finish(cluster, now=now, reason="time up")
+    return state, state.get("report")
+
+
+def finish(cluster, now: float | None = None, reason: str = "finished") -> dict:
+    """Grade every task once and write the report; later calls return the same report."""
+    now = time.time() if now is None else now
+    state = load_state()
+    if not state:
+        raise CkalabError("No exam has been started: run 'ckalab exam start'.")
+    if state.get("report"):
+        return state["report"]
+    if now >= state["deadline"]:
+        reason = "time up"
+    report = grade(state, cluster, min(now, state["deadline"]), reason)
+    state["report"] = report
+    _save(state)
+    write_reports(report, exam_dir())
+    return report
+
+
+def grade(state: dict, cluster, ended_at: float, reason: str) -> dict:
+    out_tasks = []
+    for t in state["tasks"]:
+        entry = {k: t[k] for k in ("n", "lab", "title", "weight", "minutes", "seed", "params")}
+        try:
+            r = grading.run(task_lab(t), cluster)
+            entry.update(score=r.score, max_score=r.max_score, passed=r.passed, duration_s=r.duration_s,
+                         checks=[dataclasses.asdict(c) for c in r.checks], error=None)
+        except CkalabError as exc:  # a grader that cannot run costs the task, not the report
+            entry.update(score=0, max_score=0, passed=False, duration_s=0.0, checks=[], error=str(exc))
+        entry["percent"] = round(100.0 * entry["score"] / entry["max_score"], 1) if entry["max_score"] else 0.0
+        out_tasks.append(entry)
+    weights = sum(t["weight"] for t in out_tasks) or 1
+    percent = round(sum(t["weight"] * t["percent"] for t in out_tasks) / weights, 1)
+    return {
+        "exam": {"id": state["id"], "seed": state["seed"], "cluster": state["cluster"],
+                 "started_at": _iso(state["started_at"]), "ended_at": _iso(ended_at), "ended_by": reason,
+                 "duration_min": state["duration_min"],
+                 "time_used_s": round(ended_at - state["started_at"], 1), "ckalab_version": __version__},
+        "tasks": out_tasks,
+        "total": {"percent": percent, "pass_mark": PASS_MARK, "passed": percent >= PASS_MARK,
+                  "weight": weights, "score": sum(t["score"] for t in out_tasks),
+                  "max_score": sum(t["max_score"] for t in out_tasks)},
+    }
+
+
+def guard_practice(lab_id: str) -> None:
+    """Practice feedback (check, hint, solve) is off for the exam's labs while the exam runs."""
+    state = load_state()
+    if running(state) and any(t["lab"] == lab_id for t in state["tasks"]):
+        raise CkalabError(f"'{lab_id}' is a task of the running mock exam: no feedback until the end. "
+                          "See the time left with 'ckalab exam status'; grade with 'ckalab exam finish'.")
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def render_tasks(state: dict, now: float | None = None, full: bool = False) -> str:
+    now = time.time() if now is None else now
+    left = state["deadline"] - now
+    lines = [f"Mock exam {state['id']}: {len(state['tasks'])} tasks, {state['duration_min']:g} minutes, "
+             f"time left {_clock(left)} (ends {_iso(state['deadline'])}).",
+             "No feedback until the end. Pass mark: " f"{PASS_MARK:g}%.", ""]
+    total = sum(t["weight"] for t in state["tasks"])
+    for t in state["tasks"]:
+        lines.append(f"  {t['n']:>2}. [{t['weight']:>2} of {total}] {t['title']} ({t['lab']}, ~{t['minutes']} min)")
+        if full:
+            lab = task_lab(t)
+            lines += [f"      {line}" for line in lab.task.rstrip().splitlines()]
+            lines += [f"      Work directory: {lab.workdir}", ""]
+    if not full:
+        lines += ["", "Show a task: ckalab exam task N    Finish and grade: ckalab exam finish"]
+    return "\n".join(lines)
+
+
+def render_task(state: dict, n: int) -> str:
+    for t in state["tasks"]:
+        if t["n"] == n:
+            lab = task_lab(t)
+            return (f"Task {n} ({t['weight']} points of {sum(x['weight'] for x in state['tasks'])}, "
+                    f"~{t['minutes']} min): {t['title']}\n\n{lab.task.rstrip()}\n\nWork directory: {lab.workdir}")
+    raise CkalabError(f"No task {n}: the exam has tasks 1 to {len(state['tasks'])}.")
+
+
+def render_report(report: dict) -> str:
+    e, total = report["exam"], report["total"]
+    verdict = "PASSED" if total["passed"] else "NOT PASSED"
+    lines = [f"Mock exam {e['id']}: {total['percent']:.1f}% (pass mark {total['pass_mark']:g}%): {verdict}",
+             f"  time used {_clock(e['time_used_s'])} of {_clock(e['duration_min'] * 60)} ({e['ended_by']})", ""]
+    for t in report["tasks"]:
+        mark = "✔" if t["passed"] else "✘"
+        lines.append(f"{mark} {t['n']}. {t['title']} ({t['lab']}): {t['score']}/{t['max_score']} points, "
+                     f"{t['percent']:.0f}% of weight {t['weight']}")
+        if t["error"]:
+            lines.append(f"      could not grade: {t['error']}")
+        for c in t["checks"]:
+            lines.append(f"    {'✔' if c['passed'] else '✘'} [{c['points']}/{c['max_points']}] {c['title']}")
+            if not c["passed"]:
+                lines += [f"        {line}" for line in c["message"].splitlines()]
+    return "\n".join(lines)
+
+
+def junit(report: dict) -> str:
+    """JUnit XML: a testsuite per task, a testcase per check (CI dashboards read it)."""
+    total = report["total"]
+    root = ET.Element("testsuites", name=f"ckalab mock exam {report['exam']['id']}",
+                      tests=str(sum(max(1, len(t["checks"])) for t in report["tasks"])),
+                      failures=str(sum(1 for t in report["tasks"] for c in t["checks"] if not c["passed"])),
+                      errors=str(sum(1 for t in report["tasks"] if t["error"])),
+                      time=str(report["exam"]["time_used_s"]))
+    props = ET.SubElement(root, "properties")
+    for k, v in (("percent", total["percent"]), ("pass_mark", total["pass_mark"]), ("passed", total["passed"])):
+        ET.SubElement(props, "property", name=k, value=str(v))
+    for t in report["tasks"]:
+        suite = ET.SubElement(root, "testsuite", name=f"{t['n']}. {t['lab']}", tests=str(max(1, len(t["checks"]))),
+                              failures=str(sum(1 for c in t["checks"] if not c["passed"])),
+                              errors="1" if t["error"] else "0", time=str(t["duration_s"]))
+        sp = ET.SubElement(suite, "properties")
+        for k in ("weight", "score", "max_score", "percent"):
+            ET.SubElement(sp, "property", name=k, value=str(t[k]))
+        if t["error"]:
+            case = ET.SubElement(suite, "testcase", classname=t["lab"], name="grader")
+            ET.SubElement(case, "error", message=t["error"][:200]).text = t["error"]
+        for c in t["checks"]:
+            case = ET.SubElement(suite, "testcase", classname=t["lab"], name=c["title"])
+            if not c["passed"]:
+                ET.SubElement(case, "failure", message=c["message"].splitlines()[0][:200] if c["message"] else "",
+                              type=c["id"]).text = c["message"] + (f"\nhint: {c['hint']}" if c["hint"] else "")
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_reports(report: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"report.txt": render_report(report) + "\n", "report.json": json.dumps(report, indent=2) + "\n",
+             "report.xml": junit(report)}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return [out / n for n in files]
+
+
+# --- CLI entry points (cli.py calls these in one line each) ---------------------------------
+
+def cli_start(cluster, labs_=None, count=None, duration=DEFAULT_DURATION, seed=None, force=False) -> int:
+    state = start(cluster, labs_, count, duration, seed, force)
+    print(render_tasks(state, full=True))
+    print("The timer is running. Time left: ckalab exam status    Grade: ckalab exam finish")
+    return 0
+
+
+def cli_status(cluster, as_json=False) -> int:
+    state, report = status(cluster)
+    if report:
+        print(json.dumps(report, indent=2) if as_json else
+              "The exam is over.\n\n" + render_report(report) + f"\n\nReports: {exam_dir()}/report.{{txt,json,xml}}")
+        return 0 if report["total"]["passed"] else 1
+    left = state["deadline"] - time.time()
+    print(json.dumps({"id": state["id"], "time_left_s": round(left), "tasks": len(state["tasks"])})
+          if as_json else render_tasks(state))
+    return 0
+
+
+def cli_task(n: int) -> int:
+    state = load_state()
+    if not state:
+        raise CkalabError("No exam has been started: run 'ckalab exam start'.")
+    print(render_task(state, n))
+    return 0
+
+
+def cli_finish(cluster, as_json=False) -> int:
+    report = finish(cluster)
+    print(json.dumps(report, indent=2) if as_json else
+          render_report(report) + f"\n\nReports: {exam_dir()}/report.{{txt,json,xml}}")
+    return 0 if report["total"]["passed"] else 1
+
+
+# --- notebook panel (notebooks/exam.ipynb) --------------------------------------------------
+
+def panel(count: int | None = None, lab_ids: list[str] | None = None, duration: float = DEFAULT_DURATION,
+          seed: str | None = None, cluster_name: str | None = None):
+    """Start an exam (or resume the running one) and return a widget: countdown, task list and a
+    Finish button; the report renders in place when the exam is graded."""
+    import threading
+
+    import ipywidgets as w
+
+    from . import notebook
+
+    cluster = notebook.use_cluster(cluster_name)
+    state = load_state()
+    if not running(state):
+        state = start(cluster, lab_ids, count, duration, seed)
+    clock = w.HTML()
+    tasks = w.HTML(_tasks_html(state))
+    report_box = w.HTML()
+    button = w.Button(description="Finish and grade", button_style="danger")
+    box = w.VBox([clock, tasks, button, report_box])
+
+    def show_report(report):
+        button.disabled = True
+        clock.value = notebook.message_html("The exam is over.", "info")
+        report_box.value = report_html(report)
+
+    def on_finish(_=None):
+        button.disabled = True
+        clock.value = notebook.message_html("Grading ...", "info")
+        show_report(finish(cluster))
+
+    def tick():
+        while not button.disabled:
+            left = load_state()["deadline"] - time.time()
+            if left <= 0:
+                show_report(status(cluster)[1])
+                return
+            clock.value = (f'<div class="ckalab-countdown" style="font-size:1.4em;font-weight:bold">'
+                           f'Time left {_clock(left)}</div>')
+            time.sleep(1)
+
+    button.on_click(on_finish)
+    if state.get("report"):
+        show_report(state["report"])
+    else:
+        threading.Thread(target=tick, daemon=True).start()
+    return box
+
+
+def _tasks_html(state: dict) -> str:
+    import html
+
+    total = sum(t["weight"] for t in state["tasks"])
+    items = []
+    for t in state["tasks"]:
+        lab = task_lab(t)
+        items.append(f'<details class="ckalab-exam-task"><summary><b>{t["n"]}. {html.escape(t["title"])}</b> '
+                     f'({t["weight"]} of {total} points, ~{t["minutes"]} min)</summary>'
+                     f'<pre style="white-space:pre-wrap">{html.escape(lab.task)}</pre>'
+                     f'<div>Work directory: <code>{html.escape(str(lab.workdir))}</code></div></details>')
+    return "".join(items)
+
+
+def report_html(report: dict) -> str:
+    import html
+
+    total = report["total"]
+    colour = "#1a7f37" if total["passed"] else "#cf222e"
+    rows = []
+    for t in report["tasks"]:
+        checks = "".join(f'<li>{"✔" if c["passed"] else "✘"} [{c["points"]}/{c["max_points"]}] '
+                         f'{html.escape(c["title"])}'
+                         + ("" if c["passed"] else f'<div style="white-space:pre-wrap;color:#57606a">'
+                                                   f'{html.escape(c["message"])}</div>') + "</li>"
+                         for c in t["checks"])
+        err = f'<div style="color:#cf222e">{html.escape(t["error"])}</div>' if t["error"] else ""
+        rows.append(f'<tr><td>{t["n"]}</td><td>{html.escape(t["title"])}{err}<ul>{checks}</ul></td>'
+                    f'<td>{t["score"]}/{t["max_score"]}</td><td>{t["percent"]:.0f}%</td><td>{t["weight"]}</td></tr>')
+    return (f'<div class="ckalab-exam-report" data-passed="{str(total["passed"]).lower()}">'
+            f'<h3 style="color:{colour}">{total["percent"]:.1f}% (pass mark {total["pass_mark"]:g}%): '
+            f'{"passed" if total["passed"] else "not passed"}</h3>'
+            f'<div>Time used {_clock(report["exam"]["time_used_s"])} ({report["exam"]["ended_by"]})</div>'
+            f'<table><tr><th>#</th><th>Task</th><th>Points</th><th>%</th><th>Weight</th></tr>{"".join(rows)}</table></div>')
+
+
+def report_panel():
+    """The report if the exam is over, else a note; safe to run in 'Run all'."""
+    from IPython.display import HTML
+
+    from . import notebook
+
+    state = load_state()
+    if state and state.get("report"):
+        return HTML(report_html(state["report"]))
+    return HTML(notebook.message_html("The exam is still running: press 'Finish and grade' above when done.", "info"))

@@ -1,0 +1,171 @@
+"""Mock exam on the real cluster: set-up, no feedback while it runs, one weighted grading at the end
+(text, JSON, JUnit), time-up grading, and the notebook flow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ckalab import cli, exam, labs
+
+
+@pytest.fixture
+def fresh(cluster):
+    shutil.rmtree(exam.exam_dir(), ignore_errors=True)
+    yield cluster
+    shutil.rmtree(exam.exam_dir(), ignore_errors=True)
+
+
+def solve_task(cluster, state, lab_id):
+    t = next(t for t in state["tasks"] if t["lab"] == lab_id)
+    labs.solve(exam.task_lab(t), cluster)
+
+
+def test_two_tasks_weighted_report(fresh, capsys):
+    cluster = fresh
+    t0 = time.time()
+    state = exam.start(cluster, ["rbac-role", "image-pull-secrets"], duration=30, seed="exam-1", now=t0)
+    rbac, pull = state["tasks"]
+    assert (rbac["weight"], pull["weight"]) == (6, 5)  # from lab.yaml exam: {weight}
+    # Each task in its own namespace, with the seed's names; the task text says so.
+    assert rbac["params"]["namespace"] == "exam-rbac-role" and pull["params"]["namespace"] == "exam-image-pull-secrets"
+    assert rbac["params"]["user"] == labs.load("rbac-role", "exam-1").params["user"]
+    assert "exam-rbac-role" in exam.task_lab(rbac).task
+    # No feedback while it runs: status has no report, practice verbs refuse the exam's labs.
+    st, report = exam.status(cluster, now=t0 + 60)
+    assert report is None
+    assert "time left 0:29:00" in exam.render_tasks(st, now=t0 + 60)
+    assert cli.main(["check", "rbac-role", "--name", cluster.name]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: 'rbac-role' is a task of the running mock exam: no feedback until the end. "
+        "See the time left with 'ckalab exam status'; grade with 'ckalab exam finish'.")
+    solve_task(cluster, state, "rbac-role")
+    report = exam.finish(cluster, now=t0 + 600)
+    tot = report["total"]
+    assert [t["percent"] for t in report["tasks"]] == [100.0, 0.0]
+    assert tot["percent"] == round(100 * 6 / 11, 1) == 54.5 and tot["passed"] is False and tot["pass_mark"] == 66
+    assert report["exam"]["time_used_s"] == 600.0 and report["exam"]["ended_by"] == "finished"
+    text = (exam.exam_dir() / "report.txt").read_text()
+    assert text.startswith("Mock exam ") and ": 54.5% (pass mark 66%): NOT PASSED\n  time used 0:10:00 of 0:30:00 (finished)" in text
+    assert "✔ 1. RBAC: a Role and RoleBinding for a developer (rbac-role): 10/10 points, 100% of weight 6" in text
+    assert json.loads((exam.exam_dir() / "report.json").read_text()) == report
+    root = ET.parse(exam.exam_dir() / "report.xml").getroot()
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["1. rbac-role", "2. image-pull-secrets"]
+    assert suites[0].get("failures") == "0" and int(suites[1].get("failures")) == len(report["tasks"][1]["checks"])
+    assert root.find("properties/property[@name='percent']").get("value") == "54.5"
+    # Graded once: solving afterwards changes nothing, and practice mode is back.
+    solve_task(cluster, state, "image-pull-secrets")
+    assert exam.finish(cluster, now=t0 + 700) == report
+    exam.guard_practice("rbac-role")
+
+
+def test_time_up_grades_automatically_once(fresh):
+    cluster = fresh
+    t0 = time.time()
+    state = exam.start(cluster, ["rbac-role"], duration=1, now=t0)
+    assert exam.status(cluster, now=t0 + 59)[1] is None
+    solve_task(cluster, state, "rbac-role")  # solved "in time" ...
+    _, report = exam.status(cluster, now=t0 + 75)  # ... and graded at the first look after the deadline
+    assert report["exam"]["ended_by"] == "time up" and report["exam"]["time_used_s"] == 60.0
+    assert report["total"]["passed"] and report["total"]["percent"] == 100.0
+    labs.reset(exam.task_lab(state["tasks"][0]), cluster)
+    assert exam.status(cluster, now=t0 + 200)[1] == report  # not graded again
+
+
+def test_all_labs_together_do_not_interfere(fresh):
+    """Every lab as one exam: fresh tasks all fail; with every reference solution applied side by
+    side, every task passes: no two tasks share an object."""
+    cluster = fresh
+    ids = exam.valid_lab_ids()
+    state = exam.start(cluster, duration=120, seed="class-2026")
+    assert [t["lab"] for t in state["tasks"]] == ids
+    for t in state["tasks"]:
+        labs.solve(exam.task_lab(t), cluster)
+    report = exam.finish(cluster)
+    bad = {t["lab"]: t["error"] or [c["message"] for c in t["checks"] if not c["passed"]]
+           for t in report["tasks"] if not t["passed"]}
+    assert not bad, bad
+    assert report["total"]["percent"] == 100.0 and report["total"]["passed"]
+
+
+def test_start_refuses_a_second_exam_and_bad_choices(fresh):
+    cluster = fresh
+    exam.start(cluster, ["rbac-role"], duration=10)
+    with pytest.raises(Exception) as e:
+        exam.start(cluster, ["rbac-role"])
+    assert "An exam is already running" in str(e.value) and "--force" in str(e.value)
+    assert exam.start(cluster, ["rbac-role"], duration=5, force=True)["duration_min"] == 5
+    with pytest.raises(Exception) as e:
+        exam.choose(["rbac-role", "nope"], None, None)
+    assert str(e.value).startswith("Unknown lab(s) nope. Labs: ")
+    with pytest.raises(Exception) as e:
+        exam.choose(None, 0, None)
+    assert str(e.value) == f"--count must be between 1 and {len(exam.valid_lab_ids())} (the number of labs)."
+    # --count with a seed picks the same labs every time (an instructor can reproduce it).
+    assert exam.choose(None, 2, "s") == exam.choose(None, 2, "s") and len(exam.choose(None, 2, "s")) == 2
+
+
+def test_cli_flow(fresh, capsys):
+    cluster = fresh
+    n = ["--name", cluster.name]
+    assert cli.main(["exam", "start", "--labs", "rbac-role", "--duration", "20", *n]) == 0
+    out = capsys.readouterr().out
+    assert "Mock exam " in out and "1. [ 6 of 6] RBAC: a Role and RoleBinding for a developer" in out
+    assert cli.main(["exam", "status", *n]) == 0 and "time left 0:1" in capsys.readouterr().out
+    assert cli.main(["exam", "task", "1", *n]) == 0
+    assert capsys.readouterr().out.startswith("Task 1 (6 points of 6, ~6 min): RBAC")
+    assert cli.main(["exam", "finish", "--json", *n]) == 1
+    assert json.loads(capsys.readouterr().out)["total"]["percent"] == 0.0
+
+
+def test_notebook_is_a_thin_caller_without_outputs():
+    nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "exam.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert any("exam.panel(" in c.source for c in code) and any("exam.report_panel()" in c.source for c in code)
+
+
+def test_notebook_runs_headless(fresh, monkeypatch):
+    """Run all: the panel starts the exam and the last cell says it is still running (Run all never
+    finishes an exam by itself); the Finish button grades and renders the report."""
+    from nbclient import NotebookClient
+
+    cluster = fresh
+    monkeypatch.setenv("CKALAB_CLUSTER", cluster.name)
+    nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "exam.ipynb", as_version=4)
+    for c in nb.cells:  # a short exam on one lab
+        c.source = c.source.replace("LABS = None", "LABS = ['rbac-role']")
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    assert any("The exam is still running" in o.get("data", {}).get("text/html", "") for o in outputs)
+    state = exam.load_state()
+    assert exam.running(state) and [t["lab"] for t in state["tasks"]] == ["rbac-role"]
+    # The same panel, resumed in-process: the Finish button grades and shows the report.
+    monkeypatch.setenv("KUBECONFIG", "")  # panel() points the process at the cluster; undo it afterwards
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+    box = exam.panel(cluster_name=cluster.name)
+    box.children[2].click()
+    assert 'class="ckalab-exam-report" data-passed="false"' in box.children[3].value
+    assert not exam.running(exam.load_state())
+
+
+def test_practice_files_are_set_aside_not_deleted(fresh):
+    """Files from earlier practice must not answer an exam task; they are the learner's, so they move."""
+    cluster = fresh
+    wd = labs.load("rbac-role").workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    (wd / "my-notes.yaml").write_text("kind: Role\n")
+    state = exam.start(cluster, ["rbac-role"], duration=10)
+    assert not (wd / "my-notes.yaml").exists()
+    moved = wd.with_name(f"rbac-role.before-exam-{state['id']}") / "my-notes.yaml"
+    assert moved.read_text() == "kind: Role\n"
