@@ -20,7 +20,7 @@ import traceback
 import ipywidgets as w
 from IPython.display import HTML, Markdown, display
 
-from . import grading, labs
+from . import exam, grading, labs
 from . import notebook as nb
 from .errors import CkalabError, ClusterNotRunning
 from .grading import GradeResult
@@ -95,6 +95,7 @@ class LabBar:
 
     @_friendly
     def check(self) -> GradeResult | None:
+        exam.guard_practice(self.lab.id)  # no feedback on a running mock exam's tasks
         result = grading.run(self.lab, self.cluster)
         self.last_result = result
         nb.record(result)
@@ -103,6 +104,7 @@ class LabBar:
 
     @_friendly
     def hint(self) -> str | None:
+        exam.guard_practice(self.lab.id)  # no feedback on a running mock exam's tasks
         n, text = labs.next_hint(self.lab)
         display(HTML(nb.message_html(f"Hint {n}/{len(self.lab.hints)}: {text}", "info")))
         return text
@@ -118,6 +120,7 @@ class LabBar:
 
     @_friendly
     def solve(self):
+        exam.guard_practice(self.lab.id)  # no feedback on a running mock exam's tasks
         labs.solve(self.lab, self.cluster)
         display(HTML(nb.message_html(f"Applied the reference solution of '{self.lab.id}'.", "warn")))
         return True

@@ -7,3 +7,5 @@ kubectl create secret docker-registry "{{ secret }}" -n "{{ namespace }}" \
 kubectl patch deployment "{{ deployment }}" -n "{{ namespace }}" \
   -p '{"spec":{"template":{"spec":{"imagePullSecrets":[{"name":"{{ secret }}"}]}}}}'
 kubectl label secret "{{ secret }}" -n "{{ namespace }}" "ckalab.io/lab=$CKALAB_LAB" --overwrite
+# Pods are never updated in place: the rollout replaces them, so wait for it as a learner would.
+kubectl rollout status deployment "{{ deployment }}" -n "{{ namespace }}" --timeout=120s
