@@ -18,3 +18,9 @@ def rule_covers(rule: dict, resource: str, group: str = "", verb: str | None = N
 def missing_verbs(rules: list[dict], resource: str, verbs, group: str = "") -> list[str]:
     """The verbs in `verbs` that no rule grants on `resource`."""
     return [v for v in verbs if not any(rule_covers(r, resource, group, v) for r in rules)]
+
+
+def misnamed_resources(rules: list[dict], wrong: tuple[str, ...] = ()) -> list[str]:
+    """Resource names the authorizer will never match: not lowercase, or a known singular or
+    short name from `wrong` (RBAC wants the lowercase plural, e.g. 'pods', not 'Pod' or 'po')."""
+    return [x for r in rules for x in r.get("resources") or [] if x != x.lower() or x in wrong]

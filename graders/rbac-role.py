@@ -1,7 +1,7 @@
 """Grader for rbac-role: a Role with pod rights bound to one user, nothing more."""
 
 from ckalab.grading import check, expect, fail
-from ckalab.rbac import missing_verbs
+from ckalab.rbac import misnamed_resources, missing_verbs
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("create", "list", "delete")
@@ -24,10 +24,9 @@ def test_role_exists(kube, lab):
 def test_role_rules(kube, lab):
     p = lab.params
     rules = _role(kube, lab).get("rules") or []
-    for r in rules:
-        odd = [x for x in r.get("resources") or [] if x != x.lower() or x in ("pod",)]
-        if odd:
-            fail(f"Role '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
+    odd = misnamed_resources(rules, ("pod", "po"))
+    if odd:
+        fail(f"Role '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
 
     missing = missing_verbs(rules, "pods", VERBS)
     expect(not missing, f"Role '{p['role']}' does not allow {', '.join(missing)} on pods (core API group \"\"). "

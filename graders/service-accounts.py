@@ -8,7 +8,7 @@ The pod check reads what exists and never waits: during a rollout it says so ins
 """
 
 from ckalab.grading import check, expect, fail
-from ckalab.rbac import missing_verbs
+from ckalab.rbac import misnamed_resources, missing_verbs
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("get", "watch", "list")
@@ -60,10 +60,9 @@ def test_role_rules(kube, lab):
     p = lab.params
     kind, role = _role(kube, p)
     rules = role.get("rules") or []
-    for r in rules:
-        odd = [x for x in r.get("resources") or [] if x != x.lower() or x in ("pod", "po")]
-        if odd:
-            fail(f"{kind} '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
+    odd = misnamed_resources(rules, ("pod", "po"))
+    if odd:
+        fail(f"{kind} '{p['role']}' names resources {odd}: resources are lowercase plurals, use 'pods'.")
 
     missing = missing_verbs(rules, "pods", VERBS)
     expect(not missing, f"{kind} '{p['role']}' does not allow {', '.join(missing)} on pods (core API group \"\"). "

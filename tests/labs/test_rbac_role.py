@@ -81,3 +81,20 @@ def test_overgranting_fails(lab_harness):
     assert failed_ids(r) == {"test_no_overgrant"}
     assert check_of(r, "test_no_overgrant").message == (
         "'dev-user' can also get secrets in 'default': grant only create, list and delete on pods in 'default'.")
+
+
+def test_resource_kind_name_instead_of_plural_fails(lab_harness):
+    """Erratum: RBAC resources are lowercase plurals; 'Pod' is accepted by the API but never matches."""
+    h = lab_harness(LAB)
+    h.apply("""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: developer, namespace: default}
+rules:
+- {apiGroups: [""], resources: [Pod], verbs: [create, list, delete]}
+""")
+    h.kubectl("create", "rolebinding", "dev-user-binding", "--role=developer", "--user=dev-user", "-n", "default")
+    r = h.grade()
+    assert failed_ids(r) == {"test_role_rules", "test_user_can"}
+    assert check_of(r, "test_role_rules").message == (
+        "Role 'developer' names resources ['Pod']: resources are lowercase plurals, use 'pods'.")
