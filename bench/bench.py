@@ -26,7 +26,6 @@ def main() -> None:
         os.environ["CKALAB_BIN_CACHE"] = tempfile.mkdtemp(prefix="ckalab-bench-bin-")
         os.environ["GOCACHE"] = tempfile.mkdtemp(prefix="ckalab-bench-gocache-")
 
-    from ckalab import grading, labs  # noqa: E402 - after CKALAB_HOME is set
     from ckalab.cluster import get_cluster
     from ckalab.cluster.local import build
 
@@ -38,16 +37,25 @@ def main() -> None:
     print(f"binaries: {kind}: {time.monotonic() - t:.1f}s")
 
     c = get_cluster("bench", "local")
+    try:
+        measure(c, args.rounds)
+    finally:
+        c.down(progress=lambda m: None)
+
+
+def measure(c, rounds: int) -> None:
+    from ckalab import grading, labs
+
     t = time.monotonic()
     c.up(progress=lambda m: None)
     print(f"up (first, new PKI + etcd): {time.monotonic() - t:.1f}s")
     ups = []
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         c.down(progress=lambda m: None)
         t = time.monotonic()
         c.up(progress=lambda m: None)
         ups.append(time.monotonic() - t)
-    print(f"up (stopped -> ready, warm cache), {args.rounds} runs: median {statistics.median(ups):.1f}s, "
+    print(f"up (stopped -> ready, warm cache), {rounds} runs: median {statistics.median(ups):.1f}s, "
           f"max {max(ups):.1f}s")
     t = time.monotonic()
     c.up(progress=lambda m: None)
@@ -57,7 +65,7 @@ def main() -> None:
         lab = labs.load(lab_id)
         try:
             labs.start(lab, c)
-            times = [grading.run(lab, c).duration_s for _ in range(args.rounds)]
+            times = [grading.run(lab, c).duration_s for _ in range(rounds)]
             labs.solve(lab, c)
             solved = grading.run(lab, c)
         except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
@@ -65,7 +73,6 @@ def main() -> None:
             continue
         print(f"check {lab_id:<20} unsolved median {statistics.median(times):.2f}s, "
               f"solved {solved.duration_s:.2f}s ({solved.score}/{solved.max_score})")
-    c.down(progress=lambda m: None)
 
 
 if __name__ == "__main__":
