@@ -2,7 +2,7 @@
 
 Opens 05-rbac-role (a copy, so autosave cannot write outputs into the repo), runs every cell in
 solution mode, clicks the bar's Check button and reads the result the bar renders. Screenshots go
-to artifacts/ (gitignored); the bar's picture is copied to docs/screenshot-lab-bar.png.
+to artifacts/ (gitignored); with CKALAB_UPDATE_SCREENSHOTS=1 they also refresh docs/*.png.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ckalab import grading, labs
+from ckalab.waiting import WaitTimeout, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,16 +63,17 @@ def jupyter(cluster, tmp_path):
          "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:  # bounded readiness poll of the local server's API
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"JupyterLab did not start:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}")
-            time.sleep(0.3)
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError("JupyterLab exited")
+        urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+        return True
+
+    try:
+        wait_for(ready, 60, "JupyterLab to answer on loopback", interval=0.3)
+    except WaitTimeout:
+        proc.kill()
+        raise AssertionError(f"JupyterLab did not start:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}")
     yield base, token
     proc.terminate()
     try:
@@ -86,14 +87,13 @@ def _wait_for_kernel(page, seconds: float = 90) -> None:
     """Wait until the notebook's kernel is idle; accept the kernel dialog if JupyterLab shows one."""
     idle = page.locator(".jp-StatusBar-Widget", has_text="| Idle")
     select = page.locator(".jp-Dialog").get_by_role("button", name="Select Kernel")
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def idle_now() -> bool:
         if select.count() and select.first.is_visible():
             select.first.click()
-        if idle.count():
-            return
-        page.wait_for_timeout(250)
-    raise AssertionError("the notebook kernel did not become idle")
+        return idle.count() > 0
+
+    wait_for(idle_now, seconds, "the notebook kernel to be idle", interval=0.25)
 
 
 def test_lab_bar_check_in_browser(jupyter, cluster, lab_harness):
@@ -150,6 +150,6 @@ def test_lab_bar_check_in_browser(jupyter, cluster, lab_harness):
             assert not grading.run(lab, cluster).passed
         finally:
             browser.close()
-    docs = REPO / "docs"
-    docs.mkdir(exist_ok=True)
-    shutil.copyfile(ARTIFACTS / "lab-bar.png", docs / "screenshot-lab-bar.png")
+    if os.environ.get("CKALAB_UPDATE_SCREENSHOTS"):  # refresh the README's pictures on request only
+        shutil.copyfile(ARTIFACTS / "lab-bar.png", REPO / "docs" / "screenshot-lab-bar.png")
+        shutil.copyfile(ARTIFACTS / "notebook-05-rbac-role.png", REPO / "docs" / "screenshot-notebook.png")
