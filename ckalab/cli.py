@@ -59,9 +59,11 @@ def _lab(args):
 
 
 def cmd_start(args):
-    lab = _lab(args)
-    workdir = labs.start(lab, _cluster(args))
+    lab, cluster = _lab(args), _cluster(args)
+    workdir = labs.start(lab, cluster)
     print(lab.task.rstrip())
+    if note := labs.backend_note(lab, cluster.backend):
+        print(f"\n{note}")
     print(f"\nWork directory: {workdir}\nWhen done: ckalab check {lab.id}    Stuck? ckalab hint {lab.id}")
 
 

@@ -212,6 +212,9 @@ def validate(lab_dir: Path, data: Any) -> list[str]:
         for used in TEMPLATE.findall(text):
             if used not in params:
                 problems.append(f"{where}: '{{{{ {used} }}}}' is used but not declared in params")
+    for need in data.get("needs") or []:
+        if need not in NEEDS:
+            problems.append(f"{where}: needs '{need}' is unknown (known: {', '.join(NEEDS)})")
     for i, t in enumerate(data.get("targets") or []):
         if not isinstance(t, dict) or not {"apiVersion", "kind", "name"} <= set(t):
             problems.append(f"{where}: targets[{i}] needs apiVersion, kind and name")
@@ -302,6 +305,22 @@ def start(lab: Lab, cluster) -> Path:
     _run_script(lab, "setup", kubeconfig, pki_dir)
     (lab.workdir / ".ckalab-lab.json").write_text(json.dumps({"lab": lab.id, "seed": lab.seed, "params": lab.params}))
     return lab.workdir
+
+
+# What each `needs` entry requires, and which backends provide it.
+NEEDS = {
+    "exec": ("running containers (kubectl exec)", {"kind"}),
+    "netpol-enforcement": ("a CNI that enforces NetworkPolicy, for real traffic probes", {"kind"}),
+}
+
+
+def backend_note(lab: Lab, backend: str) -> str:
+    """A line telling the learner which checks this backend cannot run (they are left out)."""
+    missing = [NEEDS[n][0] for n in lab.needs if n in NEEDS and backend not in NEEDS[n][1]]
+    if not missing:
+        return ""
+    return (f"Note: the {backend} backend lacks {' and '.join(missing)}; the checks that need it are left "
+            "out and everything else is graded. Use 'ckalab up --backend kind' on a Docker machine for all.")
 
 
 def solve(lab: Lab, cluster) -> None:

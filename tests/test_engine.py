@@ -216,3 +216,19 @@ def test_cli_status_and_env(cluster):
     assert _cli("kubeconfig", "--name", TEST_CLUSTER).stdout.strip() == str(cluster.kubeconfig)
     gone = _cli("down", "--name", "not-started")
     assert gone.returncode == 0 and "nothing to stop" in gone.stdout
+
+
+def test_backend_note_names_what_the_local_backend_lacks():
+    assert labs.backend_note(labs.load("network-policies"), "local") == (
+        "Note: the local backend lacks a CNI that enforces NetworkPolicy, for real traffic probes; the checks "
+        "that need it are left out and everything else is graded. Use 'ckalab up --backend kind' on a Docker "
+        "machine for all.")
+    assert labs.backend_note(labs.load("network-policies"), "kind") == ""
+    assert labs.backend_note(labs.load("rbac-role"), "local") == ""
+
+
+def test_unknown_needs_are_reported(tmp_path):
+    d = tmp_path / "x"
+    d.mkdir()
+    problems = labs.validate(d, {"needs": ["gpu"]})
+    assert f"{d / 'lab.yaml'}: needs 'gpu' is unknown (known: exec, netpol-enforcement)" in problems
