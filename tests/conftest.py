@@ -117,6 +117,18 @@ def lab_harness(cluster):
     return make
 
 
+@pytest.fixture
+def cleanup(cluster):
+    """Objects a test makes outside a lab's targets (which reset does not remove): append
+    `kubectl delete` arguments, e.g. ("rolebinding", "x", "-n", "default"); deleted afterwards."""
+    made: list[tuple[str, ...]] = []
+    yield made
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    for args in made:
+        subprocess.run([f"{VENV_BIN}/kubectl", "delete", "--ignore-not-found", *args], env=env,
+                       capture_output=True, timeout=120)
+
+
 def check_of(result: GradeResult, check_id: str) -> CheckResult:
     for c in result.checks:
         if c.id == check_id:

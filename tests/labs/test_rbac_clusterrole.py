@@ -34,16 +34,6 @@ def _kubectl_storage(h):
     _bind(h, "michelle-storage-admin", "storage-admin")
 
 
-@pytest.fixture
-def cleanup(lab_harness):
-    """Objects a test creates outside the lab's targets (which reset does not remove)."""
-    made: list[tuple[str, ...]] = []
-    yield made
-    h = lab_harness(LAB)
-    for args in made:
-        h.kubectl("delete", "--ignore-not-found", *args)
-
-
 def test_fresh_start_fails_naming_every_check(lab_harness):
     h = lab_harness(LAB)
     r = h.grade()

@@ -1,6 +1,5 @@
 """service-accounts grader: passes on the reference and other correct forms, fails with pinned messages."""
 
-import pytest
 
 from ckalab.waiting import wait_for
 from conftest import check_of, failed_ids
@@ -61,16 +60,6 @@ def _sa_and_rbac(h, subject="--serviceaccount=default:dashboard-sa", verbs="get,
 def _use_sa(h):
     h.kubectl("set", "serviceaccount", "deployment", "web-dashboard", "dashboard-sa", "-n", "default")
     _wait_rollout(h)
-
-
-@pytest.fixture
-def cleanup(lab_harness):
-    """Objects a test creates outside the lab's targets (which reset does not remove)."""
-    made: list[tuple[str, ...]] = []
-    yield made
-    h = lab_harness(LAB)
-    for args in made:
-        h.kubectl("delete", "--ignore-not-found", *args)
 
 
 def test_fresh_start_fails_naming_every_check(lab_harness):
