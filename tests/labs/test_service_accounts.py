@@ -1,6 +1,5 @@
 """service-accounts grader: passes on the reference and other correct forms, fails with pinned messages."""
 
-
 from ckalab.waiting import wait_for
 from conftest import check_of, failed_ids
 
