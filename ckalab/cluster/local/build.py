@@ -96,8 +96,8 @@ def build_group(group: str, progress=print) -> float:
     if not go:
         raise CkalabError(
             "Go is not installed, and the local backend builds kube-apiserver and friends from "
-            "source the first time. Install Go >= 1.26 (https://go.dev/doc/install, or "
-            "'apt-get install golang'), or use a Docker machine with 'ckalab up --backend kind'."
+            "source the first time. Install Go >= 1.26 (https://go.dev/doc/install; distribution "
+            "packages are often older), or use a Docker machine with 'ckalab up --backend kind'."
         )
     version, moddir, pkgs, bins = GROUPS[group]
     out = group_dir(group)
