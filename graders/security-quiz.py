@@ -4,14 +4,18 @@ The questions are data. At import this module turns each one into a @check funct
 own name and title (pytest's parametrize would give every question the same title). Questions
 about this cluster (`live:`) are graded against facts read from the cluster at grading time,
 never against a stored key. The setup script imports this module too, to write the answers
-template and the question sheet, so questions.yaml has exactly one reader.
+template and the question sheet, so questions.yaml has exactly one reader. Variants differ in
+the order of each question's choices (lab param `shuffle`, see questions_for): the sheet, the
+template, the grading and the explanations all use the variant's order.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import os
+import random
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -171,6 +175,40 @@ def load_questions(path: Path = QUESTIONS_FILE) -> list[dict]:
 
 
 QUESTIONS = load_questions()
+
+
+# --- variants: the lab param `shuffle` orders each question's choices --------------------------
+
+def _shuffled(q: dict, rng: random.Random) -> dict:
+    """The question with its choices in a random order and its answer letters moved along."""
+    if not q.get("choices"):
+        return q
+    order = list(range(len(q["choices"])))
+    rng.shuffle(order)  # order[new position] = position in questions.yaml
+    moved = {LETTERS[old]: LETTERS[new] for new, old in enumerate(order)}
+    answer = moved[q["answer"]] if q["type"] == "choice" else sorted(moved[a] for a in q["answer"])
+    return q | {"choices": [q["choices"][i] for i in order], "answer": answer}
+
+
+@functools.lru_cache
+def questions_for(shuffle: int) -> list[dict]:
+    """This variant's questions. 0 keeps questions.yaml's order; any other value permutes every
+    question's choices reproducibly, and always moves at least one right answer, so the canonical
+    answer key never solves a shuffled variant."""
+    if not shuffle:
+        return QUESTIONS
+    key = [q.get("answer") for q in QUESTIONS]
+    for attempt in range(100):  # a repeat of the canonical key is rare (about 1 in 5000)
+        qs = [_shuffled(q, random.Random(f"{shuffle}/{attempt}/{q['id']}")) for q in QUESTIONS]
+        if [q.get("answer") for q in qs] != key:
+            return qs
+    raise AssertionError(f"shuffle {shuffle} found no order that moves an answer")  # cannot happen
+
+
+def letter_of(shuffle: int, qid: str, text: str) -> str:
+    """The letter under which this variant shows the choice `text` of question `qid`."""
+    q = next(q for q in questions_for(shuffle) if q["id"] == qid)
+    return LETTERS[[_words(c) for c in q["choices"]].index(_words(text))]
 
 
 def check_id(q: dict) -> str:
@@ -342,6 +380,12 @@ def answers(lab) -> Answers:
 
 
 @pytest.fixture(scope="module")
+def quiz(lab) -> list[dict]:
+    """The questions as this variant shows them (choice order per the `shuffle` param)."""
+    return questions_for(int(lab.params.get("shuffle") or 0))
+
+
+@pytest.fixture(scope="module")
 def facts() -> dict:
     """Cluster facts, read once per grading run and only when a live question asks."""
     return {}
@@ -354,9 +398,9 @@ def test_answers_file(answers):
 
 def _make_check(n: int, q: dict):
     @check(q["points"], f"Q{n}: {q['title']}", hint=q.get("hint", ""), after="test_answers_file")
-    def test(answers, cluster, facts):
+    def test(answers, quiz, cluster, facts):
         __tracebackhide__ = True
-        grade(n, q, answers, cluster, facts)
+        grade(n, quiz[n - 1], answers, cluster, facts)
     test.__name__ = test.__qualname__ = check_id(q)
     return test
 
@@ -393,17 +437,17 @@ def _question_lines(n: int, q: dict) -> list[str]:
     return lines
 
 
-def render_template(etc: str) -> str:
+def render_template(etc: str, shuffle: int = 0) -> str:
     out = [f"# {line}".rstrip() for line in _header(etc).splitlines()]
-    for n, q in enumerate(QUESTIONS, 1):
+    for n, q in enumerate(questions_for(shuffle), 1):
         out += ["", *[f"# {line}" for line in _question_lines(n, q)], f"{q['id']}:"]
     return "\n".join(out) + "\n"
 
 
-def render_sheet(etc: str, answers_file: str) -> str:
+def render_sheet(etc: str, answers_file: str, shuffle: int = 0) -> str:
     out = ["# Security quiz", "", f"Write your answers in `{answers_file}`, next to this file.", "", "```",
            _header(etc), "```"]
-    for n, q in enumerate(QUESTIONS, 1):
+    for n, q in enumerate(questions_for(shuffle), 1):
         kind = {"choice": "choose one", "multi": "choose all that apply"}.get(q["type"], "short answer")
         out += ["", f"**{n}.** {' '.join(q['text'].split())} ({kind}, {q['points']} points; "
                 f"answer key `{q['id']}`)"]
@@ -412,13 +456,13 @@ def render_sheet(etc: str, answers_file: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_workdir_files(answers_file: str) -> None:
+def write_workdir_files(answers_file: str, shuffle: int = 0) -> None:
     """questions.md is ours and always refreshed; the answers file is written only if absent."""
     workdir = Path(os.environ.get("CKALAB_WORKDIR") or ".")
     etc = str(PurePosixPath(os.environ.get("CKALAB_PKI_DIR", "/etc/kubernetes/pki")).parent)
-    (workdir / "questions.md").write_text(render_sheet(etc, answers_file))
+    (workdir / "questions.md").write_text(render_sheet(etc, answers_file, shuffle))
     try:
         with open(workdir / answers_file, "x") as f:  # "x": never replace the learner's file
-            f.write(render_template(etc))
+            f.write(render_template(etc, shuffle))
     except FileExistsError:
         pass

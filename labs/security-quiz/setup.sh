@@ -1,7 +1,8 @@
 # The answers template and questions.md are rendered from questions.yaml by the grader module,
 # so the questions have one source. An existing {{ answers_file }} is the learner's: it is
 # never replaced (start twice equals start once).
-python - "{{ answers_file }}" <<'PY'
+# The second argument, the lab's shuffle param, orders the choices (0: as in questions.yaml).
+python - "{{ answers_file }}" "{{ shuffle }}" <<'PY'
 import importlib.util
 import sys
 
@@ -10,5 +11,5 @@ from ckalab import labs
 spec = importlib.util.spec_from_file_location("security_quiz_grader", labs.graders_root() / "security-quiz.py")
 grader = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses need it
 spec.loader.exec_module(grader)
-grader.write_workdir_files(sys.argv[1])
+grader.write_workdir_files(sys.argv[1], int(sys.argv[2]))
 PY

@@ -1,12 +1,13 @@
 """security-quiz grader: one check per question, live questions graded against the cluster,
 generous normalising of correct answers, exact feedback for wrong ones, and broken answer files."""
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ckalab import pki
+from ckalab import labs, pki
 from conftest import check_of, failed_ids
 
 LAB = "security-quiz"
@@ -14,6 +15,45 @@ QUESTIONS = yaml.safe_load((Path(__file__).resolve().parents[2] / "labs" / LAB /
 IDS = [q["id"] for q in QUESTIONS]
 CHECKS = {q["id"]: "test_" + q["id"].replace("-", "_") for q in QUESTIONS}
 NOT_CHECKED = 'Not checked yet: first fix "the answers file can be read".'
+CHOICE_QS = [q for q in QUESTIONS if q.get("choices")]
+SEED = "student-0"  # any seed gives a shuffled variant (asserted where it is used)
+
+
+def right_texts(q: dict) -> list[str]:
+    """The right choices of a question, by text, as questions.yaml writes them."""
+    letters = [q["answer"]] if q["type"] == "choice" else q["answer"]
+    return [q["choices"]["abcdefghijklmnopqrstuvwxyz".index(x)] for x in letters]
+
+
+def sheet_choices(h) -> dict[str, list[str]]:
+    """question id -> its choices in the order questions.md shows them, read from the sheet
+    (independently of the grader), with the letters checked to run a, b, c, ..."""
+    out, qid = {}, None
+    for line in (h.workdir / "questions.md").read_text().splitlines():
+        if m := re.search(r"answer key `([a-z0-9-]+)`\)$", line):
+            qid = m[1]
+        elif m := re.fullmatch(r"- ([a-z])\) (.*)", line):
+            assert m[1] == chr(ord("a") + len(out.setdefault(qid, []))), line
+            out[qid].append(m[2])
+    return out
+
+
+def template_choices(h) -> dict[str, list[str]]:
+    """question id -> its choices in the order the answers template's comments show them."""
+    out, pending = {}, []
+    for line in (h.workdir / "answers.yaml").read_text().splitlines():
+        if m := re.fullmatch(r"# +([a-z])\) (.*)", line):
+            assert m[1] == chr(ord("a") + len(pending)), line
+            pending.append(m[2])
+        elif m := re.fullmatch(r"([a-z0-9-]+):", line):
+            if pending:
+                out[m[1]], pending = pending, []
+    return out
+
+
+def sheet_letters(sheet: dict, q: dict) -> list[str]:
+    """The letters under which a sheet shows a question's right choices."""
+    return sorted(chr(ord("a") + sheet[q["id"]].index(t)) for t in right_texts(q))
 
 
 def live_facts(h) -> dict:
@@ -44,6 +84,8 @@ def test_fresh_start_writes_template_and_every_question_is_unanswered(lab_harnes
     template = yaml.safe_load((h.workdir / "answers.yaml").read_text())
     assert template == {i: None for i in IDS} and list(template) == IDS
     assert all(f"`{i}`" in (h.workdir / "questions.md").read_text() for i in IDS)
+    canonical = {q["id"]: q["choices"] for q in CHOICE_QS}  # no seed: the order of questions.yaml
+    assert h.params["shuffle"] == 0 and sheet_choices(h) == canonical and template_choices(h) == canonical
     r = h.grade()
     assert not r.passed and r.score == 1 and r.max_score == 32 and len(r.checks) == 1 + len(QUESTIONS)
     assert failed_ids(r) == set(CHECKS.values())
@@ -254,3 +296,57 @@ def test_start_twice_equals_once_and_keeps_the_learners_answers(lab_harness):
     (h.workdir / "answers.yaml").unlink()
     h.start()
     assert (h.workdir / "answers.yaml").read_text() == template
+
+
+# --- randomised variants: the `shuffle` param orders the choices ------------------------------
+
+def test_seeded_variant_shows_its_own_choice_order(lab_harness):
+    h = lab_harness(LAB, SEED)
+    assert h.params["shuffle"] != 0
+    sheet = sheet_choices(h)
+    assert {k: sorted(v) for k, v in sheet.items()} == {q["id"]: sorted(q["choices"]) for q in CHOICE_QS}
+    assert any(sheet_letters(sheet, q) != sheet_letters({q["id"]: q["choices"]}, q) for q in CHOICE_QS)
+    assert template_choices(h) == sheet  # the template's comments show the same order
+    # The same seed gives the same order in another start.
+    h.start()
+    assert sheet_choices(h) == sheet
+
+
+def test_seeded_variant_reference_solution_passes(lab_harness):
+    h = lab_harness(LAB, SEED)
+    h.solve()
+    r = h.grade()
+    assert r.passed and r.score == r.max_score == 32, r.render()
+    answers = yaml.safe_load((h.workdir / "answers.yaml").read_text())
+    sheet = sheet_choices(h)
+    for q in CHOICE_QS:  # letters, not texts: the key is this variant's own
+        given = answers[q["id"]] if q["type"] == "multi" else [answers[q["id"]]]
+        assert sorted(given) == sheet_letters(sheet, q), q["id"]
+
+
+def test_canonical_answers_fail_a_shuffled_variant(lab_harness):
+    h = lab_harness(LAB, SEED)
+    sheet = sheet_choices(h)
+    labs.solve(labs.load(LAB), h.cluster)  # the canonical variant's letters, in this work dir
+    r = h.grade()
+    canonical = {q["id"]: sheet_letters({q["id"]: q["choices"]}, q) for q in CHOICE_QS}
+    moved = [q for q in CHOICE_QS if sheet_letters(sheet, q) != canonical[q["id"]]]
+    assert moved and failed_ids(r) == {CHECKS[q["id"]] for q in moved}
+    for q in moved:
+        n = IDS.index(q["id"]) + 1
+        mine = sheet_letters(sheet, q)
+        key = ", ".join(f"{x}) {sheet[q['id']][ord(x) - ord('a')].rstrip('.')}" for x in mine)
+        explanation = " ".join(q["explanation"].split())
+        assert check_of(r, CHECKS[q["id"]]).message == (
+            f"Question {n} ({q['id']}): '{', '.join(canonical[q['id']])}' is not correct. "
+            f"The answer is {key}. {explanation}")
+
+
+@pytest.mark.parametrize("seed", [None, SEED, "student-7"])
+def test_answers_by_choice_text_pass_in_every_variant(lab_harness, seed):
+    h = lab_harness(LAB, seed)
+    answers = solved_answers(h)
+    texts = {q["id"]: right_texts(q) if q["type"] == "multi" else right_texts(q)[0] for q in CHOICE_QS}
+    write_answers(h, answers | texts)
+    r = h.grade()
+    assert r.passed and r.score == 32, r.render()
