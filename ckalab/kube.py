@@ -119,7 +119,10 @@ class Kube:
         """Delete one object; False when it was already gone (delete is like rm -f)."""
         res = self.resource(api_version, kind)
         try:
-            res.delete(name=name, namespace=namespace if res.namespaced else None)
+            # Foreground: the object goes only after its dependents (a Deployment's ReplicaSets and
+            # pods), so "deleted" means no leftovers for the next setup or check to trip over.
+            res.delete(name=name, namespace=namespace if res.namespaced else None,
+                       body={"propagationPolicy": "Foreground"})
             return True
         except NotFoundError:
             return False

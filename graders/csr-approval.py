@@ -16,6 +16,7 @@ from ckalab.kube import LAB_LABEL, Kube
 
 CERTS = "certificates.k8s.io/v1"
 SIGNER = "kubernetes.io/kube-apiserver-client"
+BEFORE_SETUP = "ckalab.io/approved-before-setup"  # annotation setup puts on the intruder's request
 # What the kube-apiserver-client signer accepts; "client auth" must be among them.
 CLIENT_USAGES = {"client auth", "digital signature", "key encipherment"}
 
@@ -177,18 +178,18 @@ def test_intruder_denied(kube, lab):
 @check(1, "no other request approved", after="test_intruder_denied", hint="kubectl get csr")
 def test_no_other_approved(kube, lab):
     p = lab.params
-    # Only approvals since this lab's setup made the intruder's request count, so older ones
-    # (other labs, the cluster's own auto-approved kubelet requests) are not blamed on this task.
-    since = _csr(kube, p["intruder"])["metadata"]["creationTimestamp"]
+    # Requests approved before this lab's setup made the intruder's request (setup lists them on
+    # it) are not the learner's doing: other labs, earlier attempts, auto-approved kubelet requests.
+    before = (_csr(kube, p["intruder"])["metadata"].get("annotations") or {}).get(BEFORE_SETUP, "")
+    earlier = set(filter(None, before.split(",")))
     others = []
     for csr in kube.list(CERTS, "CertificateSigningRequest"):
         md = csr["metadata"]
         approved = _conditions(csr).get("Approved")
-        if (md["name"] in (p["user"], p["intruder"]) or LAB_LABEL in (md.get("labels") or {})
-                or not approved or approved.get("reason") == "AutoApproved"):
+        if (md["name"] in (p["user"], p["intruder"]) or md["name"] in earlier
+                or LAB_LABEL in (md.get("labels") or {}) or not approved or approved.get("reason") == "AutoApproved"):
             continue
-        if str(approved.get("lastUpdateTime") or md["creationTimestamp"]) >= since:
-            others.append(md["name"])
+        others.append(md["name"])
     expect(not others, f"You also approved {', '.join(sorted(others))}: the task asks to approve only '{p['user']}'. "
            "An approved request hands out a certificate; read each request before approving it "
            f"(kubectl delete csr {' '.join(sorted(others))} clears this check).")

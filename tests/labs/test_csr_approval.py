@@ -260,3 +260,20 @@ def test_reset_removes_only_targets_and_labelled(lab_harness):
         assert (h.workdir / "akshay.key").read_bytes() == key
     finally:
         delete_csrs(h, "bystander")
+
+
+def test_requests_approved_before_setup_are_not_blamed(lab_harness):
+    """An approval from before the lab was set up (an earlier attempt, another lab) is not the learner's
+    doing for this task; the same approval made after setup is."""
+    h = lab_harness(LAB)
+    try:
+        h.kubectl("create", "-f", "-", input=csr_yaml("earlier-request", b64_of(h, "akshay.csr")))
+        h.kubectl("certificate", "approve", "earlier-request")
+        h.reset()  # setup runs again and records what was approved before it
+        h.solve()
+        assert h.grade().passed
+        h.kubectl("create", "-f", "-", input=csr_yaml("later-request", b64_of(h, "akshay.csr")))
+        h.kubectl("certificate", "approve", "later-request")
+        assert check_of(h.grade(), "test_no_other_approved").message.startswith("You also approved later-request:")
+    finally:
+        delete_csrs(h, "earlier-request", "later-request")
