@@ -21,12 +21,9 @@ import ast
 import base64
 import csv
 import dataclasses
-import importlib.util
-import inspect
 import io
 import json
 import re
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +48,6 @@ BINDING = "ckalab-student-admin"
 STUDENT_ROLE = "admin"  # built-in, namespaced rights including Roles/RoleBindings, no quota/namespace edits
 PSA_LABEL = "pod-security.kubernetes.io/enforce"
 SLUG = re.compile(r"[^a-z0-9]+")
-FIXTURES = {"lab", "kube", "cluster", "workdir"}
 CONTROL_PLANE = {"read_file", "manifest", "component_flags", "pki_dir"}
 
 
@@ -359,74 +355,6 @@ def load_state(class_name: str) -> dict:
 
 # --- grade ---------------------------------------------------------------------------------------
 
-_MODULES: dict[str, object] = {}
-_ENGINE_LOCK = threading.Lock()
-
-
-def _fixture_fn(obj):
-    """The plain function behind a grader's own @pytest.fixture, or None for anything else."""
-    get = getattr(obj, "_get_wrapped_function", None)
-    return get() if callable(get) and type(obj).__name__ == "FixtureFunctionDefinition" else None
-
-
-def _checks(lab: labs.Lab) -> tuple[list, dict] | None:
-    """The grader's check functions in pytest's order and its own fixtures, or None when it needs
-    the full engine (marks, parametrize, generator or scoped fixtures: beyond plain @check)."""
-    if lab.id not in _MODULES:
-        spec = importlib.util.spec_from_file_location(f"ckalab_classroom_{lab.id.replace('-', '_')}", lab.grader)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses and the like look their module up there
-        spec.loader.exec_module(mod)
-        _MODULES[lab.id] = mod
-    mod = _MODULES[lab.id]
-    own = {n: _fixture_fn(o) for n, o in vars(mod).items() if _fixture_fn(o)}
-    if any(inspect.isgeneratorfunction(f) or not set(inspect.signature(f).parameters) <= FIXTURES
-           for f in own.values()):
-        return None
-    fns = [(n, f) for n, f in vars(mod).items() if n.startswith("test") and inspect.isfunction(f)]
-    plain = all(hasattr(f, "_ckalab_check") and not hasattr(f, "pytestmark")
-                and set(inspect.signature(f).parameters) <= FIXTURES | set(own) for _, f in fns)
-    return (fns, own) if plain and not hasattr(mod, "pytestmark") else None
-
-
-def run_checks(lab: labs.Lab, cluster, kube: Kube) -> grading.GradeResult:
-    """Grade like grading.run (same order, `after`, skips, messages) without a pytest session, so
-    many students can be graded at once from threads. Falls back to the engine when the grader
-    needs more than plain @check functions and simple fixtures of its own."""
-    import pytest
-
-    found = _checks(lab)
-    if found is None:
-        with _ENGINE_LOCK:  # grading.run keeps its context in a module global
-            return grading.run(lab, cluster)
-    fns, own = found
-    t0 = time.monotonic()
-    base = {"lab": lab, "kube": kube, "cluster": cluster, "workdir": lab.workdir}
-    out: list[grading.CheckResult] = []
-    for name, fn in fns:
-        meta = fn._ckalab_check
-        done = {r.id: r for r in out}
-        blocked = next((done[d] for d in meta.after if d in done and not done[d].passed), None)
-        if blocked:
-            ok, msg = False, f"Not checked yet: first fix \"{blocked.title}\"."
-        else:
-            try:
-                args = {}
-                for p in inspect.signature(fn).parameters:  # function-scoped, as in pytest
-                    f = own.get(p)
-                    args[p] = base[p] if f is None else f(**{q: base[q] for q in inspect.signature(f).parameters})
-                fn(**args)
-                ok, msg = True, ""
-            except pytest.skip.Exception:
-                continue  # the engine lists no result for a skipped check
-            except (Exception, pytest.fail.Exception) as exc:  # noqa: BLE001 - a message, never a traceback
-                ok, msg = False, grading._message(exc)
-        out.append(grading.CheckResult(name, meta.title, ok, meta.points if ok else 0, meta.points, msg,
-                                       "" if ok else meta.hint))
-    return grading.GradeResult(lab.id, bool(out) and all(r.passed for r in out), sum(r.points for r in out),
-                               sum(r.max_points for r in out), round(time.monotonic() - t0, 3), out, lab.seed)
-
-
 def grade(class_name: str = "workshop", out_dir: str | Path | None = None, workers: int = 8) -> results.Gradebook:
     """Grade every student's labs concurrently and write gradebook.csv / gradebook.xml."""
     state = load_state(class_name)
@@ -444,7 +372,7 @@ def grade(class_name: str = "workshop", out_dir: str | Path | None = None, worke
             local.kube = Kube(cluster.kubeconfig)
         lab = student_lab(lab_id, st, class_name)
         try:
-            r = run_checks(lab, cluster, local.kube)
+            r = grading.run_direct(lab, cluster, local.kube)
         except Exception as exc:  # noqa: BLE001 - a broken grader costs that lab, not the gradebook
             r = grading.GradeResult(lab_id, False, 0, 0, 0.0, [grading.CheckResult(
                 "grader", "grader runs", False, 0, 0, f"{type(exc).__name__}: {exc}")], lab.seed)
