@@ -30,6 +30,13 @@ from ckalab.waiting import wait_for  # noqa: E402
 def main(sizes: list[int]) -> None:
     cluster = get_cluster("ckalab-bench", "local")
     cluster.up(progress=lambda m: None)
+    try:
+        measure(cluster, sizes)
+    finally:
+        cluster.down(progress=lambda m: None)  # a benchmark leaves no processes behind
+
+
+def measure(cluster, sizes: list[int]) -> None:
     kubeconfig = cluster.kubeconfig
     # kwok's fake nodes accept 110 pods each, as a kubelet does by default; 100 students' lab
     # Deployments need more, so this benchmark's own cluster gets roomier nodes.
