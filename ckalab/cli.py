@@ -83,8 +83,9 @@ def cmd_hint(args):
 
 def cmd_reset(args):
     lab = _lab(args)
-    removed = labs.reset(lab, _cluster(args))
-    print(f"Reset {lab.id}: removed {', '.join(removed) or 'nothing'}; setup applied again.")
+    removed = labs.reset(lab, _cluster(args), clean=args.clean)
+    kept = f" Your files were moved aside next to {lab.workdir}." if args.clean else ""
+    print(f"Reset {lab.id}: removed {', '.join(removed) or 'nothing'}; setup applied again.{kept}")
 
 
 def cmd_solve(args):
@@ -152,7 +153,8 @@ def parser() -> argparse.ArgumentParser:
     add("check", cmd_check, "grade a lab: exit 0 all pass, 1 some fail, 2 error", lab=True).add_argument(
         "--json", action="store_true")
     add("hint", cmd_hint, "show the next hint", lab=True)
-    add("reset", cmd_reset, "remove the lab's objects and set it up again", lab=True)
+    add("reset", cmd_reset, "remove the lab's objects and set it up again", lab=True).add_argument(
+        "--clean", action="store_true", help="also move your files in the work directory aside (never deleted)")
     add("solve", cmd_solve, "apply the reference solution (instructors, tests)", lab=True)
     add("workdir", cmd_workdir, "print the lab's work directory", lab=True)
 

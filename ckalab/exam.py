@@ -156,7 +156,7 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
     kube = Kube(cluster.kubeconfig)
     for t in tasks:
         lab = task_lab(t)
-        _set_aside(lab.workdir, exam_id)
+        labs.set_aside(lab.workdir, f"before-exam-{exam_id}")  # practice files must not answer a task
         ns = t["params"].get("namespace")
         if ns and ns.startswith("exam-") and kube.get("v1", "Namespace", ns) is None:
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
@@ -169,15 +169,6 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
         (exam_dir() / stale).unlink(missing_ok=True)
     _save(state)
     return state
-
-
-def _set_aside(workdir: Path, exam_id: str) -> None:
-    """Earlier practice files must not answer an exam task, and are the learner's: move, never delete."""
-    if workdir.is_dir() and any(p.name != ".ckalab-lab.json" for p in workdir.iterdir()):
-        n, target = 1, workdir.with_name(f"{workdir.name}.before-exam-{exam_id}")
-        while target.exists():
-            n, target = n + 1, workdir.with_name(f"{workdir.name}.before-exam-{exam_id}-{n}")
-        workdir.rename(target)
 
 
 def status(cluster, now: float | None = None) -> tuple[dict, dict | None]:

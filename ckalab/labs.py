@@ -344,13 +344,28 @@ def _kinds(lab: Lab) -> set[tuple[str, str]]:
     return {(o["apiVersion"], o["kind"]) for o in objs if o.get("kind") != "Namespace"} | SWEPT_KINDS
 
 
-def reset(lab: Lab, cluster) -> list[str]:
+def set_aside(workdir: Path, tag: str) -> Path | None:
+    """Move a work directory that holds the learner's files to <dir>.<tag>[-n]: never delete them."""
+    if not (workdir.is_dir() and any(p.name != ".ckalab-lab.json" for p in workdir.iterdir())):
+        return None
+    n, target = 1, workdir.with_name(f"{workdir.name}.{tag}")
+    while target.exists():
+        n += 1
+        target = workdir.with_name(f"{workdir.name}.{tag}-{n}")
+    workdir.rename(target)
+    return target
+
+
+def reset(lab: Lab, cluster, clean: bool = False) -> list[str]:
     """Remove the task's targets and every object labelled with this lab, then start again.
 
     Namespaces are never deleted (they may hold the learner's other work); objects without the
     lab label, other than the targets the task told the learner to create, are left alone.
+    With `clean`, the work directory's files are moved aside (to <lab>.before-reset[-n]) first.
     """
     kube, _, _ = _cluster_ctx(cluster)
+    if clean:
+        set_aside(lab.workdir, "before-reset")
     gone: list[tuple[str, str, str, str | None]] = []
     for t in lab.targets:
         if kube.delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")):

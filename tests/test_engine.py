@@ -232,3 +232,19 @@ def test_unknown_needs_are_reported(tmp_path):
     d.mkdir()
     problems = labs.validate(d, {"needs": ["gpu"]})
     assert f"{d / 'lab.yaml'}: needs 'gpu' is unknown (known: exec, netpol-enforcement)" in problems
+
+
+def test_reset_clean_moves_the_learners_files_aside(sample, cluster):
+    import shutil
+
+    for old in sample.workdir.parent.glob("sample.before-reset*"):  # a kept test home's earlier runs
+        shutil.rmtree(old)
+    labs.start(sample, cluster)
+    (sample.workdir / "mine.txt").write_text("learner's work")
+    labs.reset(sample, cluster, clean=True)
+    labs.reset(sample, cluster, clean=True)  # again: nothing of the learner's left to move, nothing lost
+    aside = sample.workdir.with_name("sample.before-reset")
+    assert (aside / "mine.txt").read_text() == "learner's work"
+    assert not (sample.workdir / "mine.txt").exists()
+    assert (sample.workdir / "notes.txt").read_text() == "setup ran\n"  # setup ran in a fresh dir
+    assert sample.workdir.with_name("sample.before-reset-2").is_dir()  # setup's own file, moved not deleted
