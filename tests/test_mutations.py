@@ -73,4 +73,5 @@ def test_case(lab_harness, cleanup, lab_id, kind, case):
         return
     c = check_of(r, case["fails"])
     assert not c.passed, f"{case['why']}: {case['fails']} passed\n{r.render()}"
-    assert case["says"] in c.message, f"{case['why']}\n{r.render()}"
+    says = h.lab.render(case["says"])
+    assert says in c.message, f"{case['why']}: expected {says!r} in the message\n{r.render()}"
