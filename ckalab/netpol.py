@@ -396,3 +396,295 @@ def _in(addr: Address, cidr: str | None) -> bool:
 
 def _text(ep: Pod | Address) -> str:
     return ep.key if isinstance(ep, Pod) else str(ep)
+
+
+# --- symbolic sets: everything a policy set allows, not one connection at a time -------------------
+#
+# Sampling a few connections cannot tell "TCP 3306" from "TCP 3306-3400" or "TCP 3306 and UDP 3306".
+# The types below describe the allowed traffic exactly: port sets per protocol as integer ranges,
+# address sets per IP family as integer ranges, and one Grant per (policy, rule, peer) that says
+# what that rule lets through. Callers compare the union of grants with what a task allows.
+
+@dataclass(frozen=True)
+class Ranges:
+    """A set of integers as sorted, disjoint, non-touching inclusive spans."""
+    spans: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, *spans: tuple[int, int]) -> "Ranges":
+        merged: list[list[int]] = []
+        for lo, hi in sorted((int(a), int(b)) for a, b in spans if a <= b):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        return cls(tuple((a, b) for a, b in merged))
+
+    def __or__(self, other: "Ranges") -> "Ranges":
+        return Ranges.of(*self.spans, *other.spans)
+
+    def __and__(self, other: "Ranges") -> "Ranges":
+        return Ranges.of(*((max(a, c), min(b, d)) for a, b in self.spans for c, d in other.spans
+                           if max(a, c) <= min(b, d)))
+
+    def __sub__(self, other: "Ranges") -> "Ranges":
+        out = []
+        for a, b in self.spans:
+            lo = a
+            for c, d in other.spans:
+                if d < lo or c > b:
+                    continue
+                if c > lo:
+                    out.append((lo, c - 1))
+                lo = max(lo, d + 1)
+            if lo <= b:
+                out.append((lo, b))
+        return Ranges.of(*out)
+
+    def __bool__(self) -> bool:
+        return bool(self.spans)
+
+    def __contains__(self, n: int) -> bool:
+        return any(a <= n <= b for a, b in self.spans)
+
+    def __str__(self) -> str:
+        return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.spans)
+
+
+ALL_PORTS = Ranges.of((1, 65535))
+
+
+class _RangeSets:
+    """Ranges under a few fixed keys (protocols, IP families), with the set operations applied
+    key by key. Empty entries are dropped, so equal sets compare equal."""
+    KEYS: tuple = ()
+
+    def __init__(self, parts: dict | None = None):
+        self.parts = {k: r for k, r in (parts or {}).items() if r}
+
+    def get(self, key) -> Ranges:
+        return self.parts.get(key, Ranges())
+
+    def _zip(self, other, op):
+        return type(self)({k: op(self.get(k), other.get(k)) for k in self.KEYS})
+
+    def __or__(self, other):
+        return self._zip(other, Ranges.__or__)
+
+    def __and__(self, other):
+        return self._zip(other, Ranges.__and__)
+
+    def __sub__(self, other):
+        return self._zip(other, Ranges.__sub__)
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and self.parts == other.parts
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class PortSet(_RangeSets):
+    """Ports per protocol ('TCP' -> Ranges). Printed as 'TCP 22, 3307-3400; UDP 3306'."""
+    KEYS = PROTOCOLS
+
+    @classmethod
+    def everything(cls) -> "PortSet":
+        return cls({p: ALL_PORTS for p in PROTOCOLS})
+
+    @classmethod
+    def single(cls, protocol: str, port: int, end: int | None = None) -> "PortSet":
+        return cls({protocol: Ranges.of((port, port if end is None else end))})
+
+    def __contains__(self, item: tuple[str, int]) -> bool:
+        protocol, port = item
+        return port in self.get(protocol)
+
+    def __str__(self) -> str:
+        if self == PortSet.everything():
+            return "every port of every protocol"
+        return "; ".join(f"{p} {'(every port)' if self.get(p) == ALL_PORTS else self.get(p)}"
+                         for p in PROTOCOLS if self.get(p)) or "no port"
+
+
+_FAMILY = {4: (ipaddress.IPv4Address, 2 ** 32 - 1), 6: (ipaddress.IPv6Address, 2 ** 128 - 1)}
+
+
+class AddressSet(_RangeSets):
+    """IP addresses per family (4, 6) as integer Ranges; printed as CIDRs when that is short."""
+    KEYS = tuple(_FAMILY)
+
+    @classmethod
+    def everything(cls) -> "AddressSet":
+        return cls({f: Ranges.of((0, top)) for f, (_, top) in _FAMILY.items()})
+
+    @classmethod
+    def cidr(cls, cidr: str) -> "AddressSet":
+        """The addresses of one CIDR; an unparsable one is the empty set (the API rejects it)."""
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except (TypeError, ValueError):
+            return cls()
+        return cls({net.version: Ranges.of((int(net.network_address), int(net.broadcast_address)))})
+
+    @classmethod
+    def block(cls, ipblock: dict) -> "AddressSet":
+        """An ipBlock: its cidr minus every except."""
+        out = cls.cidr(ipblock.get("cidr"))
+        for e in ipblock.get("except") or []:
+            out = out - cls.cidr(e)
+        return out
+
+    def __contains__(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return int(addr) in self.get(addr.version)
+
+    def _spans(self):
+        for family, ranges in sorted(self.parts.items()):
+            for a, b in ranges.spans:
+                yield _FAMILY[family][0](a), _FAMILY[family][0](b)
+
+    def cidrs(self) -> list[str]:
+        return [str(n) for a, b in self._spans() for n in ipaddress.summarize_address_range(a, b)]
+
+    def __str__(self) -> str:
+        cidrs = self.cidrs()
+        if len(cidrs) <= 3:
+            return ", ".join(cidrs) or "no address"
+        return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self._spans())
+
+
+@dataclass
+class Grant:
+    """What one rule lets through for one peer (a pod) or for a set of addresses.
+
+    `policy` is None when the pod is not isolated for the direction at all (everything passes).
+    `peer` is the 1-based peer of the rule that matched, None for a rule without from/to."""
+    policy: Policy | None
+    direction: str
+    rule: int
+    peer: int | None
+    ports: PortSet
+    addresses: AddressSet | None = None  # address grants only
+    by_ip: bool = False  # a pod grant that came from an ipBlock containing the pod's IP
+
+    def rule_dict(self) -> dict:
+        return self.policy.rules(self.direction)[self.rule - 1] if self.policy else {}
+
+    def peer_dict(self) -> dict:
+        peers = self.rule_dict().get("from" if self.direction == INGRESS else "to") or []
+        return peers[self.peer - 1] if self.peer else {}
+
+    def where(self) -> str:
+        word = "ingress" if self.direction == INGRESS else "egress"
+        return f"{self.policy.name} {word} rule {self.rule}" if self.policy else f"(not isolated for {word})"
+
+
+def union_ports(grants: Iterable[Grant]) -> PortSet:
+    out = PortSet()
+    for g in grants:
+        out = out | g.ports
+    return out
+
+
+def coverage(grants: Iterable[Grant], within: AddressSet) -> list[tuple[AddressSet, PortSet]]:
+    """Split `within` into pieces that the address grants allow the same ports to, and say which
+    ports each piece gets (pieces no grant covers get an empty PortSet)."""
+    grants = [g for g in grants if g.addresses is not None]
+    out: list[tuple[AddressSet, PortSet]] = []
+    for family, ranges in within.parts.items():
+        cuts = {a for a, _ in ranges.spans} | {b + 1 for _, b in ranges.spans}
+        for g in grants:
+            for a, b in g.addresses.get(family).spans:
+                cuts |= {a, b + 1}
+        edges = sorted(cuts)
+        for lo, nxt in zip(edges, edges[1:]):
+            piece = AddressSet({family: Ranges.of((lo, nxt - 1))}) & within
+            if not piece:
+                continue
+            ports = union_ports(g for g in grants if lo in g.addresses.get(family))
+            if out and out[-1][1] == ports and family in out[-1][0].parts:
+                out[-1] = (out[-1][0] | piece, ports)
+            else:
+                out.append((piece, ports))
+    return out
+
+
+def rule_ports(rule: dict, dst: Pod | None) -> PortSet:
+    """The ports a rule allows toward `dst` (the destination pod; None for an address). Named
+    ports resolve against the destination pod's container ports, so toward an address they are
+    nothing."""
+    entries = rule.get("ports") or []
+    if not entries:
+        return PortSet.everything()
+    out = PortSet()
+    for e in entries:
+        proto = e.get("protocol") or "TCP"
+        want = e.get("port")
+        if want is None:
+            out = out | PortSet({proto: ALL_PORTS})
+        elif isinstance(want, str):
+            for cp in (dst.ports if dst else ()):
+                if cp.name == want and cp.protocol == proto:
+                    out = out | PortSet.single(proto, cp.port)
+        else:
+            end = e.get("endPort")
+            out = out | PortSet.single(proto, int(want), int(end) if end is not None else None)
+    return out
+
+
+def _grants(net: "Network", pod: Pod, direction: str, peer_test) -> list[Grant]:
+    """One Grant per rule of every policy isolating `pod` for `direction` whose peers pass
+    `peer_test(policy, peer) -> (matched, by_ip, addresses, dst)`; a rule without peers grants to all."""
+    policies = net.isolating(pod, direction)
+    if not policies:
+        return [Grant(None, direction, 0, None, PortSet.everything(), AddressSet.everything())]
+    out = []
+    key = "from" if direction == INGRESS else "to"
+    for pol in policies:
+        for i, rule in enumerate(pol.rules(direction), 1):
+            peers = rule.get(key) or []
+            if not peers:
+                ok, by_ip, addrs, dst = peer_test(pol, None)
+                out.append(Grant(pol, direction, i, None, rule_ports(rule, dst), addrs))
+                continue
+            for j, peer in enumerate(peers, 1):
+                ok, by_ip, addrs, dst = peer_test(pol, peer)
+                if ok:
+                    out.append(Grant(pol, direction, i, j, rule_ports(rule, dst), addrs, by_ip))
+    return out
+
+
+def pod_grants(net: "Network", pod: Pod, direction: str, other: Pod) -> list[Grant]:
+    """What `pod`'s policies allow between it and pod `other` (the source for ingress, the
+    destination for egress), rule by rule. `other` may be a pod that does not exist (yet): with
+    ip None it is matched by its labels and namespace only."""
+    dst = pod if direction == INGRESS else other
+
+    def test(pol, peer):
+        if peer is None:
+            return True, False, None, dst
+        ok, by_ip = net.peer_matches(pol, peer, other)
+        return ok, by_ip, None, dst
+    return _grants(net, pod, direction, test)
+
+
+def address_grants(net: "Network", pod: Pod, direction: str) -> list[Grant]:
+    """What `pod`'s policies allow between it and IP addresses: one Grant per ipBlock peer (and
+    per rule without peers, for every address), each with its AddressSet."""
+    dst = pod if direction == INGRESS else None
+
+    def test(pol, peer):
+        if peer is None:
+            return True, False, AddressSet.everything(), dst
+        block = peer.get("ipBlock")
+        if block is None or peer.get("podSelector") is not None or peer.get("namespaceSelector") is not None:
+            return False, False, None, dst
+        return True, False, AddressSet.block(block), dst
+    return [g for g in _grants(net, pod, direction, test) if g.addresses]

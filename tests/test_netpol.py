@@ -7,8 +7,9 @@ the API reference (policyTypes defaulting, selectors). Pure: no cluster.
 
 import pytest
 
-from ckalab.netpol import (ContainerPort, Namespace, Network, Pod, Policy, describe_selector,
-                           selector_matches)
+from ckalab.netpol import (ALL_PORTS, AddressSet, ContainerPort, Namespace, Network, Pod, Policy, PortSet, Ranges,
+                           address_grants, coverage, describe_selector, pod_grants, rule_ports, selector_matches,
+                           union_ports)
 
 
 def pol(name, spec, ns="default"):
@@ -389,3 +390,90 @@ def test_unknown_pod_and_protocol_are_errors():
         net().check("default/nope", "default/db", 1)
     with pytest.raises(ValueError):
         net().check("default/db", "default/db", 1, "ICMP")
+
+
+# --- symbolic sets: everything a policy set allows ----------------------------------------------------
+
+def test_ranges_merge_and_set_algebra():
+    r = Ranges.of((5, 9), (1, 3), (4, 4), (20, 30))
+    assert r.spans == ((1, 9), (20, 30))  # touching spans merge
+    assert str(r - Ranges.of((3, 5), (25, 25))) == "1-2, 6-9, 20-24, 26-30"
+    assert str(r & Ranges.of((8, 21))) == "8-9, 20-21"
+    assert not Ranges.of((1, 2)) - Ranges.of((0, 5))
+    assert 7 in r and 10 not in r
+
+
+def test_port_sets_print_per_protocol():
+    s = PortSet.single("TCP", 3306, 3400) | PortSet.single("UDP", 3306)
+    assert str(s) == "TCP 3306-3400; UDP 3306"
+    assert str(s - PortSet.single("TCP", 3306)) == "TCP 3307-3400; UDP 3306"
+    assert str(PortSet.everything() - PortSet.single("TCP", 80)) == \
+        "TCP 1-79, 81-65535; UDP (every port); SCTP (every port)"
+    assert str(PortSet.everything()) == "every port of every protocol"
+    assert ("UDP", 3306) in s and ("SCTP", 3306) not in s
+    assert not PortSet.single("TCP", 80) - PortSet({"TCP": ALL_PORTS})
+
+
+def test_address_sets_follow_ipblock_except():
+    block = AddressSet.block({"cidr": "10.0.0.0/24", "except": ["10.0.0.128/25", "10.0.0.7/32"]})
+    assert "10.0.0.6" in block and "10.0.0.7" not in block and "10.0.0.200" not in block
+    assert block.cidrs() == ["10.0.0.0/30", "10.0.0.4/31", "10.0.0.6/32", "10.0.0.8/29", "10.0.0.16/28",
+                             "10.0.0.32/27", "10.0.0.64/26"]
+    assert str(block) == "10.0.0.0-10.0.0.6, 10.0.0.8-10.0.0.127"  # long CIDR lists print as ranges
+    assert str(AddressSet.cidr("192.168.5.0/24") - AddressSet.cidr("192.168.5.0/25")) == "192.168.5.128/25"
+    assert AddressSet.cidr("2001:db8::/64") and not AddressSet.cidr("not-a-cidr")
+    assert str(AddressSet.everything() & AddressSet.cidr("::/0")) == "::/0"
+
+
+def test_rule_ports_resolve_names_on_the_destination_pod():
+    db = Pod("app", "db", ports=(ContainerPort(3306, "mysql"), ContainerPort(3306, "mysql", "UDP")))
+    rule = {"ports": [{"port": "mysql"}, {"protocol": "SCTP"}, {"port": 22, "endPort": 25}]}
+    assert str(rule_ports(rule, db)) == "TCP 22-25, 3306; SCTP (every port)"
+    assert str(rule_ports(rule, None)) == "TCP 22-25; SCTP (every port)"  # an address has no port names
+    assert rule_ports({}, None) == PortSet.everything()
+
+
+LAB_PODS = [Pod("app", "api", {"role": "api"}, "10.244.0.3"),
+            Pod("app", "db", {"role": "db"}, "10.244.0.4", (ContainerPort(3306, "mysql"),)),
+            Pod("staging", "api", {"role": "api"}, "10.244.1.3")]
+LAB_POLICY = pol("db-policy", {
+    "podSelector": {"matchLabels": {"role": "db"}}, "policyTypes": ["Ingress", "Egress"],
+    "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "api"}}}],
+                 "ports": [{"port": "mysql"}, {"protocol": "UDP", "port": 3306, "endPort": 3310}]},
+                {"from": [{"ipBlock": {"cidr": "10.244.0.0/24"}}], "ports": [{"port": 22}]}],
+    "egress": [{"to": [{"ipBlock": {"cidr": "192.168.5.0/24", "except": ["192.168.5.128/25"]}}],
+                "ports": [{"port": 80}]},
+               {"to": [{"ipBlock": {"cidr": "192.168.5.10/32"}}], "ports": [{"port": 443}]}]}, ns="app")
+
+
+def test_pod_grants_per_rule_and_peer():
+    n = Network([LAB_POLICY], LAB_PODS)
+    db = n.pod("app/db")
+    grants = pod_grants(n, db, "Ingress", n.pod("app/api"))
+    assert [(g.rule, g.peer, str(g.ports), g.by_ip) for g in grants] == [
+        (1, 1, "TCP 3306; UDP 3306-3310", False), (2, 1, "TCP 22", True)]  # the ipBlock holds api's IP
+    assert str(union_ports(grants)) == "TCP 22, 3306; UDP 3306-3310"
+    # A pod that could be created: labels only, no IP, so no ipBlock matches it.
+    assert str(union_ports(pod_grants(n, db, "Ingress", Pod("app", "new", {"role": "api"})))) == \
+        "TCP 3306; UDP 3306-3310"
+    assert not pod_grants(n, db, "Ingress", Pod("staging", "api", {"role": "api"}))
+    # Not isolated: one grant for everything, without a policy.
+    [g] = pod_grants(n, n.pod("app/api"), "Ingress", db)
+    assert g.policy is None and g.ports == PortSet.everything()
+
+
+def test_address_grants_and_coverage():
+    n = Network([LAB_POLICY], LAB_PODS)
+    db = n.pod("app/db")
+    grants = address_grants(n, db, "Egress")
+    assert [(g.rule, str(g.addresses), str(g.ports)) for g in grants] == [
+        (1, "192.168.5.0/25", "TCP 80"), (2, "192.168.5.10/32", "TCP 443")]
+    assert [(str(a), str(p)) for a, p in coverage(grants, AddressSet.cidr("192.168.5.8/29"))] == [
+        ("192.168.5.8/31", "TCP 80"), ("192.168.5.10/32", "TCP 80, 443"),
+        ("192.168.5.11/32, 192.168.5.12/30", "TCP 80")]  # neighbours with the same ports merge
+    assert [(str(a), str(p)) for a, p in coverage(grants, AddressSet.cidr("192.168.5.200/32"))] == [
+        ("192.168.5.200/32", "no port")]
+    rule_without_peers = pol("all-out", {"podSelector": {"matchLabels": {"role": "db"}}, "policyTypes": ["Egress"],
+                                         "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}]}, ns="app")
+    [g] = address_grants(Network([rule_without_peers], LAB_PODS), db, "Egress")
+    assert g.peer is None and g.addresses == AddressSet.everything() and str(g.ports) == "UDP 53"
