@@ -68,10 +68,9 @@ def _user_key(lab):
 @check(2, "CertificateSigningRequest for the user exists", hint="kubectl get csr")
 def test_csr_exists(kube, lab):
     u = lab.params["user"]
-    expect(_csr(kube, u), f"CertificateSigningRequest '{u}' not found (kubectl get csr). Create it with apiVersion "
-           f"certificates.k8s.io/v1, signerName {SIGNER}, usages [client auth] and request set to the output of "
-           f"'base64 -w0 < {u}.csr'. If kubectl rejected your manifest: v1 requires spec.signerName, and the "
-           "request must be the whole PEM file base64-encoded on one line.")
+    expect(_csr(kube, u), f"CertificateSigningRequest '{u}' not found (kubectl get csr). If kubectl rejected your "
+           "manifest, read its error: certificates.k8s.io/v1 requires spec.signerName, and spec.request must be the "
+           "whole PEM file base64-encoded on one line.")
 
 
 @check(2, "request uses the client signer and usage 'client auth'", after="test_csr_exists",
@@ -79,7 +78,8 @@ def test_csr_exists(kube, lab):
 def test_csr_spec(kube, lab):
     u = lab.params["user"]
     spec = _csr(kube, u)["spec"]
-    recreate = f"A request's spec cannot be changed: kubectl delete csr {u}, then create it again."
+    recreate = (f"A request's spec cannot be changed once it is created: the request has to be made again. "
+                f"Look: kubectl get csr {u} -o yaml")
     signer = spec.get("signerName")
     expect(signer == SIGNER, f"CSR '{u}' has signerName '{signer}'; a certificate for a user who talks to the "
            f"API server needs '{SIGNER}'. {recreate}")
@@ -89,8 +89,8 @@ def test_csr_spec(kube, lab):
              f"'client auth'. {recreate}")
     expect("client auth" in usages, f"CSR '{u}' asks for usages {usages}; expected 'client auth'. {recreate}")
     extra = [x for x in usages if x not in CLIENT_USAGES]
-    expect(not extra, f"CSR '{u}' also asks for {extra}, which signer {SIGNER} refuses; ask for [client auth]. "
-           f"{recreate}")
+    expect(not extra, f"CSR '{u}' also asks for {extra}, which signer {SIGNER} refuses; expected "
+           f"[client auth]. {recreate}")
 
 
 @check(2, "request is the user's CSR, made from the user's key", after="test_csr_exists",
@@ -101,31 +101,33 @@ def test_csr_request(kube, lab):
     try:
         req = x509.load_pem_x509_csr(base64.b64decode(raw, validate=True))
     except (binascii.Error, ValueError):
-        fail(f"spec.request of CSR '{u}' does not decode to a PEM certificate request: encode the whole file "
-             f"with 'base64 -w0 < {u}.csr' (strip newlines after encoding, never before).")
+        fail(f"spec.request of CSR '{u}' does not decode to a PEM certificate request: it must be the whole "
+             f"{u}.csr file, base64-encoded (newlines removed after encoding, not before). "
+             f"Look: kubectl get csr {u} -o jsonpath='{{.spec.request}}' | base64 -d | head -n 1")
     cn = _cn(req.subject)
-    expect(cn == u, f"The request in CSR '{u}' has CN={cn}; expected CN={u}. Use the {u}.csr from the work "
-           f"directory, or make one with: openssl req -new -key {u}.key -subj \"/CN={u}\" -out {u}.csr")
+    expect(cn == u, f"The request in CSR '{u}' has CN={cn}; expected CN={u}, as in the {u}.csr of the work "
+           f"directory. Look: kubectl get csr {u} -o jsonpath='{{.spec.request}}' | base64 -d | "
+           "openssl req -noout -subject")
     expect(_spki(req.public_key()) == _spki(_user_key(lab).public_key()),
            f"The request in CSR '{u}' was made from a different key than {lab.workdir / (u + '.key')}: the "
-           f"certificate would be useless with that key. Make the request from {u}.csr "
-           f"(openssl req -new -key {u}.key ...), then kubectl delete csr {u} and create it again.")
+           f"certificate would be useless with that key. Compare: kubectl get csr {u} -o jsonpath='{{.spec.request}}'"
+           f" | base64 -d | openssl req -noout -pubkey and openssl pkey -in {u}.key -pubout")
 
 
 @check(2, "request approved and certificate issued", after=("test_csr_exists", "test_csr_spec", "test_csr_request"),
-       hint="kubectl certificate approve NAME; kubectl get csr NAME shows Approved,Issued")
+       hint="kubectl get csr NAME: the CONDITION column reads Approved,Issued once it is signed")
 def test_approved_issued(kube, lab):
     u = lab.params["user"]
     csr = _csr(kube, u)
     cond = _conditions(csr)
     if "Denied" in cond:
-        fail(f"CSR '{u}' was denied. A decision cannot be undone: kubectl delete csr {u}, create it again "
-             f"and approve it (kubectl certificate approve {u}).")
-    expect("Approved" in cond, f"CSR '{u}' is still pending (kubectl get csr {u}). Approve it: "
-           f"kubectl certificate approve {u}")
+        fail(f"CSR '{u}' was denied, and a decision cannot be undone: the request has to be made again. "
+             f"Look: kubectl get csr {u}")
+    expect("Approved" in cond, f"CSR '{u}' is still pending: nobody has approved it yet. "
+           f"Look: kubectl get csr {u} (the CONDITION column)")
     if "Failed" in cond:
         fail(f"CSR '{u}' was approved but the signer refused it: {cond['Failed'].get('message')}. "
-             f"kubectl delete csr {u} and create a correct one.")
+             f"Look: kubectl get csr {u} -o yaml (status.conditions)")
     expect((csr.get("status") or {}).get("certificate"),
            f"CSR '{u}' is approved but has no certificate yet (status.certificate is empty). The controller "
            f"manager signs within seconds; check again with: kubectl get csr {u}")
@@ -163,16 +165,17 @@ def test_intruder_denied(kube, lab):
     p = lab.params
     bad = p["intruder"]
     csr = _csr(kube, bad)
-    expect(csr, f"CSR '{bad}' not found: it was deleted before it was denied. Run 'ckalab start csr-approval' "
-           f"to bring it back (pending), then deny it: kubectl certificate deny {bad}")
+    expect(csr, f"CSR '{bad}' not found (kubectl get csr): it was deleted before a decision was recorded on it. "
+           "'ckalab start csr-approval' brings it back, pending.")
     cond = _conditions(csr)
     if "Approved" in cond:
         fail(f"CSR '{bad}' was approved: it asks for group {p['group']}, which is bound to cluster-admin "
              f"(kubectl get clusterrolebinding -o wide), so its holder would control the whole cluster. "
-             f"Delete it (kubectl delete csr {bad}), run "
-             f"'ckalab start csr-approval' to get a fresh pending one, and deny that.")
-    expect("Denied" in cond, f"CSR '{bad}' is still pending. It asks for group {p['group']}: deny it with "
-           f"kubectl certificate deny {bad}")
+             "A decision cannot be undone; 'ckalab reset csr-approval' sets the lab up again with a fresh "
+             "pending request.")
+    expect("Denied" in cond, f"CSR '{bad}' is still pending; look at the groups it asks for "
+           f"(kubectl get csr {bad} -o jsonpath='{{.spec.request}}' | base64 -d | openssl req -noout -subject) "
+           "and at what those groups may do (kubectl get clusterrolebindings -o wide).")
 
 
 @check(1, "no other request approved", after="test_intruder_denied", hint="kubectl get csr")
@@ -191,5 +194,5 @@ def test_no_other_approved(kube, lab):
             continue
         others.append(md["name"])
     expect(not others, f"You also approved {', '.join(sorted(others))}: the task asks to approve only '{p['user']}'. "
-           "An approved request hands out a certificate; read each request before approving it "
-           f"(kubectl delete csr {' '.join(sorted(others))} clears this check).")
+           "An approved request hands out a certificate; read each request before approving it. "
+           "Look: kubectl get csr")

@@ -26,8 +26,8 @@ def _config(lab) -> dict:
     """The parsed file; every way it can be unreadable becomes a learner-facing failure."""
     path, name = _path(lab), _path(lab).name
     if not path.is_file():
-        fail(f"{name} not found in {lab.workdir}. Create it there, e.g. with "
-             f"kubectl config --kubeconfig={name} set-cluster ...")
+        fail(f"{name} not found in {lab.workdir}: the kubeconfig file goes there, under that name. "
+             f"Look: ls {lab.workdir}")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -77,8 +77,8 @@ def _material(lab, body: dict, key: str, what: str, entry: str) -> bytes:
         try:
             return base64.b64decode(str(body[f"{key}-data"]), validate=True)
         except (binascii.Error, ValueError):
-            fail(f"{key}-data of {entry} in {name} is not valid base64: embed files with --embed-certs "
-                 "(or base64 -w0 < FILE).")
+            fail(f"{key}-data of {entry} in {name} is not valid base64: a -data field holds the whole PEM file, "
+                 f"base64-encoded on one line. Look: kubectl config view --raw --kubeconfig={name}")
     if body.get(key):
         p = Path(str(body[key]))  # like kubectl: no ~ expansion
         p = p if p.is_absolute() else _path(lab).parent / p
@@ -110,7 +110,7 @@ def test_file_parses(lab):
 
 
 @check(2, "cluster entry: server and CA", after="test_file_parses",
-       hint="kubectl config --kubeconfig=FILE set-cluster NAME --server=URL --certificate-authority=ca.crt")
+       hint="kubectl config view --kubeconfig=FILE (clusters: server, certificate-authority)")
 def test_cluster_entry(lab):
     p, name = lab.params, _path(lab).name
     cfg = _config(lab)
@@ -121,16 +121,18 @@ def test_cluster_entry(lab):
     expect(server.startswith("https://"), f"{entry} in {name} has server '{server}'; expected the API server's "
            "https:// URL (kubectl config view --minify on the admin kubeconfig shows it).")
     expect(not body.get("insecure-skip-tls-verify"), f"{entry} in {name} sets insecure-skip-tls-verify: the "
-           "client would trust any server. Remove it and trust ca.crt (certificate-authority) instead.")
+           "client would trust any server, including an impostor; the task asks to trust the cluster through "
+           f"ca.crt. Look: kubectl config view --kubeconfig={name}")
     pem = _material(lab, body, "certificate-authority", "CA certificate ca.crt", entry)
     try:
         pki.load_cert(pem)
     except ValueError:
-        fail(f"The certificate-authority of {entry} in {name} is not a certificate: use ca.crt.")
+        fail(f"The certificate-authority of {entry} in {name} is not a certificate; expected the CA certificate "
+             f"ca.crt. Look: kubectl config view --raw --kubeconfig={name}")
 
 
 @check(2, "user entry: client certificate and key", after="test_file_parses",
-       hint="kubectl config --kubeconfig=FILE set-credentials NAME --client-certificate=... --client-key=...")
+       hint="kubectl config view --kubeconfig=FILE (users: client-certificate, client-key)")
 def test_user_entry(lab):
     p, name = lab.params, _path(lab).name
     cfg = _config(lab)
@@ -139,24 +141,27 @@ def test_user_entry(lab):
     entry = f"user '{p['user']}'"
     other = [k for k in ("exec", "auth-provider", "token", "tokenFile", "username") if body.get(k)]
     expect(not other, f"{entry} in {name} uses {', '.join(other)}; this task's user logs in with a client "
-           "certificate only: set client-certificate and client-key.")
+           f"certificate and key only. Look: kubectl config view --kubeconfig={name}")
     cert_pem = _material(lab, body, "client-certificate", f"certificate {p['user']}.crt", entry)
     key_pem = _material(lab, body, "client-key", f"key {p['user']}.key", entry)
     try:
         cert = pki.load_cert(cert_pem)
     except ValueError:
-        fail(f"The client-certificate of {entry} in {name} is not a certificate: use {p['user']}.crt.")
+        fail(f"The client-certificate of {entry} in {name} is not a certificate; expected {p['user']}.crt. "
+             f"Look: kubectl config view --raw --kubeconfig={name}")
     try:
         # Skipping RSA's slow self-check is safe: the key is only compared with the certificate.
         key = serialization.load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError):
-        fail(f"The client-key of {entry} in {name} is not an unencrypted PEM private key: use {p['user']}.key.")
+        fail(f"The client-key of {entry} in {name} is not an unencrypted PEM private key; expected "
+             f"{p['user']}.key. Look: kubectl config view --raw --kubeconfig={name}")
     expect(pki.key_matches(key, cert), f"In {entry} of {name}, the client-key does not belong to the "
-           f"client-certificate (CN={_cn(cert)}): use {p['user']}.crt with {p['user']}.key.")
+           f"client-certificate (CN={_cn(cert)}); expected {p['user']}.crt with {p['user']}.key. "
+           f"Look: kubectl config view --kubeconfig={name}")
 
 
 @check(2, "context with namespace, and current-context", after="test_file_parses",
-       hint="kubectl config --kubeconfig=FILE set-context NAME --cluster=... --user=... --namespace=...; use-context NAME")
+       hint="kubectl config get-contexts --kubeconfig=FILE (the * marks the current one)")
 def test_context(lab):
     p, name = lab.params, _path(lab).name
     ctx_name = f"{p['user']}@{p['cluster']}"
@@ -166,10 +171,10 @@ def test_context(lab):
     for field, want in (("cluster", p["cluster"]), ("user", p["user"]), ("namespace", p["namespace"])):
         got = body.get(field)
         expect(got == want, f"Context '{ctx_name}' in {name} has {field}: {got or '(not set)'}; expected {want}. "
-               f"kubectl config --kubeconfig={name} set-context {ctx_name} --{field}={want}")
+               f"Look: kubectl config get-contexts --kubeconfig={name}")
     current = cfg.get("current-context")
     expect(current == ctx_name, f"current-context in {name} is '{current or ''}'; expected '{ctx_name}'. "
-           f"kubectl config --kubeconfig={name} use-context {ctx_name}")
+           f"Look: kubectl config current-context --kubeconfig={name}")
 
 
 def _connect_error(lab, cluster, exc: Exception, server: str) -> str:
@@ -184,10 +189,11 @@ def _connect_error(lab, cluster, exc: Exception, server: str) -> str:
         return f"The API server answered {exc.status} ({exc.reason}): {api_error_text(exc)}"
     if isinstance(reason, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
         if "hostname" in text.lower() or "IP address mismatch" in text:
-            return (f"{server} does not match the names in the API server's certificate ({text}). Use the server "
-                    f"URL of the admin kubeconfig: {_admin_server(cluster)}")
+            return (f"{server} does not match the names in the API server's certificate ({text}); the lab's "
+                    f"API server is {_admin_server(cluster)}.")
         return (f"TLS verification of {server} failed with the CA in {name}: it is not the CA that signed the "
-                f"API server's certificate (the cluster CA is CN={_cn(_cluster_ca(cluster))}). Use ca.crt.")
+                f"API server's certificate (the cluster CA is CN={_cn(_cluster_ca(cluster))}, as in ca.crt). "
+                f"Look: kubectl config view --raw --kubeconfig={name}")
     why = ("connection refused" if "refused" in text.lower() else
            "no answer within 3 s" if "timed out" in text.lower() else type(reason or exc).__name__)
     return (f"Cannot connect to {server} with {name}: {why}. Is the server URL right? "

@@ -53,17 +53,18 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert not r.passed and r.score == 0
     assert failed_ids(r) == {c.id for c in r.checks}
     assert check_of(r, "test_csr_exists").message == (
-        "CertificateSigningRequest 'akshay' not found (kubectl get csr). Create it with apiVersion "
-        "certificates.k8s.io/v1, signerName kubernetes.io/kube-apiserver-client, usages [client auth] and request "
-        "set to the output of 'base64 -w0 < akshay.csr'. If kubectl rejected your manifest: v1 requires "
-        "spec.signerName, and the request must be the whole PEM file base64-encoded on one line.")
+        "CertificateSigningRequest 'akshay' not found (kubectl get csr). If kubectl rejected your manifest, read "
+        "its error: certificates.k8s.io/v1 requires spec.signerName, and spec.request must be the whole PEM file "
+        "base64-encoded on one line.")
     assert check_of(r, "test_csr_spec").message == (
         'Not checked yet: first fix "CertificateSigningRequest for the user exists".')
     assert check_of(r, "test_certificate_works").message == (
         'Not checked yet: first fix "CertificateSigningRequest for the user exists".')
     assert check_of(r, "test_intruder_denied").message == (
-        "CSR 'agent-smith' is still pending. It asks for group kubeadm:cluster-admins: deny it with "
-        "kubectl certificate deny agent-smith")
+        "CSR 'agent-smith' is still pending; look at the groups it asks for (kubectl get csr agent-smith -o "
+        "jsonpath='{.spec.request}' | base64 -d | openssl req -noout -subject) and at what those groups may do "
+        "(kubectl get clusterrolebindings -o wide).")
+    assert "deny" not in check_of(r, "test_intruder_denied").message  # the answer is behind Hint
     assert check_of(r, "test_no_other_approved").message == (
         'Not checked yet: first fix "the request for the privileged group is denied".')
     # setup: the learner's files, and the intruder's request really asks for the admin group
@@ -113,7 +114,8 @@ def test_server_auth_usage_fails(lab_harness):
     assert failed_ids(r) == ALL_AFTER_SPEC
     assert check_of(r, "test_csr_spec").message == (
         "CSR 'akshay' asks for usages ['server auth']: 'server auth' is for serving TLS, a user's certificate "
-        "needs 'client auth'. A request's spec cannot be changed: kubectl delete csr akshay, then create it again.")
+        "needs 'client auth'. A request's spec cannot be changed once it is created: the request has to be made "
+        "again. Look: kubectl get csr akshay -o yaml")
     assert check_of(r, "test_approved_issued").message == (
         'Not checked yet: first fix "request uses the client signer and usage \'client auth\'".')
 
@@ -127,7 +129,7 @@ def test_kubelet_signer_fails(lab_harness):
     assert check_of(r, "test_csr_spec").message == (
         "CSR 'akshay' has signerName 'kubernetes.io/kube-apiserver-client-kubelet'; a certificate for a user who "
         "talks to the API server needs 'kubernetes.io/kube-apiserver-client'. A request's spec cannot be "
-        "changed: kubectl delete csr akshay, then create it again.")
+        "changed once it is created: the request has to be made again. Look: kubectl get csr akshay -o yaml")
 
 
 def test_request_from_another_key_fails(lab_harness):
@@ -139,8 +141,8 @@ def test_request_from_another_key_fails(lab_harness):
     assert failed_ids(r) == {"test_csr_request", "test_approved_issued", "test_certificate_works"}
     assert check_of(r, "test_csr_request").message == (
         f"The request in CSR 'akshay' was made from a different key than {h.workdir / 'akshay.key'}: the "
-        "certificate would be useless with that key. Make the request from akshay.csr (openssl req -new -key "
-        "akshay.key ...), then kubectl delete csr akshay and create it again.")
+        "certificate would be useless with that key. Compare: kubectl get csr akshay -o jsonpath='{.spec.request}' "
+        "| base64 -d | openssl req -noout -pubkey and openssl pkey -in akshay.key -pubout")
 
 
 def test_request_with_wrong_common_name_fails(lab_harness):
@@ -151,8 +153,9 @@ def test_request_with_wrong_common_name_fails(lab_harness):
     r = h.grade()
     assert "test_csr_request" in failed_ids(r)
     assert check_of(r, "test_csr_request").message == (
-        "The request in CSR 'akshay' has CN=Akshay Kumar; expected CN=akshay. Use the akshay.csr from the work "
-        "directory, or make one with: openssl req -new -key akshay.key -subj \"/CN=akshay\" -out akshay.csr")
+        "The request in CSR 'akshay' has CN=Akshay Kumar; expected CN=akshay, as in the akshay.csr of the work "
+        "directory. Look: kubectl get csr akshay -o jsonpath='{.spec.request}' | base64 -d | "
+        "openssl req -noout -subject")
 
 
 def test_errata_forms_are_rejected_by_the_api_server(lab_harness):
@@ -181,7 +184,8 @@ def test_pending_request_fails(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_approved_issued", "test_certificate_works"}
     assert check_of(r, "test_approved_issued").message == (
-        "CSR 'akshay' is still pending (kubectl get csr akshay). Approve it: kubectl certificate approve akshay")
+        "CSR 'akshay' is still pending: nobody has approved it yet. Look: kubectl get csr akshay (the CONDITION "
+        "column)")
 
 
 def test_approving_the_intruder_fails(lab_harness):
@@ -193,8 +197,8 @@ def test_approving_the_intruder_fails(lab_harness):
     assert failed_ids(r) == {"test_intruder_denied", "test_no_other_approved"}
     assert check_of(r, "test_intruder_denied").message == (
         "CSR 'agent-smith' was approved: it asks for group kubeadm:cluster-admins, which is bound to cluster-admin "
-        "(kubectl get clusterrolebinding -o wide), so its holder would control the whole cluster. Delete it "
-        "(kubectl delete csr agent-smith), run 'ckalab start csr-approval' to get a fresh pending one, and deny that.")
+        "(kubectl get clusterrolebinding -o wide), so its holder would control the whole cluster. A decision cannot "
+        "be undone; 'ckalab reset csr-approval' sets the lab up again with a fresh pending request.")
 
 
 def test_approving_other_requests_fails_naming_them(lab_harness):
@@ -209,8 +213,7 @@ def test_approving_other_requests_fails_naming_them(lab_harness):
         assert failed_ids(r) == {"test_no_other_approved"}
         assert check_of(r, "test_no_other_approved").message == (
             "You also approved stray-request-a, stray-request-b: the task asks to approve only 'akshay'. An approved "
-            "request hands out a certificate; read each request before approving it (kubectl delete csr "
-            "stray-request-a stray-request-b clears this check).")
+            "request hands out a certificate; read each request before approving it. Look: kubectl get csr")
     finally:
         delete_csrs(h, *extras)
 

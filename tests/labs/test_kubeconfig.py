@@ -40,8 +40,8 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert not r.passed and r.score == 0
     assert failed_ids(r) == {c.id for c in r.checks}
     assert check_of(r, "test_file_parses").message == (
-        f"jane.kubeconfig not found in {h.workdir}. Create it there, e.g. with "
-        "kubectl config --kubeconfig=jane.kubeconfig set-cluster ...")
+        f"jane.kubeconfig not found in {h.workdir}: the kubeconfig file goes there, under that name. "
+        f"Look: ls {h.workdir}")
     assert check_of(r, "test_user_entry").message == 'Not checked yet: first fix "the kubeconfig file exists and parses".'
     assert check_of(r, "test_authenticates_as_user").message == 'Not checked yet: first fix "cluster entry: server and CA".'
     # setup issued a real certificate for jane, signed by the CA it handed out
@@ -100,7 +100,7 @@ def test_context_without_namespace_fails(lab_harness):
     assert failed_ids(r) == {"test_context"} | LOGIN_CHECKS
     assert check_of(r, "test_context").message == (
         "Context 'jane@lab' in jane.kubeconfig has namespace: (not set); expected finance. "
-        "kubectl config --kubeconfig=jane.kubeconfig set-context jane@lab --namespace=finance")
+        "Look: kubectl config get-contexts --kubeconfig=jane.kubeconfig")
 
 
 def test_missing_current_context_fails(lab_harness):
@@ -109,7 +109,7 @@ def test_missing_current_context_fails(lab_harness):
     assert failed_ids(r) == {"test_context"} | LOGIN_CHECKS
     assert check_of(r, "test_context").message == (
         "current-context in jane.kubeconfig is ''; expected 'jane@lab'. "
-        "kubectl config --kubeconfig=jane.kubeconfig use-context jane@lab")
+        "Look: kubectl config current-context --kubeconfig=jane.kubeconfig")
 
 
 def test_unreachable_server_fails_clearly(lab_harness):
@@ -129,7 +129,8 @@ def test_wrong_ca_fails_clearly(lab_harness):
     assert failed_ids(r) == LOGIN_CHECKS
     assert check_of(r, "test_authenticates_as_user").message == (
         f"TLS verification of {server(h)} failed with the CA in jane.kubeconfig: it is not the CA that signed "
-        "the API server's certificate (the cluster CA is CN=kubernetes). Use ca.crt.")
+        "the API server's certificate (the cluster CA is CN=kubernetes, as in ca.crt). "
+        "Look: kubectl config view --raw --kubeconfig=jane.kubeconfig")
 
 
 def test_self_signed_client_certificate_is_rejected(lab_harness):
@@ -148,8 +149,8 @@ def test_mismatched_key_and_missing_file_fail(lab_harness):
     r = grade_file(h, kubeconfig(h, user={"client-certificate": "jane.crt", "client-key": "other.key"}))
     assert failed_ids(r) == {"test_user_entry"} | LOGIN_CHECKS
     assert check_of(r, "test_user_entry").message == (
-        "In user 'jane' of jane.kubeconfig, the client-key does not belong to the client-certificate (CN=jane): "
-        "use jane.crt with jane.key.")
+        "In user 'jane' of jane.kubeconfig, the client-key does not belong to the client-certificate (CN=jane); "
+        "expected jane.crt with jane.key. Look: kubectl config view --kubeconfig=jane.kubeconfig")
     r = grade_file(h, kubeconfig(h, cluster={"server": server(h), "certificate-authority": "certs/ca.crt"}))
     assert failed_ids(r) == {"test_cluster_entry"} | LOGIN_CHECKS
     assert check_of(r, "test_cluster_entry").message == (
@@ -162,8 +163,9 @@ def test_insecure_skip_tls_verify_fails(lab_harness):
     h = lab_harness(LAB)
     r = grade_file(h, kubeconfig(h, cluster={"server": server(h), "insecure-skip-tls-verify": True}))
     assert check_of(r, "test_cluster_entry").message == (
-        "cluster 'lab' in jane.kubeconfig sets insecure-skip-tls-verify: the client would trust any server. "
-        "Remove it and trust ca.crt (certificate-authority) instead.")
+        "cluster 'lab' in jane.kubeconfig sets insecure-skip-tls-verify: the client would trust any server, "
+        "including an impostor; the task asks to trust the cluster through ca.crt. "
+        "Look: kubectl config view --kubeconfig=jane.kubeconfig")
 
 
 def test_malformed_files_fail_clearly(lab_harness):
