@@ -6,7 +6,8 @@ about this cluster (`live:`) are graded against facts read from the cluster at g
 never against a stored key. The setup script imports this module too, to write the answers
 template and the question sheet, so questions.yaml has exactly one reader. Variants differ in
 the order of each question's choices (lab param `shuffle`, see questions_for): the sheet, the
-template, the grading and the explanations all use the variant's order.
+template, the grading and the diagnoses all use the variant's order. A wrong answer's check says
+what is wrong with it and where to look, never the right answer (that is in solution.sh).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import difflib
 import functools
 import ipaddress
 import os
+import posixpath
 import random
 import re
+import shlex
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -50,9 +53,49 @@ def _items(s) -> list[str]:
     return [x for x in re.split(r"[,;\s]+", _text(s)) if x]
 
 
-def _command(s):
-    t = re.sub(r"^\$\s*", "", _text(s))  # a pasted prompt
-    return tuple(t.split())  # kubectl and its arguments are case-sensitive
+HOME = re.compile(r"^(\$HOME|\$\{HOME\}|~|/root|/home/[^/]+|/Users/[^/]+)(?=/|$)")
+
+
+def _home_path(s):
+    """A path in the home directory: $HOME, ${HOME}, ~ and a home written out (/root for the exam's
+    root user, /home/NAME) all become ~; the rest must match exactly (case and dots count)."""
+    t = _text(s)
+    if not t:
+        return None
+    return posixpath.normpath(HOME.sub("~", t, count=1))
+
+
+KUBECTL = {"kubectl", "k"}  # `k` is the alias the exam environment sets up for kubectl
+
+
+def _kubectl(s):
+    """A kubectl command as (program, positional words..., other flags sorted). `k` is kubectl,
+    --kubeconfig (which file to edit) is dropped wherever it stands, a pasted prompt, backticks,
+    quotes around the whole command and a KUBECONFIG=... prefix are ignored. None: not kubectl."""
+    t = " ".join(str(s).split()).strip("`").strip()
+    t = re.sub(r"^\$\s*", "", t).rstrip(".;").strip()
+    try:
+        words = shlex.split(t)
+        if len(words) == 1 and " " in words[0]:  # the whole command in quotes
+            words = shlex.split(words[0])
+    except ValueError:  # an unclosed quote
+        return None
+    while words and re.fullmatch(r"KUBECONFIG=\S*", words[0]):
+        words.pop(0)
+    if not words or posixpath.basename(words[0]) not in KUBECTL:
+        return None
+    positional, flags, rest = [], [], iter(words[1:])
+    for w in rest:
+        if w == "--kubeconfig":
+            if next(rest, None) is None:
+                return None  # the flag without its file
+        elif w.startswith("--kubeconfig="):
+            continue
+        elif w.startswith("-"):
+            flags.append(w)
+        else:
+            positional.append(w)
+    return ("kubectl", *positional, *sorted(flags))
 
 
 def _version(s):
@@ -80,7 +123,8 @@ def _set(s):
 COMPARE = {
     "words": _words,
     "exact": _text,  # paths and image references: case and punctuation matter
-    "command": _command,
+    "home-path": _home_path,
+    "kubectl": _kubectl,
     "version": _version,
     "cidr": _cidr,
     "ordered": lambda s: tuple(map(_words, _items(s))),  # authorizers: order matters
@@ -94,37 +138,53 @@ LIST_COMPARES = {"cidr", "ordered", "set"}
 
 @dataclass
 class Fact:
-    value: str  # the right answer, as the learner would write it
-    source: str  # where it comes from, for the explanation
+    value: str  # the right answer, as the learner would write it (never shown: the check diagnoses)
+    source: str  # the file it comes from, for the question's `look`
+    known: dict = field(default_factory=dict)  # answer (as written) -> why it is not this cluster's
+
+
+def _manifest(cluster) -> str:
+    return f"{PurePosixPath(cluster.pki_dir).parent}/manifests/kube-apiserver.yaml"
 
 
 def _fact_authorization_modes(cluster, flags) -> Fact:
     if flags.get("authorization-mode"):
-        return Fact(flags["authorization-mode"], f"--authorization-mode={flags['authorization-mode']}")
+        return Fact(flags["authorization-mode"], _manifest(cluster),
+                    {"AlwaysAllow": "That is the built-in default, but this cluster sets the flag."})
     if flags.get("authorization-config"):
         cfg = yaml.safe_load(cluster.read_file(flags["authorization-config"])) or {}
         modes = ",".join(a.get("type", "?") for a in cfg.get("authorizers") or [])
-        return Fact(modes, f"--authorization-config={flags['authorization-config']} (authorizers {modes})")
-    return Fact("AlwaysAllow", "no --authorization-mode flag, so the built-in default AlwaysAllow")
+        return Fact(modes, flags["authorization-config"])
+    return Fact("AlwaysAllow", _manifest(cluster))
+
+
+# The usual defaults a learner may remember instead of reading this cluster's flag.
+CIDR_DEFAULTS = {"10.0.0.0/24": "kube-apiserver's built-in default", "10.96.0.0/12": "kubeadm's default"}
 
 
 def _fact_service_cidr(cluster, flags) -> Fact:
-    if flags.get("service-cluster-ip-range"):
-        return Fact(flags["service-cluster-ip-range"],
-                    f"--service-cluster-ip-range={flags['service-cluster-ip-range']}")
-    return Fact("10.0.0.0/24", "no --service-cluster-ip-range flag, so the built-in default 10.0.0.0/24")
+    value = flags.get("service-cluster-ip-range") or "10.0.0.0/24"
+    known = {c: f"That is {what}, but this cluster's API server sets its own range."
+             for c, what in CIDR_DEFAULTS.items() if _cidr(c) != _cidr(value)}
+    return Fact(value, _manifest(cluster), known)
 
 
 def _fact_apiserver_issuer_cn(cluster, flags) -> Fact:
     path = flags.get("tls-cert-file") or f"{cluster.pki_dir}/apiserver.crt"
-    return Fact(pki.describe(pki.load_cert(cluster.read_file(path))).issuer_cn, path)
+    info = pki.describe(pki.load_cert(cluster.read_file(path)))
+    known = {info.subject_cn: "That is the certificate's own subject (who it identifies), not who signed it."}
+    for rel in ("etcd/ca.crt", "front-proxy-ca.crt"):  # the other CAs of a kubeadm PKI
+        try:
+            cn = pki.describe(pki.load_cert(cluster.read_file(f"{cluster.pki_dir}/{rel}"))).subject_cn
+        except Exception:  # noqa: BLE001 - a missing or odd file only means no diagnosis for it
+            continue
+        known.setdefault(cn, f"That is the CA in {rel}, which signs other certificates than this one.")
+    known.pop(info.issuer_cn, None)
+    return Fact(info.issuer_cn, path, known)
 
 
 def _fact_admission_plugins(cluster, flags) -> Fact:
-    if flags.get("enable-admission-plugins"):
-        return Fact(flags["enable-admission-plugins"],
-                    f"--enable-admission-plugins={flags['enable-admission-plugins']}")
-    return Fact("none", "no --enable-admission-plugins flag")
+    return Fact(flags.get("enable-admission-plugins") or "none", _manifest(cluster))
 
 
 LIVE = {
@@ -146,7 +206,7 @@ def load_questions(path: Path = QUESTIONS_FILE) -> list[dict]:
         if not isinstance(q, dict):
             problems.append(f"{where} is not a mapping")
             continue
-        missing = {"id", "title", "type", "text", "points", "explanation"} - set(q)
+        missing = {"id", "title", "type", "text", "points"} - set(q)
         if missing:
             problems.append(f"{where} lacks {', '.join(sorted(missing))}")
             continue
@@ -160,11 +220,22 @@ def load_questions(path: Path = QUESTIONS_FILE) -> list[dict]:
             if not choices or not isinstance(wanted, list) or not wanted or \
                     any(a not in LETTERS[:len(choices)] for a in wanted):
                 problems.append(f"{where}: needs choices and an answer among their letters")
+                continue
+            wrong = q.get("wrong") or {}
+            if not isinstance(wrong, dict) or set(wrong) != set(LETTERS[:len(choices)]) - set(wanted):
+                problems.append(f"{where}: wrong must say why each choice that is not an answer is wrong")
+                continue
+            # Reasons side by side with the choices, so that a shuffle moves both together.
+            q["why"] = [" ".join(str(wrong.get(x) or "").split()) for x in LETTERS[:len(choices)]]
         elif q["type"] == "short":
             if ("accept" in q) == ("live" in q) or q.get("compare", "words") not in COMPARE:
                 problems.append(f"{where}: needs either accept or live, and compare one of {', '.join(COMPARE)}")
             elif "live" in q and q["live"] not in LIVE:
                 problems.append(f"{where}: live must be one of {', '.join(LIVE)}")
+            elif not isinstance(q.get("wrong") or [], list) or any(
+                    not isinstance(w, dict) or not isinstance(w.get("answers"), list) or not w.get("why")
+                    for w in q.get("wrong") or []):
+                problems.append(f"{where}: wrong must be a list of {{answers: [...], why: ...}}")
         else:
             problems.append(f"{where}: type must be choice, multi or short")
     if not isinstance(qs, list) or not qs:
@@ -187,7 +258,7 @@ def _shuffled(q: dict, rng: random.Random) -> dict:
     rng.shuffle(order)  # order[new position] = position in questions.yaml
     moved = {LETTERS[old]: LETTERS[new] for new, old in enumerate(order)}
     answer = moved[q["answer"]] if q["type"] == "choice" else sorted(moved[a] for a in q["answer"])
-    return q | {"choices": [q["choices"][i] for i in order], "answer": answer}
+    return q | {"choices": [q["choices"][i] for i in order], "why": [q["why"][i] for i in order], "answer": answer}
 
 
 @functools.lru_cache
@@ -332,22 +403,84 @@ def grade(n: int, q: dict, answers: Answers, cluster, facts: dict) -> None:
                f"answer with {'a letter' if q['type'] == 'choice' else 'letters'} from "
                f"{letters[0]} to {letters[-1]} (or the text of a choice).")
         right = {q["answer"]} if q["type"] == "choice" else set(q["answer"])
-        correct = picked == right
-        key = ", ".join(f"{x}) {choices[LETTERS.index(x)].rstrip('.')}" for x in sorted(right))
-        explanation = f"The answer is {key}. {q['explanation']}"
+        if picked == right:
+            return
+        diagnosis = _choice_diagnosis(q, picked, right)
     else:
-        norm = COMPARE[q.get("compare", "words")]
+        compare = q.get("compare", "words")
+        norm = COMPARE[compare]
+        got = norm(given)
         if "live" in q:
             fact = _fact(q["live"], cluster, facts)
-            accept = [fact.value]
-            values |= {"value": fact.value, "source": fact.source}
-            explanation = q["explanation"]
+            if got is not None and got == norm(fact.value):
+                return
+            values["source"] = fact.source
+            look = f"Look: {_placeholders(q['look'], values)}" if q.get("look") else ""
+            diagnosis = " ".join(x for x in (_live_diagnosis(compare, given, got, fact), look) if x)
         else:
-            accept = q["accept"]
-            explanation = f"The answer is {accept[0]}. {q['explanation']}"
-        got = norm(given)
-        correct = got is not None and got in {norm(a) for a in accept}
-    expect(correct, f"{label}: '{shown}' is not correct. {_placeholders(explanation, values)}")
+            if got is not None and got in {norm(a) for a in q["accept"]}:
+                return
+            diagnosis = _short_diagnosis(q, compare, got)
+    fail(f"{label}: '{shown}' is not correct. {diagnosis}".rstrip())
+
+
+# What an answer that does not even read as the kind of answer asked for gets told.
+UNREADABLE = {
+    "version": "That is not a version; write it like 1.23.",
+    "cidr": "That is not an IP range; write it in CIDR notation, like 10.0.0.0/16.",
+    "kubectl": "That does not read as one kubectl command (start it with kubectl, or its alias k; close every quote).",
+}
+
+
+def _choice_diagnosis(q: dict, picked: set, right: set) -> str:
+    """Why each picked choice that is not right is wrong, and how many right ones are missing;
+    never which ones are right."""
+    out = [q["why"][LETTERS.index(x)] if q["type"] == "choice"
+           else f"{x}) {q['choices'][LETTERS.index(x)].rstrip('.')}: {q['why'][LETTERS.index(x)]}"
+           for x in sorted(picked - right)]
+    missing = len(right - picked)
+    if missing and q["type"] == "multi":
+        out.append(f"{missing} right {'choice is' if missing == 1 else 'choices are'} missing.")
+    return " ".join(out)
+
+
+def _short_diagnosis(q: dict, compare: str, got) -> str:
+    """The `wrong` entry this answer matches (for kubectl: a command it starts with), if any."""
+    if got is None:
+        return UNREADABLE.get(compare, "")
+    norm = COMPARE[compare]
+    for entry in q.get("wrong") or []:
+        for a in entry["answers"]:
+            w = norm(a)
+            if w == got or (compare == "kubectl" and w and got[:len(w)] == w):
+                return " ".join(entry["why"].split())
+    return ""
+
+
+def _live_diagnosis(compare: str, given: str, got, fact: Fact) -> str:
+    """What is wrong with an answer about this cluster, by comparing it with the fact (which is
+    not shown: the question's `look` says where to read it)."""
+    if got is None:
+        return UNREADABLE.get(compare, "")
+    norm = COMPARE[compare]
+    for known, why in fact.known.items():
+        if norm(known) == got:
+            return why
+    if compare in ("ordered", "set"):
+        mine, want = _items(given), _items(fact.value)
+        if compare == "set" and not norm(given):
+            return "This cluster does enable some explicitly."
+        if compare == "ordered" and sorted(map(_words, mine)) == sorted(map(_words, want)):
+            return "These are the right ones, but not in the order the API server asks them."
+        extra = [x for x in mine if _words(x) not in set(map(_words, want))]
+        missing = len(set(map(_words, want)) - set(map(_words, mine)))
+        out = [f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} not in this cluster's flag."] if extra else []
+        if missing:
+            out.append(f"{missing} {'is' if missing == 1 else 'are'} missing.")
+        return " ".join(out)
+    if compare == "cidr" and any(a.version == b.version and a.overlaps(b) for a in got for b in norm(fact.value)):
+        return "That overlaps this cluster's range but is not the same range (look at the prefix length)."
+    return ""
 
 
 def _choice_letter(part: str, choices: list[str]) -> str | None:

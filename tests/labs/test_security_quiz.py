@@ -1,13 +1,17 @@
 """security-quiz grader: one check per question, live questions graded against the cluster,
 generous normalising of correct answers, exact feedback for wrong ones, and broken answer files."""
 
+import importlib.util
+import ipaddress
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ckalab import labs, pki
+from ckalab.grading import CheckFailed
 from conftest import check_of, failed_ids
 
 LAB = "security-quiz"
@@ -17,6 +21,14 @@ CHECKS = {q["id"]: "test_" + q["id"].replace("-", "_") for q in QUESTIONS}
 NOT_CHECKED = 'Not checked yet: first fix "the answers file can be read".'
 CHOICE_QS = [q for q in QUESTIONS if q.get("choices")]
 SEED = "student-0"  # any seed gives a shuffled variant (asserted where it is used)
+
+
+def grader_module():
+    """The grader as a module, to grade single answers in process (no cluster needed)."""
+    spec = importlib.util.spec_from_file_location("security_quiz_grader_under_test", labs.load(LAB).grader)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses need it
+    spec.loader.exec_module(module)
+    return module
 
 
 def right_texts(q: dict) -> list[str]:
@@ -112,13 +124,13 @@ def test_other_spellings_of_the_right_answers_pass(lab_harness):
 authorizer-chain: "C) No authorizer allowed it, so the API server answers 403 Forbidden"
 default-authorization-mode: always allow
 cluster-authorization-modes: [{', '.join(m.lower() for m in f['modes'].split(','))}]
-default-kubeconfig: "~/.kube/config"
+default-kubeconfig: /root/.kube/config
 cluster-scoped-resources: F, e, d, C, a
 kubelet-client-certificate: (c)
 user-csr-fields: "signerName: kubernetes.io/kube-apiserver-client, usages: [client auth]"
 image-name: "  docker.io/library/nginx:latest "
 basic-auth-removed: v1.19
-switch-context: "$ kubectl  config use prod"
+switch-context: "$ k  config use-context prod"
 clusterrole-in-one-namespace: a roleBinding in the namespace dev whose roleRef is the clusterRole view
 netpol-pod-selector: B.
 service-cidr: "  {f['cidr']}"
@@ -137,7 +149,7 @@ def test_multi_choice_as_yaml_list_and_as_spaced_letters_pass(lab_harness):
         assert h.grade().passed, form
 
 
-def test_wrong_answers_fail_with_their_explanation(lab_harness):
+def test_wrong_answers_fail_with_a_diagnosis_not_the_answer(lab_harness):
     h = lab_harness(LAB)
     answers = solved_answers(h)
     write_answers(h, answers | {"default-authorization-mode": "Node", "netpol-pod-selector": "a",
@@ -151,26 +163,53 @@ def test_wrong_answers_fail_with_their_explanation(lab_harness):
                              "test_switch_context"}
     assert r.score == 32 - 13
     assert check_of(r, "test_default_authorization_mode").message == (
-        "Question 2 (default-authorization-mode): 'Node' is not correct. The answer is AlwaysAllow. Without the "
-        "flag, kube-apiserver falls back to AlwaysAllow: every authenticated request is permitted. kubeadm and "
-        "kind set --authorization-mode=Node,RBAC explicitly, which is why real clusters look different; \"Node\" "
-        "is not the built-in default.")
+        "Question 2 (default-authorization-mode): 'Node' is not correct. That is what kubeadm and kind put on "
+        "the command line; the question is what the binary does when the flag is missing.")
     assert check_of(r, "test_netpol_pod_selector").message == (
-        "Question 12 (netpol-pod-selector): 'a' is not correct. The answer is b) Pods labelled role=api in the "
-        "namespace prod only. A podSelector peer without a namespaceSelector picks pods in the policy's own "
-        "namespace only. To admit role=api pods from other namespaces, put a namespaceSelector in the same peer "
-        "(both must match) or in a separate peer (either may match).")
-    assert check_of(r, "test_cluster_scoped_resources").message.startswith(
-        "Question 5 (cluster-scoped-resources): 'a, b, c, d, e, f' is not correct. The answer is a) "
-        "PersistentVolume, c) StorageClass, d) Node, e) Namespace, f) CertificateSigningRequest. ")
-    assert check_of(r, "test_image_name").message.startswith(
-        "Question 8 (image-name): 'docker.io/nginx/nginx' is not correct. The answer is docker.io/library/nginx:latest.")
+        "Question 12 (netpol-pod-selector): 'a' is not correct. A podSelector on its own does not look beyond "
+        "one namespace.")
+    assert check_of(r, "test_cluster_scoped_resources").message == (
+        "Question 5 (cluster-scoped-resources): 'a, b, c, d, e, f' is not correct. b) PersistentVolumeClaim: "
+        "namespaced; a claim belongs to the namespace of the pods that mount it.")
+    assert check_of(r, "test_image_name").message == (
+        "Question 8 (image-name): 'docker.io/nginx/nginx' is not correct. Official images are not kept in a "
+        "namespace named after the image.")
     # 1.20 stays "1.20": the answers file is read without YAML's number conversion
-    assert check_of(r, "test_basic_auth_removed").message.startswith(
-        "Question 9 (basic-auth-removed): '1.20' is not correct. The answer is 1.19.")
-    assert check_of(r, "test_switch_context").message.startswith(
-        "Question 10 (switch-context): 'kubectl config set-context prod' is not correct. "
-        "The answer is kubectl config use-context prod.")
+    assert check_of(r, "test_basic_auth_removed").message == "Question 9 (basic-auth-removed): '1.20' is not correct."
+    assert check_of(r, "test_switch_context").message == (
+        "Question 10 (switch-context): 'kubectl config set-context prod' is not correct. set-context creates or "
+        "edits a context; the current context stays what it was (unless --current, which edits that one).")
+    # Diagnose, do not solve: no message gives the right answer away.
+    told = " ".join(c.message for c in r.checks)
+    for right in ("AlwaysAllow", "library", "1.19", "use-context", "use prod", "prod only", "StorageClass"):
+        assert right not in told, right
+
+
+def test_no_wrong_answer_is_told_the_right_one():
+    """Every wrong choice and every listed wrong short answer of every question, graded in process
+    (live questions are left to the tests above): no message contains a right choice or an
+    accepted answer, and each says more than 'not correct' (a reason)."""
+    g = grader_module()
+    cluster = type("FakeCluster", (), {"pki_dir": "/etc/kubernetes/pki"})()  # only its paths are read
+    seen = 0
+    for n, q in enumerate(g.QUESTIONS, 1):
+        if q.get("choices"):
+            right = set(q["answer"]) if q["type"] == "multi" else {q["answer"]}
+            rights = [q["choices"][g.LETTERS.index(x)].rstrip(".") for x in right]
+            tries = [x for x in g.LETTERS[:len(q["choices"])] if x not in right]
+        elif "accept" in q:
+            rights = q["accept"]
+            tries = [a for w in q.get("wrong") or [] for a in w["answers"]]
+        else:
+            continue
+        for wrong in tries:
+            with pytest.raises(CheckFailed) as exc:
+                g.grade(n, q, g.Answers(Path("answers.yaml"), {q["id"]: wrong}), cluster, {})
+            reason = str(exc.value).split(" is not correct. ", 1)[1]  # after the learner's own answer
+            named = [x for x in rights if re.search(rf"(?<![\w-]){re.escape(x)}(?![\w-])", reason)]
+            assert reason and not named, str(exc.value)
+            seen += 1
+    assert seen > 40
 
 
 def test_strict_where_the_meaning_differs(lab_harness):
@@ -185,30 +224,107 @@ def test_strict_where_the_meaning_differs(lab_harness):
     assert failed_ids(r) == {"test_default_kubeconfig", "test_switch_context", "test_cluster_authorization_modes"}
     assert check_of(r, "test_cluster_authorization_modes").message == (
         f"Question 3 (cluster-authorization-modes): '{','.join(reversed(f['modes'].split(',')))}' is not correct. "
-        f"This cluster's kube-apiserver runs with --authorization-mode={f['modes']}, so the answer is {f['modes']}. "
-        "The order matters: the authorizers are asked one after the other. See the flag in its static Pod "
-        f"manifest: grep authorization-mode {f['manifest']}")
+        "These are the right ones, but not in the order the API server asks them. "
+        f"Look: grep authorization-mode {f['manifest']}")
+    assert check_of(r, "test_switch_context").message == (
+        "Question 10 (switch-context): 'kubectl config use-context PROD' is not correct. The subcommand is right, "
+        "the rest is not: it takes the context's name exactly as the kubeconfig spells it (names are "
+        "case-sensitive) and no other flag than --kubeconfig.")
+    assert check_of(r, "test_default_kubeconfig").message == (
+        "Question 4 (default-kubeconfig): '$HOME/.Kube/config' is not correct.")
 
 
 def test_live_questions_with_a_wrong_fact_fail(lab_harness):
     h = lab_harness(LAB)
     answers = solved_answers(h)
     f = live_facts(h)
+    assert f["cidr"] != "10.0.0.0/24" and "PodSecurity" not in f["plugins"]
     write_answers(h, answers | {"service-cidr": "10.0.0.0/24", "apiserver-cert-issuer": "KUBERNETES-CA",
                                 "admission-plugins": f"{f['plugins']},PodSecurity"})
     r = h.grade()
     assert failed_ids(r) == {"test_service_cidr", "test_apiserver_cert_issuer", "test_admission_plugins"}
     assert check_of(r, "test_service_cidr").message == (
-        f"Question 13 (service-cidr): '10.0.0.0/24' is not correct. This cluster's kube-apiserver runs with "
-        f"--service-cluster-ip-range={f['cidr']}, so the answer is {f['cidr']}. See the flag: "
-        f"grep service-cluster-ip-range {f['manifest']}")
+        "Question 13 (service-cidr): '10.0.0.0/24' is not correct. That is kube-apiserver's built-in default, "
+        "but this cluster's API server sets its own range. "
+        f"Look: grep service-cluster-ip-range {f['manifest']}")
     assert check_of(r, "test_apiserver_cert_issuer").message == (
-        f"Question 14 (apiserver-cert-issuer): 'KUBERNETES-CA' is not correct. The API server's serving "
-        f"certificate ({f['cert']}) was issued by CN={f['issuer']}. Read it with: "
-        f"openssl x509 -in {f['cert']} -noout -issuer")
-    assert check_of(r, "test_admission_plugins").message.startswith(
-        f"Question 15 (admission-plugins): '{f['plugins']},PodSecurity' is not correct. This cluster's "
-        f"kube-apiserver runs with --enable-admission-plugins={f['plugins']}, so the answer is {f['plugins']} ")
+        f"Question 14 (apiserver-cert-issuer): 'KUBERNETES-CA' is not correct. "
+        f"Look: openssl x509 -in {f['cert']} -noout -issuer")
+    assert check_of(r, "test_admission_plugins").message == (
+        f"Question 15 (admission-plugins): '{f['plugins']},PodSecurity' is not correct. PodSecurity is not in "
+        f"this cluster's flag. Look: grep enable-admission-plugins {f['manifest']}")
+
+
+def test_live_questions_diagnose_the_usual_mix_ups(lab_harness):
+    """A right range with another prefix, the certificate's own subject instead of its issuer,
+    'none' for a cluster that enables plugins, and a mode too many: each said, none answered."""
+    h = lab_harness(LAB)
+    answers = solved_answers(h)
+    f = live_facts(h)
+    net = ipaddress.ip_network(f["cidr"])
+    subject = pki.describe(pki.load_cert(h.cluster.read_file(f["cert"]))).subject_cn
+    write_answers(h, answers | {"service-cidr": str(net.supernet()), "apiserver-cert-issuer": subject,
+                                "admission-plugins": "none", "cluster-authorization-modes": f"{f['modes']},ABAC"})
+    r = h.grade()
+    assert failed_ids(r) == {"test_service_cidr", "test_apiserver_cert_issuer", "test_admission_plugins",
+                             "test_cluster_authorization_modes"}
+    assert check_of(r, "test_service_cidr").message == (
+        f"Question 13 (service-cidr): '{net.supernet()}' is not correct. That overlaps this cluster's range but "
+        "is not the same range (look at the prefix length). "
+        f"Look: grep service-cluster-ip-range {f['manifest']}")
+    assert check_of(r, "test_apiserver_cert_issuer").message == (
+        f"Question 14 (apiserver-cert-issuer): '{subject}' is not correct. That is the certificate's own subject "
+        f"(who it identifies), not who signed it. Look: openssl x509 -in {f['cert']} -noout -issuer")
+    assert check_of(r, "test_admission_plugins").message == (
+        "Question 15 (admission-plugins): 'none' is not correct. This cluster does enable some explicitly. "
+        f"Look: grep enable-admission-plugins {f['manifest']}")
+    assert check_of(r, "test_cluster_authorization_modes").message == (
+        f"Question 3 (cluster-authorization-modes): '{f['modes']},ABAC' is not correct. ABAC is not in this "
+        f"cluster's flag. Look: grep authorization-mode {f['manifest']}")
+    told = " ".join(c.message for c in r.checks)
+    assert f"={f['cidr']}" not in told and f"CN={f['issuer']}" not in told and f"'{f['issuer']}'" not in told
+
+
+@pytest.mark.parametrize("kubeconfig, switch", [
+    ("/root/.kube/config", "k config use-context prod"),
+    ("${HOME}/.kube/config", "kubectl --kubeconfig ~/.kube/config config use-context prod"),
+    ("~/.kube//config", "kubectl config use-context prod --kubeconfig=/root/.kube/config"),
+    ("/home/candidate/.kube/config", "`kubectl config set current-context prod`"),
+    ("$HOME/.kube/config", "KUBECONFIG=/root/.kube/config k config use 'prod'"),
+], ids=["root-and-k", "braces-and-flag-first", "double-slash-and-flag-last", "home-and-set", "env-and-quotes"])
+def test_equivalent_forms_of_the_kubeconfig_answers_pass(lab_harness, kubeconfig, switch):
+    h = lab_harness(LAB)
+    write_answers(h, solved_answers(h) | {"default-kubeconfig": kubeconfig, "switch-context": switch})
+    r = h.grade()
+    assert r.passed, r.render()
+
+
+@pytest.mark.parametrize("qid, answer, diagnosis", [
+    ("default-kubeconfig", "/etc/kubernetes/admin.conf", "That is a kubeconfig kubeadm writes on control-plane "
+     "nodes; kubectl reads it only when pointed at it with --kubeconfig or KUBECONFIG."),
+    ("default-kubeconfig", "$HOME/.kube", "That is a folder; kubectl reads one file in it."),
+    ("default-kubeconfig", "~/.kube/config.yaml", "The folder is right, the file name is not (kubectl adds no "
+     "extension of its own)."),
+    ("default-kubeconfig", "/root/kube/config", ""),
+    ("switch-context", "kubectl config view", "That only shows the kubeconfig; it changes nothing."),
+    ("switch-context", "k config use-context prod --namespace dev", "The subcommand is right, the rest is not: "
+     "it takes the context's name exactly as the kubeconfig spells it (names are case-sensitive) and no other "
+     "flag than --kubeconfig."),
+    ("switch-context", "kubectl use-context prod", "kubectl has no such command; everything about contexts is "
+     "under kubectl config."),
+    ("switch-context", "config use-context prod", "That does not read as one kubectl command (start it with "
+     "kubectl, or its alias k; close every quote)."),
+    ("switch-context", "kubectl config use-context 'prod", "That does not read as one kubectl command (start "
+     "it with kubectl, or its alias k; close every quote)."),
+], ids=["admin-conf", "folder", "extension", "no-dot", "view", "extra-flag", "no-config", "no-kubectl",
+        "unclosed-quote"])
+def test_near_misses_of_the_kubeconfig_answers_fail(lab_harness, qid, answer, diagnosis):
+    h = lab_harness(LAB)
+    write_answers(h, solved_answers(h) | {qid: answer})
+    r = h.grade()
+    assert failed_ids(r) == {CHECKS[qid]}
+    n = IDS.index(qid) + 1
+    assert check_of(r, CHECKS[qid]).message == f"Question {n} ({qid}): '{answer}' is not correct. {diagnosis}".rstrip()
 
 
 def test_answers_of_the_wrong_shape_and_unclear_choices(lab_harness):
@@ -332,14 +448,22 @@ def test_canonical_answers_fail_a_shuffled_variant(lab_harness):
     canonical = {q["id"]: sheet_letters({q["id"]: q["choices"]}, q) for q in CHOICE_QS}
     moved = [q for q in CHOICE_QS if sheet_letters(sheet, q) != canonical[q["id"]]]
     assert moved and failed_ids(r) == {CHECKS[q["id"]] for q in moved}
-    for q in moved:
+    for q in moved:  # the canonical letters pick other texts here: each is diagnosed, none answered
         n = IDS.index(q["id"]) + 1
-        mine = sheet_letters(sheet, q)
-        key = ", ".join(f"{x}) {sheet[q['id']][ord(x) - ord('a')].rstrip('.')}" for x in mine)
-        explanation = " ".join(q["explanation"].split())
+        picked = canonical[q["id"]]
+        why = {t: " ".join(q["wrong"][chr(ord("a") + q["choices"].index(t))].split())
+               for t in q["choices"] if t not in right_texts(q)}
+        wrong = [x for x in picked if sheet[q["id"]][ord(x) - ord("a")] in why]
+        if q["type"] == "choice":
+            diagnosis = why[sheet[q["id"]][ord(picked[0]) - ord("a")]]
+        else:
+            texts = [sheet[q["id"]][ord(x) - ord("a")] for x in wrong]
+            missing = len(right_texts(q)) - (len(picked) - len(wrong))
+            diagnosis = " ".join([f"{x}) {t.rstrip('.')}: {why[t]}" for x, t in zip(wrong, texts)] +
+                                 ([f"{missing} right {'choice is' if missing == 1 else 'choices are'} missing."]
+                                  if missing else []))
         assert check_of(r, CHECKS[q["id"]]).message == (
-            f"Question {n} ({q['id']}): '{', '.join(canonical[q['id']])}' is not correct. "
-            f"The answer is {key}. {explanation}")
+            f"Question {n} ({q['id']}): '{', '.join(picked)}' is not correct. {diagnosis}")
 
 
 @pytest.mark.parametrize("seed", [None, SEED, "student-7"])
