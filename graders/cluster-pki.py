@@ -100,19 +100,33 @@ def _rel(path: str, cluster, workdir) -> str:
     return p
 
 
-def _path_question(workdir, lab, cluster, key: str, component: str, flag: str, role: str) -> None:
-    given = _answer(workdir, lab, key, _grep(cluster, component, flag))
+def _path_question(workdir, lab, cluster, key: str, component: str, flag: str, what: str) -> None:
+    look = _grep(cluster, component, flag)
+    given = _answer(workdir, lab, key, look)
     expect(isinstance(given, str), f"{key} should be a file path, not {_kind(given)}.")
-    actual = _flag(cluster, component, flag)
-    want = _rel(actual, cluster, workdir)
+    want = _rel(_flag(cluster, component, flag), cluster, workdir)
     got = _rel(given, cluster, workdir)
     if got == want:
         return
-    msg = (f"{key}: '{given}' is not it. {role}: {component} runs with --{flag}={actual}, "
-           f"that is {want} in the PKI directory.")
+    notes = " ".join(_path_notes(got, want, cluster, workdir, component))
+    fail(f"{key}: '{given}' is not {what}.{' ' + notes if notes else ''} Look: {look}")
+
+
+def _path_notes(got: str, want: str, cluster, workdir, component: str) -> list[str]:
+    """What the given file is, so the learner sees the mix-up, without naming the right file."""
+    notes = []
+    uses = [f"{comp} --{flag}" for comp in (APISERVER, ETCD)
+            for flag, value in cluster.component_flags(comp).items()
+            if value.startswith("/") and _rel(value, cluster, workdir) == got]
+    if uses:
+        notes.append(f"That file is what {' and '.join(uses)} {'names' if len(uses) == 1 else 'name'}.")
     if got in CA_NAMES and want not in CA_NAMES:
-        msg += f" {got} is a CA certificate: it verifies other certificates, it does not identify {component}."
-    fail(msg)
+        notes.append(f"{got} is a CA certificate: it verifies other certificates, it does not identify {component}.")
+    elif got.endswith(".key") and not want.endswith(".key"):
+        notes.append("That is a private key; the question asks for a certificate.")
+    elif want.endswith(".key") and not got.endswith(".key"):
+        notes.append("The question asks for a private key, not a certificate.")
+    return notes
 
 
 def _cn(value) -> str:
@@ -165,21 +179,21 @@ def test_answers_file(workdir, lab):
        hint="grep kubelet-client manifests/kube-apiserver.yaml")
 def test_kubelet_client_cert(workdir, lab, cluster):
     _path_question(workdir, lab, cluster, "apiserver_kubelet_client_cert", APISERVER,
-                   "kubelet-client-certificate", "The API server authenticates to kubelets with a client certificate")
+                   "kubelet-client-certificate", "the client certificate kube-apiserver presents to kubelets")
 
 
 @check(1, "2: the key of that certificate", after="test_answers_file",
        hint="grep kubelet-client manifests/kube-apiserver.yaml")
 def test_kubelet_client_key(workdir, lab, cluster):
     _path_question(workdir, lab, cluster, "apiserver_kubelet_client_key", APISERVER,
-                   "kubelet-client-key", "The key that goes with the kubelet client certificate")
+                   "kubelet-client-key", "the key of kube-apiserver's client certificate for kubelets")
 
 
 @check(2, "3: the API server's client certificate for etcd", after="test_answers_file",
        hint="grep etcd manifests/kube-apiserver.yaml")
 def test_etcd_client_cert(workdir, lab, cluster):
     _path_question(workdir, lab, cluster, "apiserver_etcd_client_cert", APISERVER,
-                   "etcd-certfile", "The API server is a client of etcd and authenticates with its own certificate")
+                   "etcd-certfile", "the client certificate kube-apiserver presents to etcd")
 
 
 @check(2, "4: the SANs of the API server's serving certificate", after="test_answers_file",
@@ -193,9 +207,16 @@ def test_apiserver_sans(workdir, lab, cluster):
     expect(isinstance(given, list), f"apiserver_sans should be a list of names and addresses, not {_kind(given)}.")
     got = {_san(part) for item in given for part in str(item).split(",") if part.strip()}
     want = _cert_info(cluster, serving).sans
-    missing, extra = sorted(want - got), sorted(got - want)
-    problems = ([f"missing {', '.join(missing)}"] if missing else []) + \
-               ([f"not in the certificate: {', '.join(extra)}"] if extra else [])
+    missing, extra = want - got, sorted(got - want)
+    problems = []
+    if missing:  # counted, not named: naming them would give the answer away
+        dns, ips = sum(s.startswith("DNS:") for s in missing), sum(s.startswith("IP:") for s in missing)
+        kinds = [f"{n} {kind}{'' if n == 1 else plural}" for n, kind, plural in
+                 ((dns, "DNS name", "s"), (ips, "IP address", "es")) if n]
+        problems.append(f"{len(missing)} of its SANs {'is' if len(missing) == 1 else 'are'} missing "
+                        f"({' and '.join(kinds)})")
+    if extra:
+        problems.append(f"not in the certificate: {', '.join(extra)}")
     expect(not problems, f"apiserver_sans: {'; '.join(problems)}. The serving certificate "
            f"(--tls-cert-file={serving}) has {len(want)} SANs. Look: {look}")
 
@@ -206,14 +227,17 @@ def test_etcd_server_issuer(workdir, lab, cluster):
     serving = _flag(cluster, ETCD, "cert-file")
     look = f"openssl x509 -in {serving} -noout -issuer"
     given = _cn(_answer(workdir, lab, "etcd_server_issuer_cn", look))
-    want = _cert_info(cluster, serving).issuer_cn
-    if given == want:
+    info = _cert_info(cluster, serving)
+    if given == info.issuer_cn:
         return
     cluster_ca = _cert_info(cluster, _flag(cluster, APISERVER, "client-ca-file")).subject_cn
-    note = (f" '{cluster_ca}' is the cluster CA; etcd has a CA of its own." if given == cluster_ca and
-            want != cluster_ca else "")
-    fail(f"etcd_server_issuer_cn: '{given}' is not it. etcd serves with --cert-file={serving}, "
-         f"whose issuer is CN={want}.{note} Look: {look}")
+    note = ""
+    if given == info.subject_cn:
+        note = " That is the certificate's own subject, not who signed it."
+    elif given == cluster_ca and info.issuer_cn != cluster_ca:
+        note = f" '{cluster_ca}' is the cluster CA, which kube-apiserver trusts for clients; etcd has a CA of its own."
+    fail(f"etcd_server_issuer_cn: '{given}' is not the issuer of etcd's serving certificate "
+         f"(--cert-file={serving}).{note} Look: {look}")
 
 
 @check(2, "6: the expiry date of the API server's serving certificate", after="test_answers_file",
@@ -230,10 +254,15 @@ def test_apiserver_expiry(workdir, lab, cluster):
     if given == want:
         return
     ca_end = _cert_info(cluster, _flag(cluster, APISERVER, "client-ca-file")).not_after.date()
-    note = " That is the CA's expiry; the API server certificate expires sooner." if given == ca_end else ""
-    fail(f"apiserver_cert_expiry: {given.isoformat()} is not it. The serving certificate "
-         f"(--tls-cert-file={serving}) is valid until {info.not_after:%b %d %H:%M:%S %Y} GMT "
-         f"({want.isoformat()}).{note} Look: {look}")
+    note = ""
+    if given == ca_end:
+        note = " That is the CA's expiry; the API server certificate expires sooner."
+    elif given == info.not_before.date():
+        note = " That is the date it became valid (notBefore); the question asks when it stops being valid."
+    elif abs((given - want).days) == 1:
+        note = " That is one day off: openssl prints the time in GMT; give the date in GMT."
+    fail(f"apiserver_cert_expiry: {given.isoformat()} is not when the API server's serving certificate "
+         f"(--tls-cert-file={serving}) expires.{note} Look: {look}")
 
 
 @check(2, "7: the CN of the cluster CA", after="test_answers_file",
@@ -242,13 +271,23 @@ def test_ca_cn(workdir, lab, cluster):
     ca_file = _flag(cluster, APISERVER, "client-ca-file")
     look = f"openssl x509 -in {ca_file} -noout -subject"
     given = _cn(_answer(workdir, lab, "ca_cn", look))
-    want = _cert_info(cluster, ca_file).subject_cn
-    expect(given == want, f"ca_cn: '{given}' is not it. kube-apiserver trusts client certificates signed by "
-           f"--client-ca-file={ca_file}, whose subject is CN={want}. Look: {look}")
+    if given == _cert_info(cluster, ca_file).subject_cn:
+        return
+    note = ""
+    for rel in ("etcd/ca.crt", "front-proxy-ca.crt"):  # the other CAs of a kubeadm PKI
+        try:
+            other = _cert_info(cluster, f"{cluster.pki_dir}/{rel}").subject_cn
+        except Exception:  # noqa: BLE001 - a file this cluster lacks only means no note about it
+            continue
+        if given == other and _rel(ca_file, cluster, workdir) != rel:
+            note = f" That is the CN of {rel}, a CA for another purpose."
+            break
+    fail(f"ca_cn: '{given}' is not the CN of the CA kube-apiserver trusts for client certificates "
+         f"(--client-ca-file={ca_file}).{note} Look: {look}")
 
 
 @check(2, "8: the CA etcd trusts for client certificates", after="test_answers_file",
        hint="grep trusted-ca-file manifests/etcd.yaml")
 def test_etcd_client_ca(workdir, lab, cluster):
     _path_question(workdir, lab, cluster, "etcd_client_ca_file", ETCD, "trusted-ca-file",
-                   "etcd verifies its clients (such as the API server) against its own CA")
+                   "the CA file etcd verifies its clients' certificates against")

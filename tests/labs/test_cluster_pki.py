@@ -4,6 +4,8 @@ Expected answers in these tests are read from the cluster's files at their kubea
 written down, so the tests hold for any cluster (each local cluster has its own PKI and dates).
 """
 
+import datetime as dt
+
 import yaml
 from conftest import check_of, failed_ids
 
@@ -95,16 +97,40 @@ def test_openssl_style_text_answers_pass(lab_harness):
     assert r.passed, r.render()
 
 
-def test_ca_given_as_kubelet_client_cert_fails_with_explanation(lab_harness):
+def test_ca_given_as_kubelet_client_cert_fails_with_a_diagnosis(lab_harness):
     h = lab_harness(LAB)
     write_answers(h, {**good_answers(h), "apiserver_kubelet_client_cert": "ca.crt"})
     r = h.grade()
     assert failed_ids(r) == {"test_kubelet_client_cert"}
     assert check_of(r, "test_kubelet_client_cert").message == (
-        "apiserver_kubelet_client_cert: 'ca.crt' is not it. The API server authenticates to kubelets with a client "
-        f"certificate: kube-apiserver runs with --kubelet-client-certificate={h.cluster.pki_dir}/"
-        "apiserver-kubelet-client.crt, that is apiserver-kubelet-client.crt in the PKI directory. ca.crt is a CA "
-        "certificate: it verifies other certificates, it does not identify kube-apiserver.")
+        "apiserver_kubelet_client_cert: 'ca.crt' is not the client certificate kube-apiserver presents to kubelets. "
+        "That file is what kube-apiserver --client-ca-file names. ca.crt is a CA certificate: it verifies other "
+        "certificates, it does not identify kube-apiserver. "
+        f"Look: grep -- --kubelet-client-certificate {manifests(h)}/kube-apiserver.yaml")
+
+
+def test_mixed_up_files_are_named_for_what_they_are(lab_harness):
+    """A certificate where its key is asked, a key where a certificate is asked, another
+    connection's certificate: each message says what the given file is, never the right one."""
+    h = lab_harness(LAB)
+    write_answers(h, {**good_answers(h), "apiserver_kubelet_client_key": "apiserver-kubelet-client.crt",
+                      "apiserver_etcd_client_cert": "pki/apiserver-etcd-client.key",
+                      "apiserver_kubelet_client_cert": "/etc/kubernetes/pki/apiserver.crt"})
+    r = h.grade()
+    assert failed_ids(r) == {"test_kubelet_client_key", "test_etcd_client_cert", "test_kubelet_client_cert"}
+    api = f"{manifests(h)}/kube-apiserver.yaml"
+    assert check_of(r, "test_kubelet_client_key").message == (
+        "apiserver_kubelet_client_key: 'apiserver-kubelet-client.crt' is not the key of kube-apiserver's client "
+        "certificate for kubelets. That file is what kube-apiserver --kubelet-client-certificate names. The "
+        f"question asks for a private key, not a certificate. Look: grep -- --kubelet-client-key {api}")
+    assert check_of(r, "test_etcd_client_cert").message == (
+        "apiserver_etcd_client_cert: 'pki/apiserver-etcd-client.key' is not the client certificate kube-apiserver "
+        "presents to etcd. That file is what kube-apiserver --etcd-keyfile names. That is a private key; the "
+        f"question asks for a certificate. Look: grep -- --etcd-certfile {api}")
+    assert check_of(r, "test_kubelet_client_cert").message == (
+        "apiserver_kubelet_client_cert: '/etc/kubernetes/pki/apiserver.crt' is not the client certificate "
+        "kube-apiserver presents to kubelets. That file is what kube-apiserver --tls-cert-file names. "
+        f"Look: grep -- --kubelet-client-certificate {api}")
 
 
 def test_cluster_ca_given_for_etcd_fails(lab_harness):
@@ -115,13 +141,16 @@ def test_cluster_ca_given_for_etcd_fails(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_etcd_server_issuer", "test_etcd_client_ca"}
     assert check_of(r, "test_etcd_server_issuer").message == (
-        f"etcd_server_issuer_cn: '{cluster_ca}' is not it. etcd serves with --cert-file={h.cluster.pki_dir}/"
-        f"etcd/server.crt, whose issuer is CN={etcd_ca}. '{cluster_ca}' is the cluster CA; etcd has a CA of its "
-        f"own. Look: openssl x509 -in {h.cluster.pki_dir}/etcd/server.crt -noout -issuer")
+        f"etcd_server_issuer_cn: '{cluster_ca}' is not the issuer of etcd's serving certificate "
+        f"(--cert-file={h.cluster.pki_dir}/etcd/server.crt). '{cluster_ca}' is the cluster CA, which kube-apiserver "
+        f"trusts for clients; etcd has a CA of its own. "
+        f"Look: openssl x509 -in {h.cluster.pki_dir}/etcd/server.crt -noout -issuer")
     assert check_of(r, "test_etcd_client_ca").message == (
-        "etcd_client_ca_file: 'ca.crt' is not it. etcd verifies its clients (such as the API server) against its "
-        f"own CA: etcd runs with --trusted-ca-file={h.cluster.pki_dir}/etcd/ca.crt, that is etcd/ca.crt in the "
-        "PKI directory.")
+        "etcd_client_ca_file: 'ca.crt' is not the CA file etcd verifies its clients' certificates against. "
+        "That file is what kube-apiserver --client-ca-file names. "
+        f"Look: grep -- --trusted-ca-file {manifests(h)}/etcd.yaml")
+    told = " ".join(c.message for c in r.checks)
+    assert f"CN={etcd_ca}" not in told and f"'{etcd_ca}'" not in told and "=etcd/ca.crt" not in told
 
 
 def test_incomplete_sans_and_ca_expiry_fail(lab_harness):
@@ -134,15 +163,55 @@ def test_incomplete_sans_and_ca_expiry_fail(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_apiserver_sans", "test_apiserver_expiry"}
     serving = f"{h.cluster.pki_dir}/apiserver.crt"
+    kind = "1 DNS name" if dropped.startswith("DNS:") else "1 IP address"
     assert check_of(r, "test_apiserver_sans").message == (
-        f"apiserver_sans: missing {dropped}; not in the certificate: DNS:kubernetes.svc. The serving certificate "
+        f"apiserver_sans: 1 of its SANs is missing ({kind}); not in the certificate: DNS:kubernetes.svc. The "
+        f"serving certificate (--tls-cert-file={serving}) has {len(api.sans)} SANs. "
+        f"Look: openssl x509 -in {serving} -noout -ext subjectAltName")
+    assert dropped not in check_of(r, "test_apiserver_sans").message
+    assert check_of(r, "test_apiserver_expiry").message == (
+        f"apiserver_cert_expiry: {ca.not_after.date().isoformat()} is not when the API server's serving "
+        f"certificate (--tls-cert-file={serving}) expires. That is the CA's expiry; the API server certificate "
+        f"expires sooner. Look: openssl x509 -in {serving} -noout -enddate")
+    assert api.not_after.date().isoformat() not in check_of(r, "test_apiserver_expiry").message
+
+
+def test_dates_and_names_mixed_up_are_diagnosed(lab_harness):
+    """notBefore for notAfter, a date one day off, the certificate's subject for its issuer,
+    another CA's CN for the cluster CA's, SANs with no IP addresses: said, not answered."""
+    h = lab_harness(LAB)
+    api, etcd_server = info(h, "apiserver.crt"), info(h, "etcd/server.crt")
+    ca, etcd_ca, proxy_ca = info(h, "ca.crt"), info(h, "etcd/ca.crt"), info(h, "front-proxy-ca.crt")
+    serving, pki_dir = f"{h.cluster.pki_dir}/apiserver.crt", h.cluster.pki_dir
+    for expiry, note in ((api.not_before.date(), " That is the date it became valid (notBefore); the question "
+                          "asks when it stops being valid."),
+                         (api.not_after.date() + dt.timedelta(days=1), " That is one day off: openssl prints the "
+                          "time in GMT; give the date in GMT.")):
+        write_answers(h, {**good_answers(h), "apiserver_cert_expiry": expiry.isoformat(),
+                          "etcd_server_issuer_cn": etcd_server.subject_cn, "ca_cn": proxy_ca.subject_cn,
+                          "apiserver_sans": sorted(api.dns_names)})
+        r = h.grade()
+        assert failed_ids(r) == {"test_apiserver_expiry", "test_etcd_server_issuer", "test_ca_cn",
+                                 "test_apiserver_sans"}
+        assert check_of(r, "test_apiserver_expiry").message == (
+            f"apiserver_cert_expiry: {expiry.isoformat()} is not when the API server's serving certificate "
+            f"(--tls-cert-file={serving}) expires.{note} Look: openssl x509 -in {serving} -noout -enddate")
+    assert check_of(r, "test_etcd_server_issuer").message == (
+        f"etcd_server_issuer_cn: '{etcd_server.subject_cn}' is not the issuer of etcd's serving certificate "
+        f"(--cert-file={pki_dir}/etcd/server.crt). That is the certificate's own subject, not who signed it. "
+        f"Look: openssl x509 -in {pki_dir}/etcd/server.crt -noout -issuer")
+    assert check_of(r, "test_ca_cn").message == (
+        f"ca_cn: '{proxy_ca.subject_cn}' is not the CN of the CA kube-apiserver trusts for client certificates "
+        f"(--client-ca-file={pki_dir}/ca.crt). That is the CN of front-proxy-ca.crt, a CA for another purpose. "
+        f"Look: openssl x509 -in {pki_dir}/ca.crt -noout -subject")
+    n = len(api.ip_addresses)
+    assert check_of(r, "test_apiserver_sans").message == (
+        f"apiserver_sans: {n} of its SANs are missing ({n} IP addresses). The serving certificate "
         f"(--tls-cert-file={serving}) has {len(api.sans)} SANs. "
         f"Look: openssl x509 -in {serving} -noout -ext subjectAltName")
-    assert check_of(r, "test_apiserver_expiry").message == (
-        f"apiserver_cert_expiry: {ca.not_after.date().isoformat()} is not it. The serving certificate "
-        f"(--tls-cert-file={serving}) is valid until {api.not_after:%b %d %H:%M:%S %Y} GMT "
-        f"({api.not_after.date().isoformat()}). That is the CA's expiry; the API server certificate expires "
-        f"sooner. Look: openssl x509 -in {serving} -noout -enddate")
+    told = " ".join(c.message for c in r.checks)
+    assert all(x not in told for x in (*api.ip_addresses, f"'{ca.subject_cn}'", f"CN={ca.subject_cn}",
+                                       f"CN={etcd_ca.subject_cn}", api.not_after.date().isoformat()))
 
 
 def test_missing_file_fails_every_question_once(lab_harness):
