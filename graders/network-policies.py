@@ -319,9 +319,10 @@ def _notes(world: World, lab, direction: str, noted: list, found: Findings) -> l
                                      f"address.")
                     elif direction == INGRESS and not any(c.name == name and c.protocol == proto for c in db.ports):
                         have = ", ".join(f"{c.name or '(no name)'} {c.port}/{c.protocol}" for c in db.ports) or "none"
-                        notes.append(f"{pol.name} ingress rule {i} names port '{name}' ({proto}), which pod "
-                                     f"'{p['db_pod']}' does not declare (its container ports: {have}), so it "
-                                     f"matches nothing (kubectl get pod {p['db_pod']} -n {ns} -o yaml).")
+                        notes.append(f"{pol.name} ingress rule {i} names port '{name}' ({proto}), but pod "
+                                     f"'{p['db_pod']}' has no {proto} container port of that name (its container "
+                                     f"ports: {have}), so it matches nothing (kubectl get pod {p['db_pod']} -n {ns} "
+                                     f"-o yaml).")
     return list(dict.fromkeys(notes))
 
 

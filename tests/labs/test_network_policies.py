@@ -131,27 +131,6 @@ spec:
     assert r.passed, r.render()
 
 
-def test_any_namespace_peer_lets_the_other_namespace_in(lab_harness):
-    h = lab_harness(LAB)
-    h.apply(policy(ingress_from="[{namespaceSelector: {}, podSelector: {matchLabels: {role: '{{ api_role }}'}}}]"))
-    assert only_failure(h, "test_ingress") == differs(
-        "in",
-        "- db-policy also allows ingress on TCP 3306 from pods with role=api-pod in other namespaces",
-        "The peer 'pods role=api-pod in all namespaces' of db-policy ingress rule 1 reaches beyond 'app' because "
-        "of its namespaceSelector; a podSelector on its own means pods in the policy's namespace.")
-
-
-def test_namespace_and_pod_selector_as_two_peers_are_ored(lab_harness):
-    h = lab_harness(LAB)
-    h.apply(policy(ingress_from="[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: "
-                                "'{{ namespace }}'}}}, {podSelector: {matchLabels: {role: '{{ api_role }}'}}}]"))
-    assert only_failure(h, "test_ingress") == differs(
-        "in",
-        "- db-policy also allows ingress on TCP 3306 from the other pods in app",
-        "In db-policy ingress rule 1, namespaceSelector and podSelector are two separate peers ('- ' before "
-        "each), and peers are ORed: every pod of the selected namespaces matches.")
-
-
 def test_policy_types_without_egress_ignores_the_egress_rules(lab_harness):
     h = lab_harness(LAB)
     h.apply(policy(types="[Ingress]"))
@@ -232,37 +211,61 @@ spec:
         "allow-all-to-db ingress rule 1 has no ports, so it allows every port of every protocol.")
 
 
-@pytest.mark.parametrize("ports,line", [
-    ("[{protocol: TCP, port: 3306}, {protocol: TCP, port: 22}]", "on TCP 22 from pods with role=api-pod in app"),
-    ("[{protocol: TCP, port: 3306, endPort: 3400}]", "on TCP 3307-3400 from pods with role=api-pod in app"),
-    ("[{protocol: TCP, port: 3305, endPort: 3307}]", "on TCP 3305, 3307 from pods with role=api-pod in app"),
-    ("[{port: 3306}, {protocol: SCTP, port: 3306}]", "on SCTP 3306 from pods with role=api-pod in app"),
-    ("[{protocol: TCP, port: 3306}, {protocol: UDP}]", "on UDP (every port) from pods with role=api-pod in app"),
-])
-def test_every_extra_ingress_port_is_reported(lab_harness, ports, line):
-    # Ports next to, around or beside 3306: each is an opening the task does not allow.
+IN_APP = "from pods with role=api-pod in app"
+
+
+def _wrong(case_id, variant, direction, *lines):
+    return pytest.param(variant, direction, lines, id=case_id)
+
+
+# One change to the reference each; the message names every opening it adds or removes.
+WRONG = [
+    _wrong("extra-port-22", dict(ingress_ports="[{protocol: TCP, port: 3306}, {protocol: TCP, port: 22}]"), "in",
+           f"- db-policy also allows ingress on TCP 22 {IN_APP}"),
+    _wrong("end-port-range", dict(ingress_ports="[{protocol: TCP, port: 3306, endPort: 3400}]"), "in",
+           f"- db-policy also allows ingress on TCP 3307-3400 {IN_APP}"),
+    _wrong("neighbours", dict(ingress_ports="[{protocol: TCP, port: 3305, endPort: 3307}]"), "in",
+           f"- db-policy also allows ingress on TCP 3305, 3307 {IN_APP}"),
+    _wrong("sctp-too", dict(ingress_ports="[{port: 3306}, {protocol: SCTP, port: 3306}]"), "in",
+           f"- db-policy also allows ingress on SCTP 3306 {IN_APP}"),
+    _wrong("every-udp-port", dict(ingress_ports="[{protocol: TCP, port: 3306}, {protocol: UDP}]"), "in",
+           f"- db-policy also allows ingress on UDP (every port) {IN_APP}"),
+    _wrong("udp-instead-of-tcp", dict(ingress_ports="[{protocol: UDP, port: 3306}]"), "in",
+           f"- db-policy also allows ingress on UDP 3306 {IN_APP}",
+           f"- no policy allows ingress on TCP 3306 {IN_APP}"),
+    _wrong("extra-egress-port", dict(egress_ports="[{protocol: TCP, port: 80}, {protocol: TCP, port: 8080}]"), "out",
+           "- db-policy also allows egress on TCP 8080 to 192.168.5.10/32"),
+    _wrong("egress-everywhere", dict(cidr="0.0.0.0/0"), "out",
+           "- db-policy also allows egress on TCP 80 to ipBlock 0.0.0.0/0, beyond 192.168.5.10/32 (it holds the IPs "
+           "of pods app/web, app/api, app/db, staging/api)"),
+    _wrong("any-namespace-and", dict(
+        ingress_from="[{namespaceSelector: {}, podSelector: {matchLabels: {role: '{{ api_role }}'}}}]"), "in",
+        "- db-policy also allows ingress on TCP 3306 from pods with role=api-pod in other namespaces",
+        "The peer 'pods role=api-pod in all namespaces' of db-policy ingress rule 1 reaches beyond 'app' because "
+        "of its namespaceSelector; a podSelector on its own means pods in the policy's namespace."),
+    _wrong("two-peers-are-or", dict(
+        ingress_from="[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: '{{ namespace }}'}}}, "
+                     "{podSelector: {matchLabels: {role: '{{ api_role }}'}}}]"), "in",
+        "- db-policy also allows ingress on TCP 3306 from the other pods in app",
+        "In db-policy ingress rule 1, namespaceSelector and podSelector are two separate peers ('- ' before "
+        "each), and peers are ORed: every pod of the selected namespaces matches."),
+    _wrong("wrong-peer-label", dict(ingress_from="[{podSelector: {matchLabels: {role: api}}}]"), "in",
+           f"- no policy allows ingress on TCP 3306 {IN_APP}",
+           "The peer 'pods role=api in namespace app' of db-policy ingress rule 1 matches none of the lab's pods "
+           "(kubectl get pods -A --show-labels)."),
+    _wrong("wrong-named-port-protocol", dict(ingress_ports="[{protocol: UDP, port: '{{ db_port_name }}'}]"), "in",
+           f"- no policy allows ingress on TCP 3306 {IN_APP}",
+           "db-policy ingress rule 1 names port 'mysql' (UDP), but pod 'db' has no UDP container port of that name "
+           "(its container ports: mysql 3306/TCP), so it matches nothing (kubectl get pod db -n app -o yaml)."),
+]
+
+
+@pytest.mark.parametrize("variant,direction,lines", WRONG)
+def test_wrong_policy_is_reported_line_by_line(lab_harness, variant, direction, lines):
     h = lab_harness(LAB)
-    h.apply(policy(ingress_ports=ports))
-    assert only_failure(h, "test_ingress") == differs(
-        "in",
-        f"- db-policy also allows ingress {line}")
-
-
-def test_extra_egress_port_is_reported(lab_harness):
-    h = lab_harness(LAB)
-    h.apply(policy(egress_ports="[{protocol: TCP, port: 80}, {protocol: TCP, port: 8080}]"))
-    assert only_failure(h, "test_egress") == differs(
-        "out",
-        "- db-policy also allows egress on TCP 8080 to 192.168.5.10/32")
-
-
-def test_udp_instead_of_tcp_is_too_open_and_too_closed(lab_harness):
-    h = lab_harness(LAB)
-    h.apply(policy(ingress_ports="[{protocol: UDP, port: 3306}]"))
-    assert only_failure(h, "test_ingress") == differs(
-        "in",
-        "- db-policy also allows ingress on UDP 3306 from pods with role=api-pod in app",
-        "- no policy allows ingress on TCP 3306 from pods with role=api-pod in app")
+    h.apply(policy(**variant))
+    check_id = "test_ingress" if direction == "in" else "test_egress"
+    assert only_failure(h, check_id) == differs(direction, *lines)
 
 
 def test_named_ports_that_resolve_to_nothing_fail(lab_harness):
@@ -273,8 +276,8 @@ def test_named_ports_that_resolve_to_nothing_fail(lab_harness):
     assert check_of(r, "test_ingress").message == differs(
         "in",
         "- no policy allows ingress on TCP 3306 from pods with role=api-pod in app",
-        "db-policy ingress rule 1 names port 'http' (TCP), which pod 'db' does not declare (its container ports: "
-        "mysql 3306/TCP), so it matches nothing (kubectl get pod db -n app -o yaml).")
+        "db-policy ingress rule 1 names port 'http' (TCP), but pod 'db' has no TCP container port of that name "
+        "(its container ports: mysql 3306/TCP), so it matches nothing (kubectl get pod db -n app -o yaml).")
     assert check_of(r, "test_egress").message == differs(
         "out",
         "- no policy allows egress on TCP 80 to 192.168.5.10/32",
@@ -295,25 +298,6 @@ def test_api_pod_ip_as_ipblock_fails_saying_why(lab_harness):
         f"db-policy ingress rule 1 lets pod app/api in by its current IP (ipBlock {ip}/32). Pod IPs change "
         "whenever a pod is recreated, so the rule follows an address, not the api pod: the pods the task names "
         "are the ones labelled role=api-pod, which only a podSelector on that label keeps finding.")
-
-
-def test_egress_to_everywhere_names_the_pods_it_reaches(lab_harness):
-    h = lab_harness(LAB)
-    h.apply(policy(cidr="0.0.0.0/0"))
-    assert only_failure(h, "test_egress") == differs(
-        "out",
-        "- db-policy also allows egress on TCP 80 to ipBlock 0.0.0.0/0, beyond 192.168.5.10/32 (it holds the IPs "
-        "of pods app/web, app/api, app/db, staging/api)")
-
-
-def test_wrong_peer_label_is_traced_to_its_peer(lab_harness):
-    h = lab_harness(LAB)
-    h.apply(policy(ingress_from="[{podSelector: {matchLabels: {role: api}}}]"))
-    assert only_failure(h, "test_ingress") == differs(
-        "in",
-        "- no policy allows ingress on TCP 3306 from pods with role=api-pod in app",
-        "The peer 'pods role=api in namespace app' of db-policy ingress rule 1 matches none of the lab's pods "
-        "(kubectl get pods -A --show-labels).")
 
 
 def test_default_deny_for_the_whole_namespace_touches_the_other_pods(lab_harness):
