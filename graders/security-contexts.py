@@ -7,6 +7,16 @@ CAP_CAP_SYS_TIME, which runc ignores as unknown: the container silently lacks th
 That is why a CAP_ prefix fails here rather than passing with a warning. Individual drops are
 applied after the adds, while `drop: [ALL]` is applied first, as containerd does.
 
+Added capabilities reach only a process running as root: for any other user the kernel clears
+them at exec, because Kubernetes sets no ambient capabilities. So a capabilities container
+that runs as a non-root user fails, as does one that can never start (runAsNonRoot with the
+root-user ubuntu image). "Without extra privileges" is judged too: privileged: true, add: [ALL],
+other capabilities beyond the runtime's defaults, or the node's namespaces (hostNetwork,
+hostPID, hostIPC) fail the extra-privileges check even though the two asked for are included.
+
+Capabilities are read, never exercised: the runtime check greps CapEff in /proc/1/status. With
+SYS_TIME a container could set the clock of the machine itself (the clock is not namespaced).
+
 On backends with a container runtime (kind) two more checks exec into the containers and read
 the real uid and capability set. The local backend cannot exec; there those checks are skipped
 before they run, so they are not listed and their points are not part of the maximum: nothing
@@ -18,6 +28,10 @@ import pytest
 from ckalab.grading import check, expect, fail
 
 CAPS = ("SYS_TIME", "NET_ADMIN")
+# What containerd (and Docker) give every container anyway: adding one of these is no extra privilege.
+RUNTIME_DEFAULT_CAPS = {"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
+HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
 CAP_BITS = {"SYS_TIME": 25, "NET_ADMIN": 12}  # bit numbers in /proc/<pid>/status CapEff
 EXEC_BACKENDS = ("kind",)
 
@@ -28,9 +42,15 @@ def _pod(kube, lab, key):
 
 
 def _recreate(p, key):
+    """How to look, and the fact that decides how to change it (the steps are in the hints)."""
     name = p[key]
-    return (f"A Pod's securityContext cannot be changed in place: kubectl get pod {name} -n {p['namespace']} -o yaml "
-            f"> {name}.yaml, edit it, then kubectl replace --force -f {name}.yaml")
+    return (f"Look: kubectl get pod {name} -n {p['namespace']} -o yaml. A Pod's securityContext cannot be changed "
+            "in place.")
+
+
+def _missing(p, key):
+    return (f"Pod '{p[key]}' not found in namespace '{p['namespace']}' (kubectl get pods -n {p['namespace']}); the "
+            "lab created it, and ckalab reset security-contexts sets it up again.")
 
 
 def effective_user(pod, container) -> tuple[int | None, str]:
@@ -58,32 +78,69 @@ def _user_problem(pod, container, expected) -> str | None:
     return f"Pod '{pname}': container '{cname}' runs as user {uid} (from {src}); expected {expected}."
 
 
-def cap_problem(container) -> str | None:
+def _effective(pod, container, field):
+    """A securityContext field as the container gets it: its own value, else the pod's."""
+    own = (container.get("securityContext") or {}).get(field)
+    return own if own is not None else (pod["spec"].get("securityContext") or {}).get(field)
+
+
+def _cap_lists(container) -> tuple[list, list]:
+    caps = (container.get("securityContext") or {}).get("capabilities") or {}
+    return [str(c) for c in caps.get("add") or []], [str(c) for c in caps.get("drop") or []]
+
+
+def cap_problem(pod, container) -> str | None:
     """Why this container would not end up with SYS_TIME and NET_ADMIN (None: it would)."""
-    sc = container.get("securityContext") or {}
-    caps = sc.get("capabilities") or {}
-    add, drop = caps.get("add") or [], caps.get("drop") or []
+    add, drop = _cap_lists(container)
     name = f"container '{container['name']}'"
     prefixed = [c for c in add if c.upper().startswith("CAP_")]
     if prefixed:
-        return (f"{name} adds {prefixed}: write capability names without the CAP_ prefix "
-                f"({[c[4:].upper() for c in prefixed]}). The runtime adds the prefix itself, so containerd would "
-                f"look for CAP_{prefixed[0].upper()} and the container would silently not get it.")
-    privileged = " (privileged: true would grant every capability, far more than asked)" if sc.get("privileged") else ""
+        return (f"{name} adds {prefixed}: containerd puts CAP_ in front of every name itself, so it would look "
+                f"for CAP_{prefixed[0].upper()}, which does not exist, and the container would silently not get it.")
+    privileged = (" (privileged: true does grant them, but together with every other capability)"
+                  if (container.get("securityContext") or {}).get("privileged") else "")
     if not add:
-        return (f"{name} adds no capabilities{privileged}. Capabilities exist only in a container's securityContext: "
-                "capabilities: {add: [\"SYS_TIME\", \"NET_ADMIN\"]}. The pod-level securityContext has no "
-                "capabilities field: kubectl refuses it as an unknown field, and with --validate=false the API "
-                "server silently drops it.")
+        return (f"{name} adds no capabilities{privileged}. The pod-level securityContext has no capabilities "
+                "field: kubectl refuses it as an unknown field, and with --validate=false the API server silently "
+                "drops it. Look: kubectl explain pod.spec.containers.securityContext.capabilities")
+    uid, where = effective_user(pod, container)
+    if uid:
+        return (f"{name} runs as user {uid} (from the {where}'s securityContext): capabilities added to a non-root "
+                "process are cleared when it starts (Kubernetes gives it no ambient capabilities), so it would run "
+                "without SYS_TIME and NET_ADMIN.")
+    if _effective(pod, container, "runAsNonRoot"):
+        who = "runAsUser 0" if uid == 0 else "no runAsUser, and the ubuntu image's user is root"
+        return (f"{name} has runAsNonRoot: true with {who}, so the kubelet would refuse to start it "
+                "(CreateContainerConfigError).")
+    everything = "ALL" in {c.upper() for c in add}
     added = {c.upper() for c in add} - {c.upper() for c in drop if c.upper() != "ALL"}
-    missing = [c for c in CAPS if c not in added]
+    missing = [c for c in CAPS if c not in added and not (everything and c not in {d.upper() for d in drop})]
     if not missing:
         return None
     dropped = [c for c in missing if c in {d.upper() for d in drop}]
     if dropped:
         return (f"{name} adds {add} but also drops {dropped}: individual drops apply after the adds (only "
-                "drop: [ALL] is applied first). Remove them from drop.")
-    return f"{name} adds {add}; missing: {', '.join(missing)}{privileged}."
+                "drop: [ALL] is applied first).")
+    return f"{name} adds {add}; missing: {', '.join(missing)}."
+
+
+def extra_privilege_problems(pod) -> list[str]:
+    """What the pod gets beyond SYS_TIME and NET_ADMIN: the task asks for those two only."""
+    hosts = [f"{h}: true" for h in HOST_NAMESPACES if pod["spec"].get(h)]
+    problems = [f"the pod shares the node's namespaces ({', '.join(hosts)})"] if hosts else []
+    for c in pod["spec"]["containers"]:
+        sc, name = c.get("securityContext") or {}, f"container '{c['name']}'"
+        add, _ = _cap_lists(c)
+        if sc.get("privileged"):
+            problems.append(f"{name} is privileged: true, which gives it every capability and the node's devices")
+        if "ALL" in {a.upper() for a in add}:
+            problems.append(f"{name} adds ALL, which is every capability")
+        # CAP_-prefixed names are ignored by the runtime (see cap_problem), so they grant nothing.
+        extra = sorted({a.upper() for a in add} - set(CAPS) - RUNTIME_DEFAULT_CAPS - {"ALL"}
+                       - {a.upper() for a in add if a.upper().startswith("CAP_")})
+        if extra:
+            problems.append(f"{name} also adds {extra}")
+    return problems
 
 
 # --- web pod: one user, wherever it is set ------------------------------------------------------
@@ -91,8 +148,7 @@ def cap_problem(container) -> str | None:
 @check(1, "web pod exists", hint="kubectl get pod NAME")
 def test_web_pod_exists(kube, lab):
     p = lab.params
-    expect(_pod(kube, lab, "web_pod"), f"Pod '{p['web_pod']}' not found in namespace '{p['namespace']}' (the lab "
-           f"created it). Create it again running ubuntu with sleep 3600, or run: ckalab reset security-contexts")
+    expect(_pod(kube, lab, "web_pod"), _missing(p, "web_pod"))
 
 
 @check(3, "web pod's processes run as the requested user", after="test_web_pod_exists",
@@ -111,8 +167,8 @@ def test_web_pod_user(kube, lab):
 def test_multi_pod_exists(kube, lab):
     p = lab.params
     pod = _pod(kube, lab, "multi_pod")
-    expect(pod, f"Pod '{p['multi_pod']}' not found in namespace '{p['namespace']}'. Create it with two containers, "
-           f"'{p['web_container']}' and '{p['sidecar_container']}' (image ubuntu, sleep 3600).")
+    expect(pod, f"Pod '{p['multi_pod']}' not found in namespace '{p['namespace']}' "
+           f"(kubectl get pods -n {p['namespace']}).")
     names = [c["name"] for c in pod["spec"]["containers"]]
     missing = [n for n in (p["web_container"], p["sidecar_container"]) if n not in names]
     expect(not missing,
@@ -139,8 +195,8 @@ def test_multi_web_user(kube, lab):
     uid, where = effective_user(pod, c)
     if uid != p["container_uid"] and where == "pod":
         fail(f"Pod '{p['multi_pod']}': container '{c['name']}' inherits user {uid} from the pod; expected "
-             f"{p['container_uid']}. Set runAsUser: {p['container_uid']} in the securityContext of container "
-             f"'{c['name']}' (a container's value overrides the pod's). {_recreate(p, 'multi_pod')}")
+             f"{p['container_uid']} for this container alone, while the pod's user stays {p['pod_uid']}. "
+             f"{_recreate(p, 'multi_pod')}")
     problem = _user_problem(pod, c, p["container_uid"])
     expect(not problem, f"{problem} {_recreate(p, 'multi_pod')}")
 
@@ -154,8 +210,7 @@ def test_multi_sidecar_user(kube, lab):
     uid, where = effective_user(pod, c)
     if uid != p["pod_uid"] and where == "container":
         fail(f"Pod '{p['multi_pod']}': container '{c['name']}' sets its own runAsUser {uid}, which overrides the "
-             f"pod's; expected it to keep the pod-level user {p['pod_uid']}. Remove runAsUser from the securityContext "
-             f"of container '{c['name']}'. {_recreate(p, 'multi_pod')}")
+             f"pod's; expected it to keep the pod-level user {p['pod_uid']}. {_recreate(p, 'multi_pod')}")
     problem = _user_problem(pod, c, p["pod_uid"])
     expect(not problem, f"{problem} {_recreate(p, 'multi_pod')}")
 
@@ -165,8 +220,7 @@ def test_multi_sidecar_user(kube, lab):
 @check(1, "capabilities pod exists", hint="kubectl get pod NAME")
 def test_cap_pod_exists(kube, lab):
     p = lab.params
-    expect(_pod(kube, lab, "cap_pod"), f"Pod '{p['cap_pod']}' not found in namespace '{p['namespace']}' (the lab "
-           f"created it). Create it again running ubuntu with sleep 4800, or run: ckalab reset security-contexts")
+    expect(_pod(kube, lab, "cap_pod"), _missing(p, "cap_pod"))
 
 
 @check(3, "its container adds SYS_TIME and NET_ADMIN", after="test_cap_pod_exists",
@@ -174,8 +228,17 @@ def test_cap_pod_exists(kube, lab):
 def test_capabilities(kube, lab):
     p = lab.params
     pod = _pod(kube, lab, "cap_pod")
-    problems = [m for c in pod["spec"]["containers"] if (m := cap_problem(c))]
+    problems = [m for c in pod["spec"]["containers"] if (m := cap_problem(pod, c))]
     expect(not problems, f"Pod '{p['cap_pod']}': " + "\n".join(problems + [_recreate(p, "cap_pod")]))
+
+
+@check(2, "and nothing beyond them: not privileged, no other capabilities", after="test_cap_pod_exists",
+       hint="kubectl get pod NAME -o jsonpath='{.spec.containers[*].securityContext}'")
+def test_no_extra_privileges(kube, lab):
+    p = lab.params
+    problems = extra_privilege_problems(_pod(kube, lab, "cap_pod"))
+    expect(not problems, f"Pod '{p['cap_pod']}': " + "; ".join(problems) + ". The task asks for SYS_TIME and "
+           f"NET_ADMIN only. {_recreate(p, 'cap_pod')}")
 
 
 # --- runtime confirmation (backends with exec only) ----------------------------------------------
@@ -226,7 +289,7 @@ def test_running_users(kube, lab, exec_in):
 def test_running_capabilities(kube, lab, exec_in):
     pod = _pod(kube, lab, "cap_pod")
     expect(pod, "Not checked yet: first create the pod.")
-    _spec_first([cap_problem(c) for c in pod["spec"]["containers"]], "its container adds SYS_TIME and NET_ADMIN")
+    _spec_first([cap_problem(pod, c) for c in pod["spec"]["containers"]], "its container adds SYS_TIME and NET_ADMIN")
     for c in pod["spec"]["containers"]:
         out = exec_in(pod, c["name"], ["grep", "CapEff", "/proc/1/status"])
         try:
@@ -234,8 +297,6 @@ def test_running_capabilities(kube, lab, exec_in):
         except (ValueError, IndexError):
             fail(f"Could not read CapEff in container '{c['name']}' (got {out!r}).")
         lacking = [cap for cap, bit in CAP_BITS.items() if not eff >> bit & 1]
-        uid = effective_user(pod, c)[0]
-        why = (f" A process running as user {uid} (not root) gets no effective capabilities from add; leave "
-               "runAsUser out of this pod.") if uid else ""
         expect(not lacking, f"Pod '{pod['metadata']['name']}': the process in container '{c['name']}' lacks "
-               f"{', '.join(lacking)} (CapEff {eff:#x}).{why}")
+               f"{', '.join(lacking)} (CapEff {eff:#x}). Look: kubectl exec {pod['metadata']['name']} -c {c['name']} "
+               "-- grep Cap /proc/1/status")

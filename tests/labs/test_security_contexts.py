@@ -3,12 +3,21 @@ usual mistakes (pod-level capabilities, CAP_ names, wrong inheritance) fail with
 
 import json
 
-from conftest import check_of, failed_ids
+from conftest import check_of
+from conftest import failed_ids as _failed_ids
 
 LAB = "security-contexts"
-RECREATE = ("A Pod's securityContext cannot be changed in place: kubectl get pod {0} -n default -o yaml > {0}.yaml, "
-            "edit it, then kubectl replace --force -f {0}.yaml")
+RECREATE = "Look: kubectl get pod {0} -n default -o yaml. A Pod's securityContext cannot be changed in place."
 EXEC_CHECKS = {"test_running_users", "test_running_capabilities"}
+
+
+def graded(r) -> set:
+    """Checks that ran: on the local backend the exec checks are left out or listed as unavailable."""
+    return {c.id for c in r.checks if getattr(c, "state", "") != "unavailable"}
+
+
+def failed_ids(r) -> set:
+    return _failed_ids(r) & graded(r)
 
 
 def pod(name, containers, pod_sc=None, seconds=3600):
@@ -38,6 +47,15 @@ def cap_pod(h, sc, *flags, pod_sc=None):
     replace(h, pod("ubuntu-sleeper", [("ubuntu-sleeper", sc)], pod_sc, seconds=4800), *flags)
 
 
+def caps_graded(h, sc, fails=("test_capabilities",), pod_sc=None):
+    """Everything else solved, the capabilities pod with `sc`: the result, failing exactly `fails`."""
+    solve_all_but(h, "caps")
+    cap_pod(h, sc, pod_sc=pod_sc)
+    r = h.grade()
+    assert failed_ids(r) == set(fails), r.render()
+    return r
+
+
 def solve_all_but(h, skip):
     """Everything right except the part named in skip (web, multi, caps)."""
     if skip != "web":
@@ -51,14 +69,15 @@ def solve_all_but(h, skip):
 def test_fresh_start_fails_naming_unfinished_checks(lab_harness):
     h = lab_harness(LAB)
     r = h.grade()
-    assert not r.passed and r.score == 2  # the two pods setup creates exist
-    assert failed_ids(r) == {c.id for c in r.checks} - {"test_web_pod_exists", "test_cap_pod_exists"}
+    # The two pods setup creates exist, and the capabilities pod has no extra privileges yet.
+    assert not r.passed and r.score == 4
+    assert failed_ids(r) == graded(r) - {"test_web_pod_exists", "test_cap_pod_exists",
+                                                        "test_no_extra_privileges"}
     assert check_of(r, "test_web_pod_user").message == (
         "Pod 'web-pod': container 'web-pod' has no runAsUser in its own or the pod's securityContext, so it runs as "
         "the image's user (root for ubuntu); expected 1001.\n" + RECREATE.format("web-pod"))
     assert check_of(r, "test_multi_pod_exists").message == (
-        "Pod 'multi-pod' not found in namespace 'default'. Create it with two containers, 'web' and 'sidecar' "
-        "(image ubuntu, sleep 3600).")
+        "Pod 'multi-pod' not found in namespace 'default' (kubectl get pods -n default).")
     assert check_of(r, "test_multi_sidecar_user").message == (
         'Not checked yet: first fix "multi-container pod exists with both containers".')
     assert check_of(r, "test_capabilities").message.startswith(
@@ -70,9 +89,9 @@ def test_reference_solution_passes(lab_harness):
     h.solve()
     r = h.grade()
     assert r.passed, r.render()
-    assert r.score == r.max_score == 16
-    # The local backend cannot exec: the runtime checks are not listed, not passed for free.
-    assert h.cluster.backend == "local" and not EXEC_CHECKS & {c.id for c in r.checks}
+    assert r.score == r.max_score == 18
+    # The local backend cannot exec: the runtime checks are not run, not passed for free.
+    assert h.cluster.backend == "local" and not EXEC_CHECKS & graded(r)
 
 
 def test_seeded_variant_solution_passes(lab_harness):
@@ -115,23 +134,19 @@ def test_pod_level_capabilities_are_refused_then_dropped(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_capabilities"}
     assert check_of(r, "test_capabilities").message == (
-        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds no capabilities. Capabilities exist only in a "
-        "container's securityContext: capabilities: {add: [\"SYS_TIME\", \"NET_ADMIN\"]}. The pod-level "
-        "securityContext has no capabilities field: kubectl refuses it as an unknown field, and with "
-        "--validate=false the API server silently drops it.\n" + RECREATE.format("ubuntu-sleeper"))
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds no capabilities. The pod-level securityContext has "
+        "no capabilities field: kubectl refuses it as an unknown field, and with --validate=false the API server "
+        "silently drops it. Look: kubectl explain pod.spec.containers.securityContext.capabilities\n"
+        + RECREATE.format("ubuntu-sleeper"))
 
 
 def test_cap_prefixed_names_fail(lab_harness):
     h = lab_harness(LAB)
-    solve_all_but(h, "caps")
-    cap_pod(h, {"capabilities": {"add": ["CAP_SYS_TIME", "CAP_NET_ADMIN"]}})
-    r = h.grade()
-    assert failed_ids(r) == {"test_capabilities"}
+    r = caps_graded(h, {"capabilities": {"add": ["CAP_SYS_TIME", "CAP_NET_ADMIN"]}})
     assert check_of(r, "test_capabilities").message == (
-        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds ['CAP_SYS_TIME', 'CAP_NET_ADMIN']: write capability "
-        "names without the CAP_ prefix (['SYS_TIME', 'NET_ADMIN']). The runtime adds the prefix itself, so "
-        "containerd would look for CAP_CAP_SYS_TIME and the container would silently not get it.\n"
-        + RECREATE.format("ubuntu-sleeper"))
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds ['CAP_SYS_TIME', 'CAP_NET_ADMIN']: containerd puts "
+        "CAP_ in front of every name itself, so it would look for CAP_CAP_SYS_TIME, which does not exist, and the "
+        "container would silently not get it.\n" + RECREATE.format("ubuntu-sleeper"))
 
 
 def test_one_capability_missing_or_dropped_again_fails(lab_harness):
@@ -144,8 +159,8 @@ def test_one_capability_missing_or_dropped_again_fails(lab_harness):
     cap_pod(h, {"capabilities": {"add": ["SYS_TIME", "NET_ADMIN"], "drop": ["NET_ADMIN"]}})
     assert check_of(h.grade(), "test_capabilities").message == (
         "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds ['SYS_TIME', 'NET_ADMIN'] but also drops "
-        "['NET_ADMIN']: individual drops apply after the adds (only drop: [ALL] is applied first). Remove them from "
-        "drop.\n" + RECREATE.format("ubuntu-sleeper"))
+        "['NET_ADMIN']: individual drops apply after the adds (only drop: [ALL] is applied first).\n"
+        + RECREATE.format("ubuntu-sleeper"))
 
 
 def test_capabilities_as_a_string_lose_the_pod(lab_harness):
@@ -158,8 +173,8 @@ def test_capabilities_as_a_string_lose_the_pod(lab_harness):
     assert "cannot unmarshal string" in refused.stderr
     r = h.grade()
     assert check_of(r, "test_cap_pod_exists").message == (
-        "Pod 'ubuntu-sleeper' not found in namespace 'default' (the lab created it). Create it again running ubuntu "
-        "with sleep 4800, or run: ckalab reset security-contexts")
+        "Pod 'ubuntu-sleeper' not found in namespace 'default' (kubectl get pods -n default); the lab created it, "
+        "and ckalab reset security-contexts sets it up again.")
     assert check_of(r, "test_capabilities").message == 'Not checked yet: first fix "capabilities pod exists".'
 
 
@@ -171,8 +186,7 @@ def test_sidecar_overridden_fails(lab_harness):
     assert failed_ids(r) == {"test_multi_sidecar_user"}
     assert check_of(r, "test_multi_sidecar_user").message == (
         "Pod 'multi-pod': container 'sidecar' sets its own runAsUser 1002, which overrides the pod's; expected it "
-        "to keep the pod-level user 1001. Remove runAsUser from the securityContext of container 'sidecar'. "
-        + RECREATE.format("multi-pod"))
+        "to keep the pod-level user 1001. " + RECREATE.format("multi-pod"))
 
 
 def test_web_container_left_at_pod_user_fails(lab_harness):
@@ -182,9 +196,8 @@ def test_web_container_left_at_pod_user_fails(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_multi_web_user"}
     assert check_of(r, "test_multi_web_user").message == (
-        "Pod 'multi-pod': container 'web' inherits user 1001 from the pod; expected 1002. Set runAsUser: 1002 in "
-        "the securityContext of container 'web' (a container's value overrides the pod's). "
-        + RECREATE.format("multi-pod"))
+        "Pod 'multi-pod': container 'web' inherits user 1001 from the pod; expected 1002 for this container alone, "
+        "while the pod's user stays 1001. " + RECREATE.format("multi-pod"))
 
 
 def test_users_only_at_container_level_fail_the_pod_level_check(lab_harness):
@@ -240,4 +253,53 @@ def test_start_keeps_the_learners_pods(lab_harness):
     h = lab_harness(LAB)
     h.solve()
     h.start()
+    assert h.grade().passed
+
+
+def test_privileged_with_the_capabilities_fails(lab_harness):
+    """privileged: true grants every capability: the two asked for are there, and far more."""
+    h = lab_harness(LAB)
+    r = caps_graded(h, {"privileged": True, "capabilities": {"add": ["SYS_TIME", "NET_ADMIN"]}},
+                    fails=["test_no_extra_privileges"])
+    assert check_of(r, "test_no_extra_privileges").message == (
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' is privileged: true, which gives it every capability and "
+        "the node's devices. The task asks for SYS_TIME and NET_ADMIN only. " + RECREATE.format("ubuntu-sleeper"))
+    r = caps_graded(h, {"privileged": True}, fails=["test_capabilities", "test_no_extra_privileges"])
+    assert check_of(r, "test_capabilities").message.startswith(
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds no capabilities (privileged: true does grant them, "
+        "but together with every other capability).")
+
+
+def test_all_other_capabilities_and_host_namespaces_fail(lab_harness):
+    """add: [ALL] and extra capabilities over-grant; a runtime default (CHOWN) is no extra privilege."""
+    h = lab_harness(LAB)
+    r = caps_graded(h, {"capabilities": {"add": ["ALL"]}}, fails=["test_no_extra_privileges"])  # ALL has the two
+    assert check_of(r, "test_no_extra_privileges").message == (
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' adds ALL, which is every capability. The task asks for "
+        "SYS_TIME and NET_ADMIN only. " + RECREATE.format("ubuntu-sleeper"))
+    manifest = json.loads(pod("ubuntu-sleeper", [("ubuntu-sleeper", {"capabilities": {
+        "add": ["SYS_TIME", "NET_ADMIN", "CHOWN", "sys_admin", "BPF"]}})], seconds=4800))
+    manifest["spec"]["hostNetwork"] = True
+    replace(h, json.dumps(manifest))
+    assert check_of(h.grade(), "test_no_extra_privileges").message == (
+        "Pod 'ubuntu-sleeper': the pod shares the node's namespaces (hostNetwork: true); container 'ubuntu-sleeper' "
+        "also adds ['BPF', 'SYS_ADMIN']. The task asks for SYS_TIME and NET_ADMIN only. "
+        + RECREATE.format("ubuntu-sleeper"))
+
+
+def test_capabilities_for_a_non_root_user_fail(lab_harness):
+    """Added capabilities are cleared for a non-root process (no ambient capabilities); and a
+    runAsNonRoot container with the root-user ubuntu image never starts."""
+    h = lab_harness(LAB)
+    caps = {"capabilities": {"add": ["SYS_TIME", "NET_ADMIN"]}}
+    r = caps_graded(h, caps, pod_sc={"runAsUser": 1001})
+    assert check_of(r, "test_capabilities").message == (
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' runs as user 1001 (from the pod's securityContext): "
+        "capabilities added to a non-root process are cleared when it starts (Kubernetes gives it no ambient "
+        "capabilities), so it would run without SYS_TIME and NET_ADMIN.\n" + RECREATE.format("ubuntu-sleeper"))
+    cap_pod(h, {**caps, "runAsNonRoot": True})
+    assert check_of(h.grade(), "test_capabilities").message.startswith(
+        "Pod 'ubuntu-sleeper': container 'ubuntu-sleeper' has runAsNonRoot: true with no runAsUser, and the ubuntu "
+        "image's user is root, so the kubelet would refuse to start it (CreateContainerConfigError).")
+    cap_pod(h, {**caps, "runAsUser": 0}, pod_sc={"runAsUser": 1001})  # root again, explicitly: passes
     assert h.grade().passed

@@ -4,8 +4,14 @@ kubectl create secret docker-registry "{{ secret }}" -n "{{ namespace }}" \
   --docker-server="{{ server }}" --docker-username="{{ username }}" \
   --docker-password="{{ password }}" --docker-email="{{ email }}" \
   --dry-run=client -o yaml | kubectl apply -f -
+kubectl label secret "{{ secret }}" -n "{{ namespace }}" "ckalab.io/lab=$CKALAB_LAB" --overwrite
 kubectl patch deployment "{{ deployment }}" -n "{{ namespace }}" \
   -p '{"spec":{"template":{"spec":{"imagePullSecrets":[{"name":"{{ secret }}"}]}}}}'
-kubectl label secret "{{ secret }}" -n "{{ namespace }}" "ckalab.io/lab=$CKALAB_LAB" --overwrite
-# Pods are never updated in place: the rollout replaces them, so wait for it as a learner would.
-kubectl rollout status deployment "{{ deployment }}" -n "{{ namespace }}" --timeout=120s
+# Pods are never updated in place: the Deployment replaces them. Wait until it has seen the
+# change and all its pods are new ones, which happens on every backend; `kubectl rollout status`
+# would also wait for them to become ready, which never happens where the image is really pulled.
+dep="deployment/{{ deployment }}"
+wait_status() { kubectl wait "$dep" -n "{{ namespace }}" --for="jsonpath={.status.$1}=$2" --timeout=120s >/dev/null; }
+wait_status observedGeneration "$(kubectl get "$dep" -n "{{ namespace }}" -o jsonpath='{.metadata.generation}')"
+wait_status updatedReplicas 2
+wait_status replicas 2
