@@ -3,8 +3,11 @@
 Graders cannot watch packets on the local backend (kwok pods do not run), so they ask this
 module instead: given the policies, pods and namespaces read from the API (plain dicts, as
 `Kube.list` or YAML gives them) and one connection, is it allowed, and which policy, rule and
-peer decided it? The rules implemented, as the Kubernetes API reference and the "Network
-Policies" concept page define them:
+peer decided it? And, for a grader that must not be fooled by a sample, what does the policy set
+allow as a whole: `pod_grants` and `address_grants` give, rule by rule, the exact ports
+(PortSet: protocols and port ranges, named ports resolved) toward a pod or a set of addresses
+(AddressSet, from ipBlocks), to compare with what a task allows. The rules implemented, as the
+Kubernetes API reference and the "Network Policies" concept page define them:
 
 * A pod is isolated for ingress (egress) only when some policy in its namespace selects it
   and lists that policy type. A non-isolated direction allows everything.
