@@ -10,7 +10,7 @@ Group subject); the SubjectAccessReview checks then judge the effect, so any cor
 import json
 
 from ckalab.grading import check, expect, fail
-from ckalab.rbac import missing_verbs, rule_covers
+from ckalab.rbac import Allowed, Subject, extra_rights, grants, missing_verbs, rule_covers
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("get", "watch", "list", "create", "delete")
@@ -36,9 +36,9 @@ def _role_exists(kube, role: str, what: str) -> None:
     where = _find_elsewhere(kube, "Role", role)
     if where:
         fail(f"ClusterRole '{role}' not found, but there is a Role '{role}' in namespace '{where[0]}'. A Role is "
-             f"namespaced and cannot grant {what}, which are cluster-scoped: create a ClusterRole "
-             f"(kubectl create clusterrole {role} ...; see kubectl get clusterrole {role}).")
-    fail(f"ClusterRole '{role}' not found. Create it: kubectl create clusterrole {role} --verb=... --resource=...")
+             f"namespaced and cannot grant {what}, which are cluster-scoped: the task needs a ClusterRole "
+             f"(kubectl get role {role} -n {where[0]} -o yaml; kubectl api-resources --namespaced=false).")
+    fail(f"ClusterRole '{role}' not found (kubectl get clusterroles).")
 
 
 def _check_rules(kube, role: str, wanted: dict[str, str]) -> None:
@@ -73,10 +73,8 @@ def _check_binding(kube, p, binding: str, role: str, what: str) -> None:
         if where:
             fail(f"'{binding}' is a RoleBinding in namespace '{where[0]}', not a ClusterRoleBinding. A RoleBinding "
                  f"grants only inside its namespace and {what} are cluster-scoped, so it gives '{user}' nothing on "
-                 f"them. Create a ClusterRoleBinding: kubectl create clusterrolebinding {binding} "
-                 f"--clusterrole={role} --user={user}")
-        fail(f"ClusterRoleBinding '{binding}' not found. Create it: "
-             f"kubectl create clusterrolebinding {binding} --clusterrole={role} --user={user}")
+                 f"them (kubectl get rolebinding {binding} -n {where[0]} -o yaml).")
+        fail(f"ClusterRoleBinding '{binding}' not found (kubectl get clusterrolebindings).")
     ref = crb["roleRef"]
     expect(ref["kind"] == "ClusterRole" and ref["name"] == role,
            f"ClusterRoleBinding '{binding}' refers to {ref['kind']} '{ref['name']}'; expected ClusterRole '{role}'.")
@@ -155,12 +153,11 @@ def test_user_storage(kube, lab):
 @check(2, "the user gets nothing more", after=("test_node_binding", "test_storage_binding"),
        hint="kubectl auth can-i --list --as USER")
 def test_no_overgrant(kube, lab):
+    """Judged from every rule the user's bindings grant: `patch nodes` or `nodes/proxy` (the
+    kubelet's API, which runs commands in any pod) are as extra as `list secrets`."""
     user = lab.params["user"]
-    probes = [("delete", "namespaces", "", None), ("get", "secrets", "", "default"), ("list", "secrets", "", None),
-              ("update", "nodes", "", None), ("patch", "persistentvolumes", "", None),
-              ("update", "storageclasses", "storage.k8s.io", None), ("get", "persistentvolumeclaims", "", "default"),
-              ("create", "persistentvolumeclaims", "", "default"),
-              ("delete", "volumeattachments", "storage.k8s.io", None)]
-    extra = [f"{v} {r}" + (f" in '{ns}'" if ns else "") for v, r, g, ns in probes if kube.can(user, v, r, ns, group=g)]
-    expect(not extra, f"'{user}' can also {'; '.join(extra)}: grant only get, watch, list, create and delete on "
-           f"nodes, persistentvolumes and storageclasses. Look: kubectl auth can-i --list --as {user}")
+    allowed = [Allowed(res, VERBS, group) for res, group in {**NODES, **STORAGE}.items()]
+    extra = extra_rights(grants(kube, Subject(user)), allowed, kube)
+    expect(not extra, f"'{user}' gets more than get, watch, list, create and delete on nodes, persistentvolumes "
+           "and storageclasses:\n" + "\n".join(f"- {e}" for e in extra)
+           + f"\nLook: kubectl auth can-i --list --as {user}")

@@ -1,7 +1,7 @@
 """Grader for rbac-role: a Role with pod rights bound to one user, nothing more."""
 
 from ckalab.grading import check, expect, fail
-from ckalab.rbac import misnamed_resources, missing_verbs
+from ckalab.rbac import Allowed, Subject, extra_rights, grants, misnamed_resources, missing_verbs
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("create", "list", "delete")
@@ -15,8 +15,8 @@ def _role(kube, lab):
 @check(2, "Role exists", hint="kubectl get role -n NAMESPACE")
 def test_role_exists(kube, lab):
     p = lab.params
-    expect(_role(kube, lab), f"Role '{p['role']}' not found in namespace '{p['namespace']}'. "
-           f"Create it: kubectl create role {p['role']} --verb=... --resource=... -n {p['namespace']}")
+    expect(_role(kube, lab), f"Role '{p['role']}' not found in namespace '{p['namespace']}' "
+           f"(kubectl get roles -n {p['namespace']}).")
 
 
 @check(3, "Role allows create, list and delete on pods", after="test_role_exists",
@@ -37,8 +37,8 @@ def test_role_rules(kube, lab):
 def test_binding(kube, lab):
     p = lab.params
     rb = kube.get(RBAC, "RoleBinding", p["binding"], p["namespace"])
-    expect(rb, f"RoleBinding '{p['binding']}' not found in namespace '{p['namespace']}'. Create it: "
-           f"kubectl create rolebinding {p['binding']} --role={p['role']} --user={p['user']} -n {p['namespace']}")
+    expect(rb, f"RoleBinding '{p['binding']}' not found in namespace '{p['namespace']}' "
+           f"(kubectl get rolebindings -n {p['namespace']}).")
     ref = rb["roleRef"]
     expect(ref["kind"] == "Role" and ref["name"] == p["role"],
            f"RoleBinding '{p['binding']}' refers to {ref['kind']} '{ref['name']}'; expected Role '{p['role']}'.")
@@ -62,10 +62,10 @@ def test_user_can(kube, lab):
 @check(1, "the user gets nothing more", after="test_binding",
        hint="kubectl auth can-i --list --as USER -n NAMESPACE")
 def test_no_overgrant(kube, lab):
+    """Judged from every rule the user's bindings grant, not from a sample of permissions."""
     p = lab.params
-    other = "kube-system" if p["namespace"] != "kube-system" else "default"
-    probes = [("create", "pods", "", other), ("get", "secrets", "", p["namespace"]),
-              ("create", "deployments", "apps", p["namespace"]), ("update", "pods", "", p["namespace"])]
-    extra = [f"{v} {r} in '{ns}'" for v, r, g, ns in probes if kube.can(p["user"], v, r, ns, group=g)]
-    expect(not extra, f"'{p['user']}' can also {'; '.join(extra)}: grant only create, list and delete on "
-           f"pods in '{p['namespace']}'.")
+    allowed = [Allowed("pods", VERBS, namespace=p["namespace"])]
+    extra = extra_rights(grants(kube, Subject(p["user"])), allowed, kube)
+    expect(not extra, f"'{p['user']}' gets more than create, list and delete on pods in '{p['namespace']}':\n"
+           + "\n".join(f"- {e}" for e in extra)
+           + f"\nLook: kubectl auth can-i --list --as {p['user']} -n {p['namespace']}")

@@ -8,7 +8,7 @@ The pod check reads what exists and never waits: during a rollout it says so ins
 """
 
 from ckalab.grading import check, expect, fail
-from ckalab.rbac import misnamed_resources, missing_verbs
+from ckalab.rbac import Allowed, Subject, extra_rights, grants, misnamed_resources, missing_verbs
 
 RBAC = "rbac.authorization.k8s.io/v1"
 VERBS = ("get", "watch", "list")
@@ -43,15 +43,15 @@ def _deployment(kube, p) -> dict:
 def test_sa_exists(kube, lab):
     p = lab.params
     expect(kube.get("v1", "ServiceAccount", p["sa"], p["namespace"]),
-           f"ServiceAccount '{p['sa']}' not found in namespace '{p['namespace']}'. "
-           f"Create it: kubectl create serviceaccount {p['sa']} -n {p['namespace']}")
+           f"ServiceAccount '{p['sa']}' not found in namespace '{p['namespace']}' "
+           f"(kubectl get serviceaccounts -n {p['namespace']}).")
 
 
 @check(1, "Role exists", hint="kubectl get role -n NAMESPACE")
 def test_role_exists(kube, lab):
     p = lab.params
-    expect(_role(kube, p)[1], f"Role '{p['role']}' not found in namespace '{p['namespace']}'. "
-           f"Create it: kubectl create role {p['role']} --verb=get,watch,list --resource=pods -n {p['namespace']}")
+    expect(_role(kube, p)[1], f"Role '{p['role']}' not found in namespace '{p['namespace']}' "
+           f"(kubectl get roles -n {p['namespace']}).")
 
 
 @check(2, "Role allows get, watch and list on pods", after="test_role_exists",
@@ -74,8 +74,7 @@ def test_binding(kube, lab):
     p = lab.params
     ns, sa, b = p["namespace"], p["sa"], p["binding"]
     rb = kube.get(RBAC, "RoleBinding", b, ns)
-    expect(rb, f"RoleBinding '{b}' not found in namespace '{ns}'. Create it: kubectl create rolebinding {b} "
-           f"--role={p['role']} --serviceaccount={ns}:{sa} -n {ns}")
+    expect(rb, f"RoleBinding '{b}' not found in namespace '{ns}' (kubectl get rolebindings -n {ns}).")
     kind = _role(kube, p)[0]
     ref = rb["roleRef"]
     expect(ref["kind"] == kind and ref["name"] == p["role"],
@@ -88,9 +87,8 @@ def test_binding(kube, lab):
         return
     if any(s.get("kind") == "User" and s.get("name") == sa for s in subjects):
         fail(f"RoleBinding '{b}' binds User '{sa}'. That is a different identity: the service account "
-             f"authenticates as '{_identity(p)}', so a User subject named '{sa}' grants it nothing. Use kind: "
-             f"ServiceAccount, name: {sa}, namespace: {ns} (kubectl create rolebinding {b} --role={p['role']} "
-             f"--serviceaccount={ns}:{sa} -n {ns}).")
+             f"authenticates as '{_identity(p)}', so a User subject named '{sa}' grants it nothing: the "
+             f"subject must be the ServiceAccount itself (kubectl describe rolebinding {b} -n {ns}).")
     found = ", ".join(f"{s.get('kind')} '{s.get('name')}'"
                       + (f" in namespace '{s['namespace']}'" if s.get("namespace") else "")
                       for s in subjects) or "no subjects"
@@ -99,7 +97,7 @@ def test_binding(kube, lab):
 
 
 def _can(kube, p, verb, resource, ns, group=""):
-    groups = ["system:serviceaccounts", f"system:serviceaccounts:{p['namespace']}", "system:authenticated"]
+    groups = list(Subject.service_account(p["namespace"], p["sa"]).groups)
     return kube.can(_identity(p), verb, resource, ns, group=group, groups=groups)
 
 
@@ -116,14 +114,12 @@ def test_sa_can(kube, lab):
 @check(1, "the service account gets nothing more", after="test_binding",
        hint="kubectl auth can-i --list --as system:serviceaccount:NAMESPACE:NAME -n NAMESPACE")
 def test_no_overgrant(kube, lab):
+    """Judged from every rule that bindings of the account, or of its groups, grant."""
     p = lab.params
     ns = p["namespace"]
-    other = "kube-system" if ns != "kube-system" else "default"
-    probes = [("delete", "pods", "", ns), ("create", "pods", "", ns), ("get", "secrets", "", ns),
-              ("list", "pods", "", other), ("update", "deployments", "apps", ns)]
-    extra = [f"{v} {r} in '{n}'" for v, r, g, n in probes if _can(kube, p, v, r, n, g)]
-    expect(not extra, f"'{_identity(p)}' can also {'; '.join(extra)}: grant only get, watch and list on pods in "
-           f"'{ns}'. Look: kubectl auth can-i --list --as {_identity(p)} -n {ns}")
+    extra = extra_rights(grants(kube, Subject.service_account(ns, p["sa"])), [Allowed("pods", VERBS, namespace=ns)], kube)
+    expect(not extra, f"'{_identity(p)}' gets more than get, watch and list on pods in '{ns}':\n"
+           + "\n".join(f"- {e}" for e in extra) + f"\nLook: kubectl auth can-i --list --as {_identity(p)} -n {ns}")
 
 
 @check(2, "the Deployment's pod template uses the service account",
@@ -135,8 +131,7 @@ def test_template_uses_sa(kube, lab):
     unset = "" if spec.get("serviceAccountName") or spec.get("serviceAccount") else \
         " (spec.template.spec.serviceAccountName is not set)"
     expect(used == p["sa"], f"Deployment '{p['deployment']}' runs its pods as ServiceAccount '{used}'{unset}; "
-           f"expected '{p['sa']}'. Set it: kubectl set serviceaccount deployment {p['deployment']} {p['sa']} "
-           f"-n {p['namespace']}")
+           f"expected '{p['sa']}' (kubectl get deployment {p['deployment']} -n {p['namespace']} -o yaml).")
 
 
 def _owned_by(objs: list[dict], uids: set[str]) -> list[dict]:

@@ -40,11 +40,9 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert not r.passed and r.score == 0
     assert failed_ids(r) == {c.id for c in r.checks}
     assert check_of(r, "test_node_role_exists").message == (
-        "ClusterRole 'node-admin' not found. "
-        "Create it: kubectl create clusterrole node-admin --verb=... --resource=...")
+        "ClusterRole 'node-admin' not found (kubectl get clusterroles).")
     assert check_of(r, "test_storage_binding").message == (
-        "ClusterRoleBinding 'michelle-storage-admin' not found. Create it: kubectl create clusterrolebinding "
-        "michelle-storage-admin --clusterrole=storage-admin --user=michelle")
+        "ClusterRoleBinding 'michelle-storage-admin' not found (kubectl get clusterrolebindings).")
     assert check_of(r, "test_node_role_rules").message == 'Not checked yet: first fix "ClusterRole for nodes exists".'
     assert check_of(r, "test_no_overgrant").message == (
         'Not checked yet: first fix "ClusterRoleBinding grants the node ClusterRole to the user".')
@@ -111,9 +109,8 @@ def test_rolebinding_instead_of_clusterrolebinding_fails(lab_harness, cleanup):
     assert failed_ids(r) == {"test_node_binding", "test_user_nodes", "test_no_overgrant"}
     assert check_of(r, "test_node_binding").message == (
         "'michelle-binding' is a RoleBinding in namespace 'default', not a ClusterRoleBinding. A RoleBinding grants "
-        "only inside its namespace and nodes are cluster-scoped, so it gives 'michelle' nothing on them. Create a "
-        "ClusterRoleBinding: kubectl create clusterrolebinding michelle-binding --clusterrole=node-admin "
-        "--user=michelle")
+        "only inside its namespace and nodes are cluster-scoped, so it gives 'michelle' nothing on them "
+        "(kubectl get rolebinding michelle-binding -n default -o yaml).")
 
 
 def test_namespaced_role_instead_of_clusterrole_fails(lab_harness, cleanup):
@@ -132,8 +129,8 @@ rules:
     assert failed_ids(r) == {"test_node_role_exists", "test_node_role_rules", "test_user_nodes"}
     assert check_of(r, "test_node_role_exists").message == (
         "ClusterRole 'node-admin' not found, but there is a Role 'node-admin' in namespace 'default'. A Role is "
-        "namespaced and cannot grant nodes, which are cluster-scoped: create a ClusterRole "
-        "(kubectl create clusterrole node-admin ...; see kubectl get clusterrole node-admin).")
+        "namespaced and cannot grant nodes, which are cluster-scoped: the task needs a ClusterRole "
+        "(kubectl get role node-admin -n default -o yaml; kubectl api-resources --namespaced=false).")
 
 
 @pytest.mark.parametrize("resource", ["Node", "node"])
@@ -212,8 +209,12 @@ def test_overgranting_fails(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_no_overgrant"}
     assert check_of(r, "test_no_overgrant").message == (
-        "'michelle' can also update nodes; get persistentvolumeclaims in 'default'; create persistentvolumeclaims in "
-        "'default': grant only get, watch, list, create and delete on nodes, persistentvolumes and storageclasses. "
+        "'michelle' gets more than get, watch, list, create and delete on nodes, persistentvolumes and "
+        "storageclasses:\n"
+        "- every verb (*) on nodes in the core API group in every namespace and cluster-wide (from ClusterRole "
+        "'node-admin' via ClusterRoleBinding 'michelle-binding')\n"
+        "- every verb (*) on persistentvolumeclaims in the core API group in every namespace and cluster-wide (from "
+        "ClusterRole 'node-admin' via ClusterRoleBinding 'michelle-binding')\n"
         "Look: kubectl auth can-i --list --as michelle")
 
 

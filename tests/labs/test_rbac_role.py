@@ -11,8 +11,7 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert not r.passed and r.score == 0
     assert failed_ids(r) == {c.id for c in r.checks}
     assert check_of(r, "test_role_exists").message == (
-        "Role 'developer' not found in namespace 'default'. "
-        "Create it: kubectl create role developer --verb=... --resource=... -n default")
+        "Role 'developer' not found in namespace 'default' (kubectl get roles -n default).")
     assert check_of(r, "test_role_rules").message == 'Not checked yet: first fix "Role exists".'
 
 
@@ -80,7 +79,12 @@ def test_overgranting_fails(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_no_overgrant"}
     assert check_of(r, "test_no_overgrant").message == (
-        "'dev-user' can also get secrets in 'default': grant only create, list and delete on pods in 'default'.")
+        "'dev-user' gets more than create, list and delete on pods in 'default':\n"
+        "- get on pods in the core API group in 'default' (from Role 'developer' via RoleBinding 'dev-user-binding' "
+        "in 'default')\n"
+        "- create, list, delete, get on secrets in the core API group in 'default' (from Role 'developer' via "
+        "RoleBinding 'dev-user-binding' in 'default')\n"
+        "Look: kubectl auth can-i --list --as dev-user -n default")
 
 
 def test_resource_kind_name_instead_of_plural_fails(lab_harness):

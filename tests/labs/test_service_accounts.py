@@ -67,15 +67,12 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert not r.passed and r.score == 0
     assert failed_ids(r) == {c.id for c in r.checks}
     assert check_of(r, "test_sa_exists").message == (
-        "ServiceAccount 'dashboard-sa' not found in namespace 'default'. "
-        "Create it: kubectl create serviceaccount dashboard-sa -n default")
+        "ServiceAccount 'dashboard-sa' not found in namespace 'default' (kubectl get serviceaccounts -n default).")
     assert check_of(r, "test_binding").message == (
-        "RoleBinding 'dashboard-sa-binding' not found in namespace 'default'. Create it: kubectl create rolebinding "
-        "dashboard-sa-binding --role=pod-reader --serviceaccount=default:dashboard-sa -n default")
+        "RoleBinding 'dashboard-sa-binding' not found in namespace 'default' (kubectl get rolebindings -n default).")
     assert check_of(r, "test_template_uses_sa").message == (
         "Deployment 'web-dashboard' runs its pods as ServiceAccount 'default' (spec.template.spec.serviceAccountName "
-        "is not set); expected 'dashboard-sa'. Set it: kubectl set serviceaccount deployment web-dashboard "
-        "dashboard-sa -n default")
+        "is not set); expected 'dashboard-sa' (kubectl get deployment web-dashboard -n default -o yaml).")
     assert check_of(r, "test_pods_use_sa").message == 'Not checked yet: first fix "ServiceAccount exists".'
 
 
@@ -129,9 +126,8 @@ def test_binding_to_user_named_like_the_account_fails(lab_harness):
     assert check_of(r, "test_binding").message == (
         "RoleBinding 'dashboard-sa-binding' binds User 'dashboard-sa'. That is a different identity: the service "
         "account authenticates as 'system:serviceaccount:default:dashboard-sa', so a User subject named "
-        "'dashboard-sa' grants it nothing. Use kind: ServiceAccount, name: dashboard-sa, namespace: default "
-        "(kubectl create rolebinding dashboard-sa-binding --role=pod-reader --serviceaccount=default:dashboard-sa "
-        "-n default).")
+        "'dashboard-sa' grants it nothing: the subject must be the ServiceAccount itself "
+        "(kubectl describe rolebinding dashboard-sa-binding -n default).")
 
 
 def test_account_in_other_namespace_fails(lab_harness):
@@ -207,9 +203,10 @@ def test_overgranting_fails(lab_harness):
     r = h.grade()
     assert failed_ids(r) == {"test_no_overgrant"}
     assert check_of(r, "test_no_overgrant").message == (
-        "'system:serviceaccount:default:dashboard-sa' can also delete pods in 'default': grant only get, watch and "
-        "list on pods in 'default'. Look: kubectl auth can-i --list --as system:serviceaccount:default:dashboard-sa "
-        "-n default")
+        "'system:serviceaccount:default:dashboard-sa' gets more than get, watch and list on pods in 'default':\n"
+        "- delete on pods in the core API group in 'default' (from Role 'pod-reader' via RoleBinding "
+        "'dashboard-sa-binding' in 'default')\n"
+        "Look: kubectl auth can-i --list --as system:serviceaccount:default:dashboard-sa -n default")
 
 
 def test_missing_verb_fails(lab_harness):

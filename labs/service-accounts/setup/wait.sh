@@ -1,2 +1,3 @@
-# Hand the learner a settled lab: the Deployment's pods exist and are Running before the task starts.
-kubectl rollout status deployment "{{ deployment }}" -n "{{ namespace }}" --timeout=120s >/dev/null
+# Wait for what happens on every backend: the Deployment has created its pods (whether their
+# containers run is up to the cluster; a rollout may never finish where images cannot be pulled).
+kubectl wait deployment "{{ deployment }}" -n "{{ namespace }}" --for=jsonpath='{.status.replicas}'=2 --timeout=120s >/dev/null
