@@ -108,6 +108,11 @@ def test_csr_request(kube, lab):
     expect(cn == u, f"The request in CSR '{u}' has CN={cn}; expected CN={u}, as in the {u}.csr of the work "
            f"directory. Look: kubectl get csr {u} -o jsonpath='{{.spec.request}}' | base64 -d | "
            "openssl req -noout -subject")
+    # The colleague's request names no group; one that adds groups asks for more than the task grants.
+    groups = [a.value for a in req.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    expect(not groups, f"The request in CSR '{u}' also asks for the groups (O) {', '.join(groups)}; {u}'s request "
+           f"({u}.csr) asks for none, and a group in an approved certificate grants whatever is bound to it. "
+           f"Look: kubectl get csr {u} -o jsonpath='{{.spec.request}}' | base64 -d | openssl req -noout -subject")
     expect(_spki(req.public_key()) == _spki(_user_key(lab).public_key()),
            f"The request in CSR '{u}' was made from a different key than {lab.workdir / (u + '.key')}: the "
            f"certificate would be useless with that key. Compare: kubectl get csr {u} -o jsonpath='{{.spec.request}}'"

@@ -280,3 +280,17 @@ def test_requests_approved_before_setup_are_not_blamed(lab_harness):
         assert check_of(h.grade(), "test_no_other_approved").message.startswith("You also approved later-request:")
     finally:
         delete_csrs(h, "earlier-request", "later-request")
+
+
+def test_users_request_that_adds_a_group_fails(lab_harness):
+    """The user's own name with O=kubeadm:cluster-admins: an escalation in a familiar request."""
+    h = lab_harness(LAB)
+    h.sh('openssl req -new -key akshay.key -subj "/CN=akshay/O=kubeadm:cluster-admins" -out grouped.csr')
+    create_csr(h, request=b64_of(h, "grouped.csr"))
+    h.kubectl("certificate", "deny", "agent-smith")
+    r = h.grade()
+    assert failed_ids(r) == {"test_csr_request", "test_approved_issued", "test_certificate_works"}
+    assert check_of(r, "test_csr_request").message == (
+        "The request in CSR 'akshay' also asks for the groups (O) kubeadm:cluster-admins; akshay's request "
+        "(akshay.csr) asks for none, and a group in an approved certificate grants whatever is bound to it. "
+        "Look: kubectl get csr akshay -o jsonpath='{.spec.request}' | base64 -d | openssl req -noout -subject")
