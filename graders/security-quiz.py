@@ -99,7 +99,7 @@ def _kubectl(s):
 
 
 def _version(s):
-    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.0)?", _text(s).lower())
+    m = re.fullmatch(r"(?:kubernetes\s*)?v?(\d+)\.(\d+)(?:\.0)?", _text(s).lower())
     return (int(m[1]), int(m[2])) if m else None
 
 
@@ -111,8 +111,11 @@ def _cidr(s):
 
 
 def _name(s):
-    """A certificate CN: 'CN = kubernetes' == 'kubernetes'; hyphens and dots still count."""
-    return " ".join(re.sub(r"^cn\s*=\s*", "", _text(s), flags=re.I).lower().split())
+    """A certificate CN: 'kubernetes' == 'CN = kubernetes' == 'issuer=CN=kubernetes, O=x' (openssl's
+    output pasted); hyphens and dots still count."""
+    t = _text(s)
+    m = re.search(r"\bCN\s*=\s*([^,/]+)", t, flags=re.I)
+    return " ".join((m[1] if m else t).lower().split())
 
 
 def _set(s):
@@ -409,19 +412,25 @@ def grade(n: int, q: dict, answers: Answers, cluster, facts: dict) -> None:
     else:
         compare = q.get("compare", "words")
         norm = COMPARE[compare]
-        got = norm(given)
         if "live" in q:
             fact = _fact(q["live"], cluster, facts)
+            given = FLAG_LINE.sub("", _text(given))  # the manifest's line pasted: its value counts
+            got = norm(given)
             if got is not None and got == norm(fact.value):
                 return
             values["source"] = fact.source
             look = f"Look: {_placeholders(q['look'], values)}" if q.get("look") else ""
             diagnosis = " ".join(x for x in (_live_diagnosis(compare, given, got, fact), look) if x)
         else:
+            got = norm(given)
             if got is not None and got in {norm(a) for a in q["accept"]}:
                 return
             diagnosis = _short_diagnosis(q, compare, got)
     fail(f"{label}: '{shown}' is not correct. {diagnosis}".rstrip())
+
+
+# "- --service-cluster-ip-range=", as grep shows a line of a static Pod manifest
+FLAG_LINE = re.compile(r"^(-\s+)?--[a-z0-9-]+=")
 
 
 # What an answer that does not even read as the kind of answer asked for gets told.

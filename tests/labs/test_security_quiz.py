@@ -141,6 +141,21 @@ admission-plugins: {', '.join(reversed(f['plugins'].lower().split(',')))}
     assert r.passed, r.render()
 
 
+def test_pasted_manifest_lines_and_openssl_output_pass(lab_harness):
+    """What grep and openssl print, pasted as the answer: the value in it counts."""
+    h = lab_harness(LAB)
+    f = live_facts(h)
+    write_answers(h, solved_answers(h) | {
+        "cluster-authorization-modes": f"    - --authorization-mode={f['modes']}",
+        "service-cidr": f"--service-cluster-ip-range={f['cidr']}",
+        "apiserver-cert-issuer": f"issuer=CN = {f['issuer']}",
+        "admission-plugins": f"- --enable-admission-plugins={f['plugins']}",
+        "default-authorization-mode": "--authorization-mode=AlwaysAllow",
+        "basic-auth-removed": "Kubernetes 1.19"})
+    r = h.grade()
+    assert r.passed, r.render()
+
+
 def test_multi_choice_as_yaml_list_and_as_spaced_letters_pass(lab_harness):
     h = lab_harness(LAB)
     answers = solved_answers(h)
