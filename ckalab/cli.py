@@ -111,7 +111,7 @@ def cmd_submit(args):
 
 
 def cmd_gradebook(args):
-    return results.cli_gradebook(args.dir, args.key_file, args.out)
+    return results.cli_gradebook(args.dir, args.key_file, args.out, args.duplicates, args.seeds)
 
 
 def cmd_keygen(args):
@@ -177,6 +177,11 @@ def parser() -> argparse.ArgumentParser:
     gb.add_argument("dir", help="directory of *.json bundles")
     gb.add_argument("--key-file", help=f"the course key (default ${results.KEY_ENV})")
     gb.add_argument("--out", help="where to write the gradebook (default: DIR)")
+    gb.add_argument("--duplicates", default="flag", choices=results.DUPLICATE_RULES,
+                    help="a student's lab submitted more than once: flag (default: keep the newest, list both "
+                         "and exit 1), newest, or best (highest percentage)")
+    gb.add_argument("--seeds", default="any", choices=results.SEED_RULES,
+                    help="student: each lab's seed must be the student's id (variants per student)")
     add("keygen", cmd_keygen, "write a new random course key (instructors)").add_argument("file")
     cr = add("classroom", cmd_classroom, "a workshop on a shared cluster: up, grade, down")
     cr.add_argument("action", choices=["up", "grade", "down"])

@@ -274,10 +274,15 @@ def render_report(report: dict) -> str:
         if t["error"]:
             lines.append(f"      could not grade: {t['error']}")
         for c in t["checks"]:
-            lines.append(f"    {'✔' if c['passed'] else '✘'} [{c['points']}/{c['max_points']}] {c['title']}")
+            lines.append(f"    {grading.check_line(_state(c), c['points'], c['max_points'], c['title'])}")
             if not c["passed"]:
                 lines += [f"        {line}" for line in c["message"].splitlines()]
-    return "\n".join(lines)
+    return grading.printable("\n".join(lines))
+
+
+def _state(check: dict) -> str:
+    """passed, failed or unavailable (reports written before states existed have only `passed`)."""
+    return check.get("state") or (grading.PASSED if check["passed"] else grading.FAILED)
 
 
 def junit(report: dict) -> str:
@@ -285,7 +290,7 @@ def junit(report: dict) -> str:
     total = report["total"]
     root = ET.Element("testsuites", name=f"ckalab mock exam {report['exam']['id']}",
                       tests=str(sum(max(1, len(t["checks"])) for t in report["tasks"])),
-                      failures=str(sum(1 for t in report["tasks"] for c in t["checks"] if not c["passed"])),
+                      failures=str(sum(1 for t in report["tasks"] for c in t["checks"] if _state(c) == grading.FAILED)),
                       errors=str(sum(1 for t in report["tasks"] if t["error"])),
                       time=str(report["exam"]["time_used_s"]))
     props = ET.SubElement(root, "properties")
@@ -293,7 +298,7 @@ def junit(report: dict) -> str:
         ET.SubElement(props, "property", name=k, value=str(v))
     for t in report["tasks"]:
         suite = ET.SubElement(root, "testsuite", name=f"{t['n']}. {t['lab']}", tests=str(max(1, len(t["checks"]))),
-                              failures=str(sum(1 for c in t["checks"] if not c["passed"])),
+                              failures=str(sum(1 for c in t["checks"] if _state(c) == grading.FAILED)),
                               errors="1" if t["error"] else "0", time=str(t["duration_s"]))
         sp = ET.SubElement(suite, "properties")
         for k in ("weight", "score", "max_score", "percent"):
@@ -303,9 +308,12 @@ def junit(report: dict) -> str:
             ET.SubElement(case, "error", message=t["error"][:200]).text = t["error"]
         for c in t["checks"]:
             case = ET.SubElement(suite, "testcase", classname=t["lab"], name=c["title"])
-            if not c["passed"]:
+            if _state(c) == grading.UNAVAILABLE:
+                ET.SubElement(case, "skipped", message=f"{grading.UNAVAILABLE_TEXT}: {c['message']}"[:200])
+            elif not c["passed"]:
                 ET.SubElement(case, "failure", message=c["message"].splitlines()[0][:200] if c["message"] else "",
                               type=c["id"]).text = c["message"] + (f"\nhint: {c['hint']}" if c["hint"] else "")
+    grading.xml_safe(root)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -426,8 +434,7 @@ def report_html(report: dict) -> str:
     colour = "#1a7f37" if total["passed"] else "#cf222e"
     rows = []
     for t in report["tasks"]:
-        checks = "".join(f'<li>{"✔" if c["passed"] else "✘"} [{c["points"]}/{c["max_points"]}] '
-                         f'{html.escape(c["title"])}'
+        checks = "".join(f'<li>{html.escape(grading.check_line(_state(c), c["points"], c["max_points"], c["title"]))}'
                          + ("" if c["passed"] else f'<div style="white-space:pre-wrap;color:#57606a">'
                                                    f'{html.escape(c["message"])}</div>') + "</li>"
                          for c in t["checks"])

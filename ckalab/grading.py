@@ -15,6 +15,7 @@ import json
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import threading
 import time
@@ -57,8 +58,50 @@ def check(points: int, title: str, hint: str = "", after: str | tuple[str, ...] 
     return wrap
 
 
+# --- text that leaves ckalab: terminal, XML, CSV ----------------------------------------------
+
+# C0 controls except tab and newline, DEL, and C1 controls; ESC is handled apart (made visible).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f-\x9f]")
+# What XML 1.0 cannot carry at all, even escaped: lone surrogates and the two non-characters.
+_NOT_XML = re.compile(r"[\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text, oneline: bool = False) -> str:
+    """`text` safe for a terminal, an XML document or a spreadsheet cell. Messages echo values
+    from the learner's own objects and bundles carry student-chosen ids, so any of them may
+    hold terminal escape sequences or control characters that make XML unreadable. ESC is shown
+    as the four characters \\x1b (the sequence stays visible but inert); other control
+    characters are dropped; newline and tab are kept, or become spaces with `oneline` (ids,
+    file names: one line of a report each)."""
+    text = _NOT_XML.sub("\ufffd", _CONTROL.sub("", str(text).replace("\x1b", "\\x1b")))
+    return text.replace("\n", " ").replace("\t", " ") if oneline else text
+
+
+def xml_safe(root):
+    """Pass every attribute, text and tail of an ElementTree through printable(), in place,
+    just before it is serialised (ElementTree escapes markup but not control characters)."""
+    for el in root.iter():
+        el.attrib.update({k: printable(v) for k, v in el.attrib.items()})
+        if el.text is not None:
+            el.text = printable(el.text)
+        if el.tail is not None:
+            el.tail = printable(el.tail)
+    return root
+
+
+# --- results ----------------------------------------------------------------------------------
+
+PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
+STATES = (PASSED, FAILED, UNAVAILABLE)
+MARKS = {PASSED: "✔", FAILED: "✘", UNAVAILABLE: "–"}
+UNAVAILABLE_TEXT = "not available on this backend"
+
+
 @dataclass
 class CheckResult:
+    """One check's outcome. `state` is passed, failed or unavailable (the backend cannot run the
+    check: `message` says why, and it counts 0 of 0 points, so the maximum is per backend).
+    `passed` stays for older readers; it is False for an unavailable check."""
     id: str
     title: str
     passed: bool
@@ -66,6 +109,22 @@ class CheckResult:
     max_points: int
     message: str = ""
     hint: str = ""
+    state: str = ""
+
+    def __post_init__(self):
+        if self.state not in STATES:
+            self.state = PASSED if self.passed else FAILED
+
+    @classmethod
+    def unavailable(cls, check_id: str, title: str, reason: str) -> "CheckResult":
+        return cls(check_id, title, False, 0, 0, reason, "", UNAVAILABLE)
+
+
+def check_line(state: str, points, max_points, title: str) -> str:
+    """The one-line form of a check shared by the text renderings (check, exam report)."""
+    if state == UNAVAILABLE:
+        return f"{MARKS[UNAVAILABLE]} [-] {title}: {UNAVAILABLE_TEXT}"
+    return f"{MARKS.get(state, MARKS[FAILED])} [{points}/{max_points}] {title}"
 
 
 @dataclass
@@ -78,6 +137,14 @@ class GradeResult:
     checks: list[CheckResult] = field(default_factory=list)
     seed: str | None = None
 
+    @classmethod
+    def of(cls, lab, checks: list[CheckResult], duration_s: float) -> "GradeResult":
+        """Score and verdict from the checks: unavailable ones count neither way."""
+        counted = [c for c in checks if c.state != UNAVAILABLE]
+        return cls(lab.id, bool(counted) and all(c.state == PASSED for c in counted),
+                   sum(c.points for c in counted), sum(c.max_points for c in counted),
+                   round(duration_s, 3), checks, lab.seed)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -85,19 +152,24 @@ class GradeResult:
         return json.dumps(self.to_dict(), indent=2)
 
     def failed(self) -> list[CheckResult]:
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks if c.state == FAILED]
+
+    def unavailable(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.state == UNAVAILABLE]
 
     def render(self) -> str:
-        head = "all checks passed" if self.passed else f"{len(self.failed())} of {len(self.checks)} checks failed"
+        counted = len(self.checks) - len(self.unavailable())
+        head = "all checks passed" if self.passed else f"{len(self.failed())} of {counted} checks failed"
+        if self.unavailable():
+            head += f", {len(self.unavailable())} {UNAVAILABLE_TEXT}"
         lines = [f"{self.lab}: {self.score}/{self.max_score} points, {head} ({self.duration_s:.2f}s)"]
         for c in self.checks:
-            mark = "✔" if c.passed else "✘"
-            lines.append(f"  {mark} [{c.points}/{c.max_points}] {c.title}")
-            if not c.passed:
+            lines.append(f"  {check_line(c.state, c.points, c.max_points, c.title)}")
+            if c.state != PASSED:
                 lines += [f"      {line}" for line in c.message.splitlines()]
-                if c.hint:
+                if c.hint and c.state == FAILED:
                     lines.append(f"      hint: {c.hint}")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 # --- the pytest plugin -----------------------------------------------------------------------
@@ -186,14 +258,29 @@ def _not_yet(title: str) -> str:
     return f"Not checked yet: first fix \"{title}\"."
 
 
+def _blocked(meta: CheckMeta, results: list[CheckResult]) -> CheckResult | None:
+    """The first check named in `after` that did not pass (failed or unavailable), if any."""
+    done = {r.id: r for r in results}
+    return next((done[d] for d in meta.after if d in done and done[d].state != PASSED), None)
+
+
+def _unavailable_after(dep: CheckResult) -> str:
+    return f"it builds on \"{dep.title}\", which is {UNAVAILABLE_TEXT} either"
+
+
+def _skip_reason(exc: BaseException) -> str:
+    return str(getattr(exc, "msg", "") or exc).strip() or UNAVAILABLE_TEXT
+
+
 def pytest_runtest_setup(item):
     meta: CheckMeta = item.function._ckalab_check
     if _CONTEXT is None:
         return
-    done = {r.id: r for r in _CONTEXT.results}
-    for dep in meta.after:
-        if dep in done and not done[dep].passed:
-            raise CheckFailed(_not_yet(done[dep].title))
+    dep = _blocked(meta, _CONTEXT.results)
+    if dep is not None and dep.state == UNAVAILABLE:
+        pytest.skip(_unavailable_after(dep))
+    if dep is not None:
+        raise CheckFailed(_not_yet(dep.title))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -203,7 +290,11 @@ def pytest_runtest_makereport(item, call):
     meta: CheckMeta | None = getattr(getattr(item, "function", None), "_ckalab_check", None)
     if meta is None or _CONTEXT is None:
         return
-    if report.when == "call" or (report.when == "setup" and report.failed):
+    if report.skipped and report.when in ("setup", "call"):
+        # A check skips itself where the backend cannot run it (no exec, no real traffic): it
+        # is listed as unavailable, worth 0 of 0, so bundles and renderings still name it.
+        _CONTEXT.results.append(CheckResult.unavailable(item.name, meta.title, _skip_reason(call.excinfo.value)))
+    elif report.when == "call" or (report.when == "setup" and report.failed):
         passed = report.passed
         message = "" if passed else _message(call.excinfo.value)
         _CONTEXT.results.append(CheckResult(item.name, meta.title, passed, meta.points if passed else 0,
@@ -250,12 +341,7 @@ def run(lab, cluster) -> GradeResult:
     if ctx.errors or (code not in (0, 1) and not ctx.results):
         detail = "\n".join(ctx.errors) or f"pytest exit code {int(code)}"
         raise CkalabError(f"The grader {lab.grader} could not run:\n{detail}")
-    score = sum(r.points for r in ctx.results)
-    return GradeResult(
-        lab=lab.id, passed=bool(ctx.results) and all(r.passed for r in ctx.results), score=score,
-        max_score=sum(r.max_points for r in ctx.results), duration_s=round(time.monotonic() - start, 3),
-        checks=ctx.results, seed=lab.seed,
-    )
+    return GradeResult.of(lab, ctx.results, time.monotonic() - start)
 
 
 # --- the direct runner: many gradings at once ------------------------------------------------
@@ -305,8 +391,10 @@ def run_direct(lab, cluster, kube) -> GradeResult:
     out: list[CheckResult] = []
     for name, fn in fns:
         meta = fn._ckalab_check
-        done = {r.id: r for r in out}
-        blocked = next((done[d] for d in meta.after if d in done and not done[d].passed), None)
+        blocked = _blocked(meta, out)
+        if blocked is not None and blocked.state == UNAVAILABLE:
+            out.append(CheckResult.unavailable(name, meta.title, _unavailable_after(blocked)))
+            continue
         if blocked:
             ok, msg = False, _not_yet(blocked.title)
         else:
@@ -317,11 +405,11 @@ def run_direct(lab, cluster, kube) -> GradeResult:
                     args[p] = base[p] if f is None else f(**{q: base[q] for q in inspect.signature(f).parameters})
                 fn(**args)
                 ok, msg = True, ""
-            except pytest.skip.Exception:
-                continue  # the engine lists no result for a skipped check
+            except pytest.skip.Exception as exc:  # the backend cannot run it: listed, not scored
+                out.append(CheckResult.unavailable(name, meta.title, _skip_reason(exc)))
+                continue
             except (Exception, pytest.fail.Exception) as exc:  # noqa: BLE001 - a message, never a traceback
                 ok, msg = False, _message(exc)
         out.append(CheckResult(name, meta.title, ok, meta.points if ok else 0, meta.points, msg,
                                "" if ok else meta.hint))
-    return GradeResult(lab.id, bool(out) and all(r.passed for r in out), sum(r.points for r in out),
-                       sum(r.max_points for r in out), round(time.monotonic() - t0, 3), out, lab.seed)
+    return GradeResult.of(lab, out, time.monotonic() - t0)

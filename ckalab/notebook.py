@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import home, labs
 from .cluster import get_cluster
-from .grading import GradeResult
+from .grading import FAILED, PASSED, UNAVAILABLE, UNAVAILABLE_TEXT, GradeResult, printable
 
 SOLUTION = "solution"
 
@@ -76,28 +76,36 @@ def record(result: GradeResult) -> None:
 # --- HTML rendering (the lab bar and programmatic calls share it) ----------------------------
 
 def _esc(text: str) -> str:
-    return html.escape(str(text))
+    return html.escape(printable(text))
 
 
 def result_html(result: GradeResult) -> str:
     """The GradeResult as HTML: a score line, then one row per check, ✔/✘, points, message and hint."""
     colour = "#1a7f37" if result.passed else "#b35900"
+    counted = len(result.checks) - len(result.unavailable())
     head = ("All checks passed" if result.passed
-            else f"{len(result.failed())} of {len(result.checks)} checks not passed yet")
+            else f"{len(result.failed())} of {counted} checks not passed yet")
+    if result.unavailable():
+        head += f", {len(result.unavailable())} {UNAVAILABLE_TEXT}"
+    marks = {PASSED: ("#1a7f37", "✔"), FAILED: ("#cf222e", "✘"), UNAVAILABLE: ("#57606a", "–")}
     rows = []
     for c in result.checks:
-        mark = '<span style="color:#1a7f37">✔</span>' if c.passed else '<span style="color:#cf222e">✘</span>'
+        colour, sign = marks[c.state]
+        mark = f'<span style="color:{colour}">{sign}</span>'
         detail = ""
-        if not c.passed:
+        if c.state == UNAVAILABLE:
+            detail = f'<div style="color:#57606a">{UNAVAILABLE_TEXT}: {_esc(c.message)}</div>'
+        elif not c.passed:
             detail = f'<div style="white-space:pre-wrap">{_esc(c.message)}</div>'
             if c.hint:
                 detail += f'<div style="color:#57606a">hint: <code>{_esc(c.hint)}</code></div>'
+        points = "–" if c.state == UNAVAILABLE else f"{c.points}/{c.max_points}"
         # Plain divs, not a table: JupyterLab's rendered-HTML CSS centres and squeezes tables.
-        rows.append(f'<div class="ckalab-check-row" data-passed="{str(c.passed).lower()}" '
+        rows.append(f'<div class="ckalab-check-row" data-passed="{str(c.passed).lower()}" data-state="{c.state}" '
                     f'style="display:flex;gap:10px;padding:3px 4px;border-bottom:1px solid #eaeef2">'
                     f'<div style="width:1.4em;font-size:1.15em">{mark}</div>'
                     f'<div style="flex:1;text-align:left"><b>{_esc(c.title)}</b>{detail}</div>'
-                    f'<div style="white-space:nowrap">{c.points}/{c.max_points}</div></div>')
+                    f'<div style="white-space:nowrap">{points}</div></div>')
     return (f'<div class="ckalab-result" data-passed="{str(result.passed).lower()}">'
             f'<div style="font-weight:bold;color:{colour}">Score {result.score}/{result.max_score}: {head}'
             f' <span style="color:#57606a;font-weight:normal">({result.duration_s:.2f}s)</span></div>'

@@ -7,8 +7,19 @@ course key the instructor hands out.
 
 `gradebook` verifies every bundle against the instructor's own copy of the labs: signature,
 digests (an edited grader or lab is detected), parameters recomputed from the seed, and the check
-list and points of the instructor's grader (a hand-edited score is detected even by someone who
-holds the key). It never raises on a bad file: every rejected bundle is listed with its reason.
+list, titles and points of the instructor's grader (a hand-edited score is detected even by
+someone who holds the key). Every check is in the bundle with its state: passed, failed, or
+unavailable (the learner's backend cannot run it, e.g. real traffic on the local backend); an
+unavailable check counts 0 of 0, so each bundle's maximum is that of its backend, and it is
+accepted only for a lab that declares a `need` the bundle's backend lacks. It never raises on a
+bad file: every rejected bundle is listed with its reason (size and JSON nesting are capped
+before parsing) and the rest are graded. Everything a bundle carries is passed through
+grading.printable() where it is rendered (CSV, XML, terminal), and CSV cells that a spreadsheet
+would run as a formula are neutralised.
+
+Format v2 (`ckalab-result/v2`) lists every check with its `state`. v1 bundles are still read (a
+check's state follows from `passed`); a v1 bundle from a backend that left a check out is
+rejected and the reason says to submit again with this version.
 
 The key is shared by the whole class, so the signature proves "made with the course key", not
 "made by this student": it stops casual edits, not a determined student with the key.
@@ -22,6 +33,7 @@ import hmac
 import importlib.util
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -33,8 +45,12 @@ from pathlib import Path
 from . import __version__, grading, home, labs
 from .errors import CkalabError
 
-FORMAT = "ckalab-result/v1"
+FORMAT = "ckalab-result/v2"
+FORMATS_READ = ("ckalab-result/v1", FORMAT)
 MAX_BUNDLE_BYTES = 2_000_000
+MAX_JSON_DEPTH = 32   # a bundle nests 5 levels; deeper is not a bundle (and would exhaust the stack)
+DUPLICATE_RULES = ("flag", "newest", "best")
+SEED_RULES = ("any", "student")
 KEY_ENV = "CKALAB_COURSE_KEY_FILE"
 
 
@@ -109,7 +125,7 @@ def lab_entry(lab: labs.Lab, result: grading.GradeResult, started_at: float | No
     return {"lab": lab.id, "seed": lab.seed, "params": lab.params, "digest": digest or lab.files_digest(),
             "started_at": started_at, "graded_at": round(time.time(), 3), "duration_s": result.duration_s,
             "score": result.score, "max_score": result.max_score, "passed": result.passed,
-            "checks": [{"id": c.id, "title": c.title, "passed": c.passed, "points": c.points,
+            "checks": [{"id": c.id, "title": c.title, "state": c.state, "passed": c.passed, "points": c.points,
                         "max_points": c.max_points, "message": c.message} for c in result.checks]}
 
 
@@ -148,7 +164,7 @@ def submit(student: str, cluster, out: str | Path, key_file: str | Path | None =
 
 @dataclass
 class Catalogue:
-    """The instructor's own copy of the labs: digests, and each grader's checks and points."""
+    """The instructor's own copy of the labs: digests, each grader's checks, and lab needs."""
     _digest: dict = field(default_factory=dict)
     _checks: dict = field(default_factory=dict)
 
@@ -160,116 +176,291 @@ class Catalogue:
             self._digest[lab_id] = labs.load(lab_id).files_digest()
         return self._digest[lab_id]
 
-    def checks(self, lab_id: str) -> dict[str, int]:
-        """check id -> points, read from the grader's @check decorators (trusted instructor code)."""
+    def grader(self, lab_id: str) -> dict[str, grading.CheckMeta]:
+        """check id -> its @check metadata (title, points), from the grader (trusted instructor code)."""
         if lab_id not in self._checks:
             path = labs.graders_root() / f"{lab_id}.py"
             spec = importlib.util.spec_from_file_location(f"ckalab_gradebook_{lab_id.replace('-', '_')}", path)
             mod = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = mod  # dataclasses and the like look their module up there
             spec.loader.exec_module(mod)
-            self._checks[lab_id] = {name: fn._ckalab_check.points for name, fn in vars(mod).items()
+            self._checks[lab_id] = {name: fn._ckalab_check for name, fn in vars(mod).items()
                                     if callable(fn) and hasattr(fn, "_ckalab_check")}
         return self._checks[lab_id]
 
+    def checks(self, lab_id: str) -> dict[str, int]:
+        """check id -> points."""
+        return {i: m.points for i, m in self.grader(lab_id).items()}
 
-def _problems_in_lab(entry, cat: Catalogue) -> list[str]:
+    def full_max(self, lab_id: str) -> int:
+        """The lab's maximum when every check can run (the kind backend)."""
+        return sum(self.checks(lab_id).values())
+
+    def lacks(self, lab_id: str, backend) -> list[str]:
+        """The lab's needs that `backend` does not provide: only then may a check be unavailable."""
+        return [n for n in labs.load(lab_id).needs if n in labs.NEEDS and backend not in labs.NEEDS[n][1]]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _shape_problems(lab_id: str, entry: dict) -> list[str]:
+    """Types the gradebook relies on when it sorts and adds entries (signed is not well-formed)."""
+    bad = [k for k in ("score", "max_score") if not _is_int(entry.get(k))]
+    bad += [k for k in ("graded_at", "duration_s") if entry.get(k) is not None and not _is_num(entry.get(k))]
+    for c in entry["checks"]:
+        if not (isinstance(c.get("id"), str) and isinstance(c.get("title"), str) and _is_int(c.get("points"))
+                and _is_int(c.get("max_points")) and isinstance(c.get("message", ""), str)
+                and isinstance(c.get("passed"), bool)):
+            bad.append(f"check {str(c.get('id'))[:40]!r}")
+    return [f"malformed: wrong type of {', '.join(bad)} in '{lab_id}'"] if bad else []
+
+
+def _check_state(c: dict, v1: bool) -> str:
+    """A v1 bundle has no states: passed or failed follows from `passed`."""
+    if v1 and "state" not in c:
+        return grading.PASSED if c.get("passed") else grading.FAILED
+    return c.get("state")
+
+
+def _problems_in_lab(entry, cat: Catalogue, bundle: dict | None = None, seeds: str = "any") -> list[str]:
+    bundle = bundle or {}
     if not isinstance(entry, dict) or not isinstance(entry.get("lab"), str):
         return ["malformed: a lab entry is not an object with a 'lab' id"]
     lab_id = entry["lab"]
     if not cat.known(lab_id):
-        return [f"unknown lab '{lab_id}'"]
+        return [f"unknown lab '{grading.printable(lab_id, oneline=True)[:60]}'"]
     out = []
     if entry.get("digest") != cat.digest(lab_id):
         out.append(f"grader hash mismatch for '{lab_id}' (the lab or grader files differ from the course's; "
                    "update ckalab and submit again)")
     seed = entry.get("seed")
+    student = str(bundle.get("student", "")).strip()
     if seed is not None and not isinstance(seed, str):
         out.append(f"malformed: seed of '{lab_id}' is not a string")
     elif entry.get("params") != labs.load(lab_id, seed).params:
         out.append(f"parameters of '{lab_id}' do not match its seed")
+    elif seeds == "student" and seed != student:
+        shown = "none (the canonical names)" if seed is None else f"'{grading.printable(seed, oneline=True)[:60]}'"
+        out.append(f"seed of '{lab_id}' is {shown}, not the student's id (seeds are per student here)")
     checks = entry.get("checks")
     if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
         return out + [f"malformed: checks of '{lab_id}' are not a list of objects"]
-    expected = cat.checks(lab_id)
-    got = {c.get("id"): c for c in checks}
-    if set(got) != set(expected) or any(c.get("max_points") != expected[i] for i, c in got.items()):
-        out.append(f"checks of '{lab_id}' do not match the course grader")
-    elif any(c.get("points") not in (0, c["max_points"]) or bool(c.get("passed")) != (c.get("points") == c["max_points"])
-             for c in checks) or entry.get("score") != sum(c["points"] for c in checks) \
-            or entry.get("max_score") != sum(expected.values()) \
-            or bool(entry.get("passed")) != all(c.get("passed") for c in checks):
+    shape = _shape_problems(lab_id, entry)
+    if shape:
+        return out + shape
+    v1 = bundle.get("format") == FORMATS_READ[0]
+    grader = cat.grader(lab_id)
+    got = {c["id"]: c for c in checks}
+    missing, extra = [i for i in grader if i not in got], [i for i in got if i not in grader]
+    if missing or extra or len(got) != len(checks):
+        detail = "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
+                                       f"not in the grader: {', '.join(extra)[:120]}" if extra else "",
+                                       "a check is listed twice" if len(got) != len(checks) else "") if x)
+        if v1 and missing:
+            detail += " (a v1 bundle leaves out the checks its backend cannot run: submit again with this ckalab)"
+        return out + [f"checks of '{lab_id}' do not match the course grader: {grading.printable(detail, oneline=True)}"]
+    backend = str(bundle.get("backend"))
+    for c in checks:
+        meta, state = grader[c["id"]], _check_state(c, v1)
+        worth = 0 if state == grading.UNAVAILABLE else meta.points
+        if c["title"] != meta.title or (c["max_points"] != worth and state in grading.STATES):
+            out.append(f"checks of '{lab_id}' do not match the course grader: {c['id']} differs in title or points")
+        elif state not in grading.STATES:
+            out.append(f"malformed: check {c['id']} of '{lab_id}' has no state (passed, failed or unavailable)")
+        elif state == grading.UNAVAILABLE and not cat.lacks(lab_id, backend):
+            out.append(f"check {c['id']} of '{lab_id}' is marked unavailable, but the "
+                       f"{grading.printable(backend, oneline=True)[:30]} backend can run every check of this lab")
+        elif c["points"] != (worth if state == grading.PASSED else 0) or c["passed"] != (state == grading.PASSED):
+            out.append(f"score of '{lab_id}' does not add up from its checks")
+    if out:
+        return list(dict.fromkeys(out))
+    counted = [c for c in checks if _check_state(c, v1) != grading.UNAVAILABLE]
+    if entry["score"] != sum(c["points"] for c in counted) or entry["max_score"] != sum(c["max_points"] for c in counted) \
+            or entry.get("passed") is not (bool(counted) and all(c["passed"] for c in counted)):
         out.append(f"score of '{lab_id}' does not add up from its checks")
     return out
 
 
-def verify(raw: bytes, key: bytes, cat: Catalogue) -> tuple[dict | None, list[str]]:
-    """(bundle, []) when it is good, else (bundle or None, reasons). Never raises."""
+def json_depth(text: str, limit: int) -> int:
+    """How deeply arrays and objects nest in `text`, counting no further than limit + 1.
+    Scanned before parsing: the standard parser recurses once per level and a file of a few
+    hundred kilobytes of '[' exhausts the stack (RecursionError)."""
+    depth = deepest = 0
+    for m in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        tok = m.group()
+        if tok in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif tok in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse(raw: bytes) -> tuple[object, str]:
+    """(value, "") or (None, the reason it is not a readable bundle). Never raises."""
+    if len(raw) > MAX_BUNDLE_BYTES:
+        return None, f"malformed: larger than {MAX_BUNDLE_BYTES} bytes"
     try:
-        if len(raw) > MAX_BUNDLE_BYTES:
-            return None, [f"malformed: larger than {MAX_BUNDLE_BYTES} bytes"]
-        bundle = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return None, [f"malformed JSON ({type(exc).__name__}: {str(exc)[:80]})"]
-    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        text = raw.decode("utf-8")
+        if json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return None, f"malformed: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        return json.loads(text), ""
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, f"malformed JSON ({type(exc).__name__}: {grading.printable(str(exc), oneline=True)[:80]})"
+
+
+def verify(raw: bytes, key: bytes, cat: Catalogue, seeds: str = "any") -> tuple[dict | None, list[str]]:
+    """(bundle, []) when it is good, else (bundle or None, reasons). Never raises."""
+    bundle, why = parse(raw)
+    if why:
+        return None, [why]
+    if not isinstance(bundle, dict) or bundle.get("format") not in FORMATS_READ:
         return None, [f"malformed: not a ckalab result bundle (format '{FORMAT}' expected)"]
     if not signature_ok(bundle, key):
         return bundle, ["bad signature (edited after signing, or signed with another course key)"]
-    if not isinstance(bundle.get("student"), str) or not bundle["student"].strip():
+    if not isinstance(bundle.get("student"), str) or not grading.printable(bundle["student"], oneline=True).strip():
         return bundle, ["malformed: no student id"]
     if not isinstance(bundle.get("labs"), list):
         return bundle, ["malformed: 'labs' is not a list"]
     reasons = []
+    ids = [e.get("lab") for e in bundle["labs"] if isinstance(e, dict)]
+    if len(ids) != len(set(map(str, ids))):
+        reasons.append("malformed: a lab is listed twice")
     for entry in bundle["labs"]:
         try:
-            reasons += _problems_in_lab(entry, cat)
+            reasons += _problems_in_lab(entry, cat, bundle, seeds)
         except Exception as exc:  # noqa: BLE001 - whatever is inside, the gradebook carries on
-            reasons.append(f"malformed lab entry ({type(exc).__name__}: {str(exc)[:80]})")
+            reasons.append(f"malformed lab entry ({type(exc).__name__}: {grading.printable(str(exc), oneline=True)[:80]})")
     return bundle, reasons
+
+
+def display_name(path: Path) -> str:
+    """A file name fit for a report: bytes that are not UTF-8 shown as \\xNN, controls dropped."""
+    raw = os.fsencode(path.name)
+    return grading.printable(raw.decode("utf-8", "backslashreplace"), oneline=True)
+
+
+@dataclass
+class Candidate:
+    """One submission of a lab by a student: where it came from and on which backend."""
+    source: str
+    entry: dict
+    backend: str = ""
+    order: int = 0   # arrival, the last tie-breaker
 
 
 @dataclass
 class Gradebook:
     lab_ids: list[str]
-    rows: dict[str, dict[str, dict]] = field(default_factory=dict)  # student -> lab -> entry
+    rows: dict[str, dict[str, dict]] = field(default_factory=dict)  # student -> lab -> kept entry
     rejected: list[tuple[str, str]] = field(default_factory=list)    # (file, reason)
     files: list[Path] = field(default_factory=list)
+    rule: str = "flag"        # for duplicates: flag (keep the newest, list both), newest, best
+    candidates: dict[tuple[str, str], list[Candidate]] = field(default_factory=dict)
 
-    def add(self, student: str, entry: dict) -> None:
-        """Keep the most recently graded result per student and lab."""
-        old = self.rows.setdefault(student, {}).get(entry["lab"])
-        if old is None or (entry.get("graded_at") or 0) >= (old.get("graded_at") or 0):
-            self.rows[student][entry["lab"]] = entry
+    def add(self, student: str, entry: dict, source: str = "", backend: str = "") -> None:
+        """Record a lab result; when the student already has one for that lab, keep one by the rule."""
+        cands = self.candidates.setdefault((student, entry["lab"]), [])
+        cands.append(Candidate(source, entry, backend, len(cands)))
+        self.rows.setdefault(student, {})[entry["lab"]] = self.kept(student, entry["lab"]).entry
+
+    def kept(self, student: str, lab_id: str) -> Candidate:
+        def newest(c):
+            return (c.entry.get("graded_at") or 0, c.order)
+
+        def best(c):
+            e = c.entry
+            return (e["score"] / e["max_score"] if e["max_score"] else 0, *newest(c))
+
+        return max(self.candidates[(student, lab_id)], key=best if self.rule == "best" else newest)
+
+    def duplicates(self) -> list[tuple[str, str, list[Candidate], Candidate]]:
+        return [(s, lab, cands, self.kept(s, lab)) for (s, lab), cands in sorted(self.candidates.items())
+                if len(cands) > 1]
+
+    def flagged(self) -> bool:
+        return self.rule == "flag" and bool(self.duplicates())
+
+    def backend_of(self, student: str, lab_id: str) -> str:
+        return self.kept(student, lab_id).backend if (student, lab_id) in self.candidates else ""
 
     def max_of(self, lab_id: str, cat: Catalogue | None = None) -> int:
-        for r in self.rows.values():
-            if lab_id in r:
-                return r[lab_id]["max_score"]
-        return sum(cat.checks(lab_id).values()) if cat else 0
+        """The lab's full maximum (every check available); a student's own is per backend."""
+        cat = cat or Catalogue()
+        return cat.full_max(lab_id) if cat.known(lab_id) else 0
+
+    def unavailable(self, student: str) -> list[tuple[str, dict]]:
+        """(lab, check) for each check the student's backend could not run, in kept entries."""
+        return [(lab_id, c) for lab_id, e in sorted(self.rows.get(student, {}).items())
+                for c in e["checks"] if c.get("state") == grading.UNAVAILABLE]
+
+    def duplicate_note(self, cands: list[Candidate], kept: Candidate) -> str:
+        def one(c):
+            e = c.entry
+            return f"{c.source or '?'} ({e['score']}/{e['max_score']})"
+        how = {"flag": "newest; flagged: choose with --duplicates newest|best", "newest": "newest",
+               "best": "best"}[self.rule]
+        return f"{', '.join(one(c) for c in cands)}; kept {kept.source or '?'} ({how})"
 
     def render(self) -> str:
-        lines = [f"{len(self.rows)} students, {len(self.lab_ids)} labs, {len(self.rejected)} rejected bundles"]
+        dups = self.duplicates()
+        lines = [f"{len(self.rows)} students, {len(self.lab_ids)} labs, {len(self.rejected)} rejected bundles, "
+                 f"{len(dups)} duplicates"]
         lines += [f"  rejected {f}: {why}" for f, why in self.rejected]
+        lines += [f"  duplicate {s} / {lab}: {self.duplicate_note(cands, kept)}" for s, lab, cands, kept in dups]
+        missing: dict[tuple[str, str, str], int] = {}
+        for s in self.rows:
+            for lab_id, c in self.unavailable(s):
+                k = (lab_id, c["title"], self.backend_of(s, lab_id))
+                missing[k] = missing.get(k, 0) + 1
+        lines += [f"  {grading.UNAVAILABLE_TEXT} ({b or '?'}): {lab_id}: {title} ({n} student{'s' * (n != 1)}; "
+                  "not counted in their maximum)" for (lab_id, title, b), n in sorted(missing.items())]
         lines += [f"  wrote {p}" for p in self.files]
-        return "\n".join(lines)
+        return "\n".join(grading.printable(line, oneline=True) for line in lines)
+
+
+def cell(value):
+    """A CSV cell: numbers as they are; text made printable on one line and, when a spreadsheet
+    would read it as a formula (= + - @, or a leading tab or CR), prefixed with a quote."""
+    if _is_num(value):
+        return value
+    text = grading.printable(value, oneline=True)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") or str(value)[:1] in ("\t", "\r") else text
 
 
 def write(book: Gradebook, out_dir: Path, cat: Catalogue | None = None) -> list[Path]:
-    """gradebook.csv (a row per student, a column per lab, totals) and gradebook.xml (JUnit)."""
+    """gradebook.csv (a row per student, a column per lab, totals) and gradebook.xml (JUnit).
+    A student's maximum counts, per lab, the checks their backend could run (or the lab's full
+    maximum when nothing was submitted for it); `not_available` names the checks left out."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    maxes = {i: book.max_of(i, cat) for i in book.lab_ids}
-    max_total = sum(maxes.values())
+    cat = cat or Catalogue()
+    full = {i: book.max_of(i, cat) for i in book.lab_ids}
     csv_path = out_dir / "gradebook.csv"
-    with open(csv_path, "w", newline="") as f:
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
         wr = csv.writer(f)
-        wr.writerow(["student", *book.lab_ids, "total", "max", "percent", "labs_passed"])
-        wr.writerow(["(max)", *[maxes[i] for i in book.lab_ids], max_total, max_total, 100, len(book.lab_ids)])
+        wr.writerow(["student", *book.lab_ids, "total", "max", "percent", "labs_passed", "backend",
+                     "not_available", "duplicates"])
+        wr.writerow(["(max)", *[full[i] for i in book.lab_ids], sum(full.values()), sum(full.values()), 100,
+                     len(book.lab_ids), "", "", ""])
         for student in sorted(book.rows):
             r = book.rows[student]
-            total = sum(e["score"] for e in r.values() if e["lab"] in maxes)
-            wr.writerow([student, *[r[i]["score"] if i in r else "" for i in book.lab_ids], total, max_total,
-                         round(100 * total / max_total, 1) if max_total else 0,
-                         sum(1 for i in book.lab_ids if i in r and r[i]["passed"])])
+            total = sum(r[i]["score"] for i in book.lab_ids if i in r)
+            mx = sum(r[i]["max_score"] if i in r else full[i] for i in book.lab_ids)
+            backends = sorted({book.backend_of(student, i) for i in r} - {""})
+            dups = [f"{lab}: {book.duplicate_note(c, k)}" for s, lab, c, k in book.duplicates() if s == student]
+            wr.writerow([cell(x) for x in (
+                student, *[r[i]["score"] if i in r else "" for i in book.lab_ids], total, mx,
+                round(100 * total / mx, 1) if mx else 0, sum(1 for i in book.lab_ids if i in r and r[i]["passed"]),
+                " ".join(backends), "; ".join(f"{lab}/{c['id']}" for lab, c in book.unavailable(student)),
+                " | ".join(dups))])
     root = ET.Element("testsuites", name="ckalab gradebook")
     for student in sorted(book.rows):
         r = book.rows[student]
@@ -282,58 +473,95 @@ def write(book: Gradebook, out_dir: Path, cat: Catalogue | None = None) -> list[
             e = r.get(lab_id)
             if e is None:
                 ET.SubElement(case, "skipped", message="not submitted")
-            elif not e["passed"]:
-                failed = [c for c in e["checks"] if not c["passed"]]
+                continue
+            if not e["passed"]:
+                failed = [c for c in e["checks"] if not c["passed"] and c.get("state") != grading.UNAVAILABLE]
                 ET.SubElement(case, "failure", message=f"{e['score']}/{e['max_score']} points").text = \
                     "\n".join(f"{c['title']}: {c['message']}" for c in failed)
-    if book.rejected:
-        suite = ET.SubElement(root, "testsuite", name="rejected bundles", tests=str(len(book.rejected)),
-                              errors=str(len(book.rejected)))
-        for name, why in book.rejected:
-            ET.SubElement(ET.SubElement(suite, "testcase", classname="rejected", name=name), "error",
-                          message=why[:200]).text = why
+            gone = [c for c in e["checks"] if c.get("state") == grading.UNAVAILABLE]
+            if gone:
+                ET.SubElement(case, "system-out").text = "\n".join(
+                    f"{grading.UNAVAILABLE_TEXT} ({book.backend_of(student, lab_id) or '?'}): {c['title']}: "
+                    f"{c['message']}" for c in gone)
+    for title, items in (("rejected bundles", [(n, "rejected", why) for n, why in book.rejected]),
+                         ("duplicate bundles", [(f"{s} / {lab}", "duplicate", book.duplicate_note(c, k))
+                                                for s, lab, c, k in book.duplicates()])):
+        if not items:
+            continue
+        errors = len(items) if title == "rejected bundles" or book.rule == "flag" else 0
+        suite = ET.SubElement(root, "testsuite", name=title, tests=str(len(items)), errors=str(errors))
+        for name, kind, why in items:
+            case = ET.SubElement(suite, "testcase", classname=kind, name=name)
+            if errors:
+                ET.SubElement(case, "error", message=why[:200]).text = why
+            else:
+                ET.SubElement(case, "system-out").text = why
+    grading.xml_safe(root)
     ET.indent(root)
     xml_path = out_dir / "gradebook.xml"
-    xml_path.write_text(ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+    xml_path.write_text(ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n", encoding="utf-8")
     book.files = [csv_path, xml_path]
     return book.files
 
 
+def _read_capped(path: Path) -> bytes:
+    """At most MAX_BUNDLE_BYTES + 1 bytes: enough to tell an oversized file without reading it all."""
+    with open(path, "rb") as f:
+        return f.read(MAX_BUNDLE_BYTES + 1)
+
+
 def gradebook(directory: str | Path, key_file: str | Path | None, out_dir: str | Path | None = None,
-              lab_ids: list[str] | None = None) -> Gradebook:
-    """Verify every *.json bundle in `directory` and write the gradebook (default: into it)."""
+              lab_ids: list[str] | None = None, duplicates: str = "flag", seeds: str = "any") -> Gradebook:
+    """Verify every *.json bundle in `directory` and write the gradebook (default: into it).
+    `duplicates` picks the result kept when a student submitted a lab more than once (flag:
+    the newest, and the gradebook lists both); `seeds="student"` requires each lab's seed to be
+    the student's id."""
+    if duplicates not in DUPLICATE_RULES:
+        raise CkalabError(f"--duplicates must be one of {', '.join(DUPLICATE_RULES)}.")
+    if seeds not in SEED_RULES:
+        raise CkalabError(f"--seeds must be one of {', '.join(SEED_RULES)}.")
     key = read_key(key_file)
     d = Path(directory)
     if not d.is_dir():
         raise CkalabError(f"{d} is not a directory of result bundles.")
     cat = Catalogue()
-    book = Gradebook(lab_ids or labs.lab_ids())
+    book = Gradebook(lab_ids or labs.lab_ids(), rule=duplicates)
     for path in sorted(d.glob("*.json")):
         if path.name.startswith("gradebook"):
             continue
+        name = display_name(path)
         try:
-            raw = path.read_bytes() if path.is_file() else b""
-            bundle, reasons = verify(raw, key, cat) if path.is_file() else (None, ["malformed: not a file"])
+            if not path.is_file():
+                raise IsADirectoryError(0, "not a file")
+            bundle, reasons = verify(_read_capped(path), key, cat, seeds)
+            if not reasons:
+                student = grading.printable(bundle["student"], oneline=True).strip()
+                for entry in bundle["labs"]:
+                    book.add(student, entry, name, str(bundle.get("backend") or ""))
+        except IsADirectoryError:
+            reasons = ["malformed: not a file"]
         except OSError as exc:
-            bundle, reasons = None, [f"unreadable ({exc.strerror})"]
+            reasons = [f"unreadable ({exc.strerror or type(exc).__name__})"]
+        except Exception as exc:  # noqa: BLE001 - one bad bundle never stops the class's gradebook
+            reasons = [f"could not be graded ({type(exc).__name__}: {grading.printable(str(exc), oneline=True)[:80]})"]
         if reasons:
-            book.rejected.append((path.name, "; ".join(reasons)))
-            continue
-        for entry in bundle["labs"]:
-            book.add(bundle["student"].strip(), entry)
+            book.rejected.append((name, "; ".join(reasons)))
     write(book, Path(out_dir) if out_dir else d, cat)
     return book
 
 
-def cli_gradebook(directory, key_file, out_dir=None) -> int:
-    book = gradebook(directory, key_file, out_dir)
+def cli_gradebook(directory, key_file, out_dir=None, duplicates="flag", seeds="any") -> int:
+    book = gradebook(directory, key_file, out_dir, duplicates=duplicates, seeds=seeds)
     print(book.render())
-    return 1 if book.rejected else 0
+    return 1 if book.rejected or book.flagged() else 0
 
 
 def cli_submit(student, cluster, out, key_file=None, lab_ids=None, seed=None) -> int:
     b = submit(student, cluster, out, key_file, lab_ids, seed)
     for e in b["labs"]:
-        print(f"  {e['lab']:<22} {e['score']:>3}/{e['max_score']:<3} {'passed' if e['passed'] else 'not passed'}")
-    print(f"Wrote {out} for {b['student']} ({len(b['labs'])} labs, signed). Hand this file in.")
+        gone = sum(1 for c in e["checks"] if c["state"] == grading.UNAVAILABLE)
+        note = f" ({gone} {grading.UNAVAILABLE_TEXT})" if gone else ""
+        print(f"  {e['lab']:<22} {e['score']:>3}/{e['max_score']:<3} {'passed' if e['passed'] else 'not passed'}{note}")
+    print(f"Wrote {out} for {grading.printable(b['student'], oneline=True)} ({len(b['labs'])} labs, signed). "
+          "Hand this file in.")
     return 0

@@ -162,7 +162,8 @@ def test_grade_every_student(room, tmp_path):
         kubes[sid].apply_all(objs)
     book = classroom.grade(CLASS, tmp_path, workers=4)
     r = {row["student"]: row for row in csv.DictReader(open(tmp_path / "gradebook.csv"))}
-    assert list(r["alice"]) == ["student", "rbac-role", "image-pull-secrets", "total", "max", "percent", "labs_passed"]
+    assert list(r["alice"]) == ["student", "rbac-role", "image-pull-secrets", "total", "max", "percent", "labs_passed",
+                                "backend", "not_available", "duplicates"]
     assert (r["alice"]["rbac-role"], r["bob"]["rbac-role"], r["Carol Ng"]["rbac-role"]) == ("10", "0", "5")
     carol = book.rows["Carol Ng"]["rbac-role"]
     p = classroom.student_lab("rbac-role", students["Carol Ng"], CLASS).params

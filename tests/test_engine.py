@@ -31,6 +31,8 @@ targets:
   - {apiVersion: v1, kind: ConfigMap, name: "{{ cm }}", namespace: engine-test}
 """
 GRADER = '''
+import pytest
+
 from ckalab.grading import check, expect, fail
 
 @check(2, "ConfigMap exists", hint="kubectl get cm -n engine-test")
@@ -47,6 +49,29 @@ def test_value(kube, lab):
 def test_buggy(kube, lab, workdir):
     if (workdir / "explode").exists():
         {}["missing"]
+
+
+@pytest.fixture
+def feature(workdir):
+    """Stands in for a backend feature (exec, real traffic): present when the file is."""
+    if not (workdir / "feature").exists():
+        pytest.skip("this backend has no feature")
+
+
+@check(4, "needs the feature (skips at setup)")
+def test_feature(feature):
+    pass
+
+
+@check(1, "builds on the feature", after="test_feature")
+def test_after_feature(lab):
+    pass
+
+
+@check(2, "skips inside the check")
+def test_skips_inside(workdir):
+    if not (workdir / "feature").exists():
+        pytest.skip("no exec on this backend")
 '''
 
 
@@ -122,16 +147,60 @@ def test_grading_from_unfinished_to_solved(sample, cluster):
     labs.reset(sample, cluster)
     r = grading.run(sample, cluster)
     assert (r.passed, r.score, r.max_score) == (False, 1, 6)
-    assert [(c.id, c.passed, c.message) for c in r.checks] == [
-        ("test_exists", False, "ConfigMap 'answer' not found in namespace 'engine-test'."),
-        ("test_value", False, 'Not checked yet: first fix "ConfigMap exists".'),
-        ("test_buggy", True, ""),
+    assert [(c.id, c.state, c.passed, c.message) for c in r.checks] == [
+        ("test_exists", "failed", False, "ConfigMap 'answer' not found in namespace 'engine-test'."),
+        ("test_value", "failed", False, 'Not checked yet: first fix "ConfigMap exists".'),
+        ("test_buggy", "passed", True, ""),
+        *UNAVAILABLE,
     ]
     assert r.checks[0].hint == "kubectl get cm -n engine-test"
     labs.solve(sample, cluster)
     r = grading.run(sample, cluster)
     assert r.passed and r.score == 6
     assert "✔ [3/3] value is 42" in r.render()
+
+
+# What the sample grader's feature checks report where the feature is missing.
+UNAVAILABLE = [
+    ("test_feature", "unavailable", False, "this backend has no feature"),
+    ("test_after_feature", "unavailable", False,
+     'it builds on "needs the feature (skips at setup)", which is not available on this backend either'),
+    ("test_skips_inside", "unavailable", False, "no exec on this backend"),
+]
+
+
+def test_checks_the_backend_cannot_run_are_listed_as_unavailable(sample, cluster, kube):
+    """A check that skips itself (from a fixture, inside the check, or after one that did) is a
+    result with state 'unavailable', 0 of 0 points: listed, not scored, and not a failure.
+    Both engines agree; where the feature exists the same checks run and count."""
+    labs.start(sample, cluster)
+    labs.solve(sample, cluster)
+    for r in (grading.run(sample, cluster), grading.run_direct(sample, cluster, kube)):
+        assert (r.passed, r.score, r.max_score) == (True, 6, 6)
+        assert [(c.id, c.state, c.passed, c.message) for c in r.checks][3:] == UNAVAILABLE
+        assert [(c.points, c.max_points, c.hint) for c in r.unavailable()] == [(0, 0, "")] * 3
+        assert r.failed() == []
+        assert r.render().splitlines()[0].startswith(
+            "sample: 6/6 points, all checks passed, 3 not available on this backend (")
+        assert r.render().splitlines()[-2:] == [
+            "  – [-] skips inside the check: not available on this backend", "      no exec on this backend"]
+        assert json.loads(r.to_json())["checks"][3]["state"] == "unavailable"
+    (sample.workdir / "feature").write_text("")
+    try:
+        for r in (grading.run(sample, cluster), grading.run_direct(sample, cluster, kube)):
+            assert (r.passed, r.score, r.max_score) == (True, 13, 13)
+            assert {c.state for c in r.checks} == {"passed"}
+    finally:
+        (sample.workdir / "feature").unlink()
+
+
+def test_printable_strips_controls_and_disarms_escapes():
+    assert grading.printable("a\x1b[2Jb\x07c\r\nd\te\x85\x9bf\ud800") == "a\\x1b[2Jbc\nd\tef\ufffd"
+    assert grading.printable("id\nwith\ttabs", oneline=True) == "id with tabs"
+    r = grading.GradeResult("x", False, 0, 1, 0.0, [grading.CheckResult(
+        "t", "title \x1b]0;pwned\x07", False, 0, 1, "value '\x1b[31mred\x00'")])
+    assert "\x1b" not in r.render() and "\x00" not in r.render()
+    assert "✘ [0/1] title \\x1b]0;pwned" in r.render() and "value '\\x1b[31mred'" in r.render()
 
 
 def test_a_grader_bug_is_a_failed_check_not_a_traceback(sample, cluster):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import shutil
 import xml.etree.ElementTree as ET
 
@@ -36,12 +37,14 @@ def rows(path):
 
 def test_bundle_content(bundles, key_file):
     b = json.loads((bundles / "stu-1.json").read_text())
-    assert b["format"] == "ckalab-result/v1" and b["student"] == "stu-1" and b["ckalab_version"]
+    assert b["format"] == "ckalab-result/v2" and b["student"] == "stu-1" and b["ckalab_version"]
+    assert b["backend"] == "local"
     (e,) = b["labs"]
     assert e["lab"] == "rbac-role" and e["seed"] == "stu-1" and e["params"] == labs.load("rbac-role", "stu-1").params
     assert e["digest"] == labs.load("rbac-role").files_digest()
     assert e["score"] == e["max_score"] == 10 and e["passed"] and e["graded_at"] and e["duration_s"] > 0
     assert [c["id"] for c in e["checks"]][:2] == ["test_role_exists", "test_role_rules"]
+    assert {(c["state"], c["passed"]) for c in e["checks"]} == {("passed", True)}
     assert b["signature"]["alg"] == "HMAC-SHA256" and results.signature_ok(b, results.read_key(key_file))
 
 
@@ -54,12 +57,15 @@ def test_gradebook_accepts_good_bundles(bundles, key_file, tmp_path):
     assert (r["stu-2"]["rbac-role"], r["stu-2"]["total"], r["stu-2"]["labs_passed"]) == ("0", "0", "0")
     assert r["(max)"]["rbac-role"] == "10"
     assert {r["stu-1"][i] for i in labs.lab_ids() if i != "rbac-role"} == {""}  # not submitted: empty
+    # Not submitted counts the lab's full maximum; the (max) row has the full maxima.
+    assert r["stu-1"]["max"] == r["(max)"]["max"] == r["(max)"]["total"]
+    assert (r["stu-1"]["backend"], r["stu-1"]["not_available"], r["stu-1"]["duplicates"]) == ("local", "", "")
     root = ET.parse(tmp_path / "out" / "gradebook.xml").getroot()
     stu2 = root.find("testsuite[@name='stu-2']")
     failure = stu2.find("testcase[@name='rbac-role']/failure")
     role = labs.load("rbac-role", "stu-2").params["role"]
     assert failure.get("message") == "0/10 points"
-    assert failure.text.startswith(f"Role exists: Role '{role}' not found in namespace 'default'.")
+    assert failure.text.startswith(f"Role exists: Role '{role}' not found in namespace 'default'")
 
 
 def _resign(b, key_file):
@@ -94,24 +100,37 @@ def test_gradebook_rejects_with_reasons_and_never_crashes(bundles, key_file, tmp
     put("i-list.json", b"[1, 2]")
     (bundles / "j-dir.json").mkdir()
     put("k-nosig.json", {k: v for k, v in good.items() if k != "signature"})
+    put("l-deep.json", b"[" * 200_000)                             # 200 KB of nesting, no key needed
+    put("m-huge.json", b" " * (results.MAX_BUNDLE_BYTES + 1))
+    typed = copy.deepcopy(good)
+    typed["labs"][0]["graded_at"] = "yesterday"                    # signed, but not a time
+    put("n-typed.json", _resign(typed, key_file))
+    twice = copy.deepcopy(good)
+    twice["labs"].append(copy.deepcopy(good["labs"][0]))
+    put("o-twice.json", _resign(twice, key_file))
     assert results.signature_ok(good, key)
 
     book = results.gradebook(bundles, key_file, tmp_path / "out")
     why = dict(book.rejected)
     assert why["a-edited.json"] == why["b-otherkey.json"] == why["k-nosig.json"] == (
         "bad signature (edited after signing, or signed with another course key)")
-    assert why["c-rescored.json"] == "checks of 'rbac-role' do not match the course grader"
+    assert why["c-rescored.json"] == ("checks of 'rbac-role' do not match the course grader: "
+                                      "test_role_exists differs in title or points")
     assert why["d-faked.json"] == "score of 'rbac-role' does not add up from its checks"
     assert why["e-unknown.json"] == "unknown lab 'no-such-lab'"
     assert why["f-params.json"] == "parameters of 'rbac-role' do not match its seed"
     assert why["g-garbage.json"].startswith("malformed JSON (UnicodeDecodeError: ")
     assert why["h-truncated.json"].startswith("malformed JSON (JSONDecodeError: ")
-    assert why["i-list.json"] == "malformed: not a ckalab result bundle (format 'ckalab-result/v1' expected)"
+    assert why["i-list.json"] == "malformed: not a ckalab result bundle (format 'ckalab-result/v2' expected)"
     assert why["j-dir.json"] == "malformed: not a file"
-    assert set(book.rows) == {"stu-1", "stu-2"} and len(why) == 11
+    assert why["l-deep.json"] == "malformed: JSON nested deeper than 32 levels"
+    assert why["m-huge.json"] == "malformed: larger than 2000000 bytes"
+    assert why["n-typed.json"] == "malformed: wrong type of graded_at in 'rbac-role'"
+    assert why["o-twice.json"] == "malformed: a lab is listed twice"
+    assert set(book.rows) == {"stu-1", "stu-2"} and len(why) == 15
     errors = ET.parse(tmp_path / "out" / "gradebook.xml").getroot().findall(
         "testsuite[@name='rejected bundles']/testcase")
-    assert len(errors) == 11
+    assert len(errors) == 15
     # The CLI lists them and exits 1.
     assert cli.main(["gradebook", str(bundles), "--key-file", str(key_file), "--out", str(tmp_path / "o2")]) == 1
     out = capsys.readouterr().out
@@ -160,3 +179,159 @@ def test_submit_defaults_to_started_labs_with_their_seed(lab_harness, cluster, k
     entry = next(e for e in b["labs"] if e["lab"] == "rbac-role")
     assert entry["seed"] == "stu-4" and entry["started_at"]
     assert "Hand this file in." in capsys.readouterr().out
+
+
+# --- checks a backend cannot run, and every lab's real bundle ------------------------------------
+
+def test_every_lab_bundle_is_accepted_with_its_backend_maximum(lab_harness, cluster, key_file, tmp_path):
+    """Every lab solved on the real (local) cluster and graded; one bundle; the gradebook accepts
+    it with full marks out of the local maximum and names the checks local could not run."""
+    cat, entries = results.Catalogue(), []
+    for lab_id in labs.lab_ids():
+        h = lab_harness(lab_id)
+        h.solve()
+        r = h.grade()
+        assert r.passed, r.render()
+        entries.append(results.lab_entry(h.lab, r))
+    d = tmp_path / "in"
+    d.mkdir()
+    bundle = results.make_bundle("all-labs", entries, results.read_key(key_file), {"backend": cluster.backend})
+    (d / "all-labs.json").write_text(json.dumps(bundle))
+    book = results.gradebook(d, key_file, tmp_path / "out")
+    assert book.rejected == []
+    table = rows(tmp_path / "out" / "gradebook.csv")
+    row = table["all-labs"]
+    gone = {e["lab"]: [c["id"] for c in e["checks"] if c["state"] == "unavailable"] for e in entries}
+    for e in entries:  # every check is in the bundle, unavailable ones included
+        assert [c["id"] for c in e["checks"]] == list(cat.checks(e["lab"])), e["lab"]
+        assert int(row[e["lab"]]) == e["max_score"] == sum(
+            p for i, p in cat.checks(e["lab"]).items() if i not in gone[e["lab"]])
+    assert gone["network-policies"] == ["test_real_traffic"] and gone["rbac-role"] == []
+    assert {lab for lab, ids in gone.items() if ids} == {"network-policies", "security-contexts"}
+    assert (row["total"], row["percent"], row["labs_passed"]) == (row["max"], "100.0", str(len(entries)))
+    assert int(row["max"]) == int(table["(max)"]["max"]) - sum(
+        cat.checks(lab)[i] for lab, ids in gone.items() for i in ids)
+    assert row["not_available"].split("; ") == [f"{lab}/{i}" for lab, ids in sorted(gone.items()) for i in ids]
+    assert ("not available on this backend (local): network-policies: real connections between the lab's pods "
+            "follow the policy (1 student; not counted in their maximum)") in book.render()
+    case = ET.parse(tmp_path / "out" / "gradebook.xml").getroot().find(
+        "testsuite[@name='all-labs']/testcase[@name='network-policies']")
+    assert case.find("failure") is None
+    assert case.find("system-out").text == ("not available on this backend (local): real connections between the "
+                                            "lab's pods follow the policy: no pod traffic on this backend")
+
+
+@pytest.fixture
+def netpol_bundle(lab_harness, cluster, key_file, tmp_path):
+    lab_harness("network-policies").solve()
+    results.submit("np-1", cluster, tmp_path / "np.json", key_file, ["network-policies"])
+    return json.loads((tmp_path / "np.json").read_text())
+
+
+def test_unavailable_is_only_accepted_where_the_backend_lacks_a_need(netpol_bundle, bundles, key_file, tmp_path):
+    d = tmp_path / "checked"
+    d.mkdir()
+    (d / "a-local.json").write_text(json.dumps(netpol_bundle))
+    kind = copy.deepcopy(netpol_bundle)
+    kind["backend"] = "kind"                                       # kind carries real traffic: no excuse there
+    (d / "b-kind.json").write_text(json.dumps(_resign(kind, key_file)))
+    dropped = copy.deepcopy(json.loads((bundles / "stu-1.json").read_text()))
+    c = dropped["labs"][0]["checks"][1]                            # rbac-role has no needs
+    c.update(state="unavailable", passed=False, points=0, max_points=0)
+    dropped["labs"][0].update(score=10 - 3, max_score=10 - 3)
+    (d / "c-dropped.json").write_text(json.dumps(_resign(dropped, key_file)))
+    v1 = copy.deepcopy(netpol_bundle)                              # as ckalab wrote it before states
+    v1["format"] = "ckalab-result/v1"
+    v1["labs"][0]["checks"] = [{k: v for k, v in c.items() if k != "state"} for c in v1["labs"][0]["checks"]
+                               if c["state"] != "unavailable"]
+    (d / "d-v1.json").write_text(json.dumps(_resign(v1, key_file)))
+    old = copy.deepcopy(json.loads((bundles / "stu-2.json").read_text()))
+    old["format"] = "ckalab-result/v1"
+    old["student"] = "stu-old"
+    for c in old["labs"][0]["checks"]:
+        del c["state"]
+    (d / "e-v1-ok.json").write_text(json.dumps(_resign(old, key_file)))
+    book = results.gradebook(d, key_file, tmp_path / "out")
+    assert dict(book.rejected) == {
+        "b-kind.json": "check test_real_traffic of 'network-policies' is marked unavailable, but the kind backend "
+                       "can run every check of this lab",
+        "c-dropped.json": "check test_role_rules of 'rbac-role' is marked unavailable, but the local backend can "
+                          "run every check of this lab",
+        "d-v1.json": "checks of 'network-policies' do not match the course grader: missing test_real_traffic (a v1 "
+                     "bundle leaves out the checks its backend cannot run: submit again with this ckalab)",
+    }
+    r = rows(tmp_path / "out" / "gradebook.csv")
+    assert (r["np-1"]["network-policies"], r["np-1"]["not_available"]) == ("14", "network-policies/test_real_traffic")
+    assert r["(max)"]["network-policies"] == "16" and r["stu-old"]["rbac-role"] == "0"  # v1 still read
+
+
+# --- hardening: control characters, formulas, file names, duplicates, seeds ------------------------
+
+def test_hostile_text_is_neutralised_in_csv_xml_and_terminal(bundles, key_file, tmp_path, capsys):
+    """Student ids and messages (which echo the learner's own objects) with control characters,
+    terminal escapes and spreadsheet formulas; a file name that is not UTF-8."""
+    base = json.loads((bundles / "stu-2.json").read_text())
+    d = tmp_path / "hostile"
+    d.mkdir()
+    for n, sid in enumerate(['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tstu", "stu\x1b[2J\x07\x00x"]):
+        b = copy.deepcopy(base)
+        b["student"] = sid
+        b["labs"][0]["checks"][0]["message"] = "Role '\x1b]0;title\x07\x0bevil' \x1b[31mnot found\x01"
+        (d / f"{n}.json").write_text(json.dumps(_resign(b, key_file)))
+    with open(os.fsencode(d) + b"/caf\xe9\x1b[1m.json", "wb") as f:
+        f.write(b"{}")
+    assert cli.main(["gradebook", str(d), "--key-file", str(key_file), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "  rejected caf\\xe9\\x1b[1m.json: malformed: not a ckalab result bundle" in out
+    text = (tmp_path / "out" / "gradebook.csv").read_text()
+    assert not set(text) & {"\x1b", "\x07", "\x00", "\x01", "\x0b"}
+    students = [r["student"] for r in rows(tmp_path / "out" / "gradebook.csv").values()][1:]
+    assert sorted(students) == sorted(["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "stu",
+                                       "stu\\x1b[2Jx"])  # ids are stripped: the tab goes
+    assert [results.cell(x) for x in ("\tx", "-1", -1, "a=b")] == ["' x", "'-1", -1, "a=b"]
+    root = ET.parse(tmp_path / "out" / "gradebook.xml").getroot()  # parses: nothing XML cannot carry
+    suite = next(s for s in root.findall("testsuite") if s.get("name") == "stu\\x1b[2Jx")
+    assert suite.find("testcase[@name='rbac-role']/failure").text.startswith(
+        "Role exists: Role '\\x1b]0;titleevil' \\x1b[31mnot found\n")
+    assert root.find("testsuite[@name='rejected bundles']/testcase").get("name") == "caf\\xe9\\x1b[1m.json"
+
+
+def test_duplicates_are_shown_and_the_rule_is_the_instructors(lab_harness, cluster, key_file, tmp_path, capsys):
+    d = tmp_path / "dups"
+    lab_harness("rbac-role", "stu-5").solve()
+    results.submit("stu-5", cluster, d / "a-first.json", key_file, ["rbac-role"], seed="stu-5")
+    lab_harness("rbac-role", "stu-5")                              # later, the work is gone: 0 points
+    results.submit("stu-5", cluster, d / "b-later.json", key_file, ["rbac-role"], seed="stu-5")
+
+    def run(*rule):
+        code = cli.main(["gradebook", str(d), "--key-file", str(key_file), "--out", str(tmp_path / "o"), *rule])
+        return code, capsys.readouterr().out, rows(tmp_path / "o" / "gradebook.csv")["stu-5"]
+
+    code, out, row = run()                                         # default: flag
+    note = "a-first.json (10/10), b-later.json (0/10); kept b-later.json"
+    flagged = f"{note} (newest; flagged: choose with --duplicates newest|best)"
+    assert code == 1 and row["rbac-role"] == "0"
+    assert f"  duplicate stu-5 / rbac-role: {flagged}" in out
+    assert row["duplicates"] == f"rbac-role: {flagged}"
+    code, out, row = run("--duplicates", "newest")
+    assert (code, row["rbac-role"]) == (0, "0") and f"{note} (newest)" in out
+    code, out, row = run("--duplicates", "best")
+    assert (code, row["rbac-role"]) == (0, "10")
+    assert "a-first.json (10/10), b-later.json (0/10); kept a-first.json (best)" in out
+    xml = ET.parse(tmp_path / "o" / "gradebook.xml").getroot().find("testsuite[@name='duplicate bundles']")
+    assert xml.get("errors") == "0" and xml.find("testcase").get("name") == "stu-5 / rbac-role"
+
+
+def test_seeds_per_student(bundles, key_file, tmp_path):
+    """With --seeds student, a variant counts only for the student whose id is its seed."""
+    d = tmp_path / "seeds"
+    d.mkdir()
+    shutil.copy(bundles / "stu-1.json", d / "a-own.json")
+    borrowed = json.loads((bundles / "stu-2.json").read_text())
+    borrowed["student"] = "stu-9"                                  # stu-2's variant handed in as stu-9's
+    (d / "b-borrowed.json").write_text(json.dumps(_resign(borrowed, key_file)))
+    assert results.gradebook(d, key_file, tmp_path / "o1").rejected == []   # default: any seed
+    book = results.gradebook(d, key_file, tmp_path / "o2", seeds="student")
+    assert book.rejected == [("b-borrowed.json", "seed of 'rbac-role' is 'stu-2', not the student's id "
+                                                 "(seeds are per student here)")]
+    assert set(book.rows) == {"stu-1"}
