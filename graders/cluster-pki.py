@@ -25,6 +25,7 @@ APISERVER, ETCD = "kube-apiserver", "etcd"
 KEYS = ("apiserver_kubelet_client_cert", "apiserver_kubelet_client_key", "apiserver_etcd_client_cert",
         "apiserver_sans", "etcd_server_issuer_cn", "apiserver_cert_expiry", "ca_cn", "etcd_client_ca_file")
 CA_NAMES = ("ca.crt", "ca.pem", "etcd/ca.crt", "front-proxy-ca.crt")
+FLAG_LINE = re.compile(r"^(-\s+)?--[a-z0-9-]+=")  # "- --etcd-certfile=", as grep shows a manifest line
 
 
 # --- the learner's file ---------------------------------------------------------------------
@@ -105,7 +106,7 @@ def _path_question(workdir, lab, cluster, key: str, component: str, flag: str, w
     given = _answer(workdir, lab, key, look)
     expect(isinstance(given, str), f"{key} should be a file path, not {_kind(given)}.")
     want = _rel(_flag(cluster, component, flag), cluster, workdir)
-    got = _rel(given, cluster, workdir)
+    got = _rel(FLAG_LINE.sub("", given.strip()), cluster, workdir)  # a pasted manifest line: its path counts
     if got == want:
         return
     notes = " ".join(_path_notes(got, want, cluster, workdir, component))

@@ -92,6 +92,8 @@ def test_openssl_style_text_answers_pass(lab_harness):
     answers["apiserver_sans"] = ", ".join(sorted(api.sans)).replace("IP:", "IP Address:")  # one pasted line
     answers["apiserver_cert_expiry"] = f"notAfter={api.not_after:%b %e %H:%M:%S %Y} GMT"
     answers["ca_cn"] = f"subject=CN={info(h, 'ca.crt').subject_cn}"
+    answers["apiserver_kubelet_client_cert"] = (  # the manifest's line, as grep prints it
+        f"- --kubelet-client-certificate={h.cluster.pki_dir}/apiserver-kubelet-client.crt")
     write_answers(h, answers)
     r = h.grade()
     assert r.passed, r.render()
