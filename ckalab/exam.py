@@ -436,9 +436,9 @@ def report_html(report: dict) -> str:
     for t in report["tasks"]:
         checks = "".join(f'<li>{html.escape(grading.check_line(_state(c), c["points"], c["max_points"], c["title"]))}'
                          + ("" if c["passed"] else f'<div style="white-space:pre-wrap;color:#57606a">'
-                                                   f'{html.escape(c["message"])}</div>') + "</li>"
+                                                   f'{html.escape(grading.printable(c["message"]))}</div>') + "</li>"
                          for c in t["checks"])
-        err = f'<div style="color:#cf222e">{html.escape(t["error"])}</div>' if t["error"] else ""
+        err = f'<div style="color:#cf222e">{html.escape(grading.printable(t["error"]))}</div>' if t["error"] else ""
         rows.append(f'<tr><td>{t["n"]}</td><td>{html.escape(t["title"])}{err}<ul>{checks}</ul></td>'
                     f'<td>{t["score"]}/{t["max_score"]}</td><td>{t["percent"]:.0f}%</td><td>{t["weight"]}</td></tr>')
     return (f'<div class="ckalab-exam-report" data-passed="{str(total["passed"]).lower()}">'

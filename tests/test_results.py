@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ckalab import cli, labs, results
+from ckalab import cli, grading, labs, results
 from ckalab.errors import CkalabError
 
 
@@ -335,3 +336,37 @@ def test_seeds_per_student(bundles, key_file, tmp_path):
     assert book.rejected == [("b-borrowed.json", "seed of 'rbac-role' is 'stu-2', not the student's id "
                                                  "(seeds are per student here)")]
     assert set(book.rows) == {"stu-1"}
+
+
+def test_every_rendering_marks_unavailable_checks_and_drops_control_characters():
+    """The exam report (text, JUnit, HTML) and the notebook's lab bar, from one graded lab with a
+    passed, a failed (echoing a hostile value) and an unavailable check."""
+    from ckalab import exam, notebook
+
+    checks = [grading.CheckResult("test_a", "exists", True, 2, 2),
+              grading.CheckResult("test_b", "value", False, 0, 3, "value is '\x1b[2J\x00boom'", "kubectl get cm"),
+              grading.CheckResult.unavailable("test_c", "real traffic", "no pod traffic on this backend")]
+    r = grading.GradeResult("lab-x", False, 2, 5, 0.1, checks)
+    task = {"n": 1, "lab": "lab-x", "title": "Lab X", "weight": 5, "minutes": 8, "seed": None, "params": {},
+            "score": 2, "max_score": 5, "passed": False, "duration_s": 0.1, "percent": 40.0, "error": None,
+            "checks": [dataclasses.asdict(c) for c in checks]}
+    report = {"exam": {"id": "e1", "seed": None, "cluster": "c", "started_at": "s", "ended_at": "e",
+                       "ended_by": "finished", "duration_min": 10, "time_used_s": 60, "ckalab_version": "x"},
+              "tasks": [task], "total": {"percent": 40.0, "pass_mark": 66.0, "passed": False, "weight": 5,
+                                         "score": 2, "max_score": 5}}
+    text = exam.render_report(report)
+    assert "\x1b" not in text and "\x00" not in text
+    assert text.splitlines()[-5:] == ["    ✔ [2/2] exists", "    ✘ [0/3] value", "        value is '\\x1b[2Jboom'",
+                                      "    – [-] real traffic: not available on this backend",
+                                      "        no pod traffic on this backend"]
+    suite = ET.fromstring(exam.junit(report)).find("testsuite")
+    assert suite.get("failures") == "1"
+    assert suite.find("testcase[@name='real traffic']/skipped").get("message") == (
+        "not available on this backend: no pod traffic on this backend")
+    assert suite.find("testcase[@name='value']/failure").get("message") == "value is '\\x1b[2Jboom'"
+    page = notebook.result_html(r) + exam.report_html(report)
+    assert "\x1b" not in page and "\x00" not in page
+    assert 'data-state="unavailable"' in notebook.result_html(r)
+    assert "not available on this backend: no pod traffic on this backend" in notebook.result_html(r)
+    assert "1 of 2 checks not passed yet, 1 not available on this backend" in notebook.result_html(r)
+    assert "– [-] real traffic: not available on this backend" in exam.report_html(report)
