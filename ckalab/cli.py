@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shlex
@@ -10,7 +11,8 @@ import sys
 
 from . import __version__, classroom, exam, grading, labs, results
 from .cluster import choose_backend, get_cluster
-from .errors import CkalabError
+from .cluster.base import command
+from .errors import CkalabError, ClusterNotRunning
 
 
 def _cluster(args, backend: str | None = None):
@@ -55,7 +57,15 @@ def cmd_validate(args):
 
 
 def _lab(args):
-    return labs.load(args.lab, args.seed)
+    try:
+        return labs.load(args.lab, args.seed)
+    except CkalabError:
+        known = labs.lab_ids()
+        if args.lab in known:
+            raise  # the lab exists but its data is invalid: that message says why
+        close = difflib.get_close_matches(args.lab, known, n=1, cutoff=0.6)
+        guess = f"Did you mean '{close[0]}'? " if close else ""
+        raise CkalabError(f"No lab '{args.lab}'. {guess}'ckalab labs' lists them all.") from None
 
 
 def cmd_start(args):
@@ -69,7 +79,16 @@ def cmd_start(args):
 
 def cmd_check(args):
     exam.guard_practice(args.lab)
-    result = grading.run(_lab(args), _cluster(args))
+    lab, cluster = _lab(args), _cluster(args)
+    if not (lab.workdir / ".ckalab-lab.json").is_file():
+        # Its checks would report the setup's objects as missing, as if the learner had broken them.
+        raise CkalabError(f"Lab '{lab.id}' has not been started here: 'ckalab start {lab.id}' sets it up "
+                          "and prints the task.")
+    result = grading.run(lab, cluster)
+    if not result.passed and cluster.status().state != "running":
+        # The API server went away during the checks: their failures say nothing about the answer.
+        raise ClusterNotRunning(f"Cluster '{cluster.name}' stopped answering during the check, so it could "
+                                f"not be graded: see '{command('status', cluster.name)}'.")
     print(result.to_json() if args.json else result.render())
     return 0 if result.passed else 1
 
@@ -207,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (`ckalab labs | head`) has gone: stop quietly. Point stdout at /dev/null so
+        # the interpreter's final flush does not raise again, and exit as a SIGPIPE death would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import __version__, grading, home, labs
-from .errors import CkalabError
+from .errors import CkalabError, ClusterNotRunning
 from .kube import Kube
 
 DEFAULT_WEIGHT = 5     # a typical CKA task weight (%), for labs without `exam: {weight}`
@@ -40,11 +40,30 @@ def _state_path() -> Path:
     return exam_dir() / "exam.json"
 
 
+def _state_problem(state) -> str | None:
+    """What is wrong with the content of exam.json, or None when it can be used."""
+    if not isinstance(state, dict):
+        return f"expected an object, found {type(state).__name__}"
+    numbers = ("started_at", "deadline", "duration_min")
+    bad = [k for k in numbers if type(state.get(k)) not in (int, float)]
+    if bad:
+        return f"{', '.join(bad)} must be numbers"
+    tasks = state.get("tasks")
+    keys = {"n": int, "lab": str, "title": str, "params": dict, "weight": int, "minutes": int}
+    if not isinstance(tasks, list) or not tasks or not all(
+            isinstance(t, dict) and all(isinstance(t.get(k), ty) for k, ty in keys.items()) for t in tasks):
+        return "'tasks' must be a list of tasks, each with n, lab, title, params, weight and minutes"
+    if not isinstance(state.get("id"), str) or not isinstance(state.get("report") or {}, dict):
+        return "'id' must be a string and 'report' an object"
+    return None
+
+
 def load_state() -> dict | None:
-    try:
-        return json.loads(_state_path().read_text())
-    except (OSError, ValueError):
-        return None
+    """The exam state, None before the first exam; a damaged file is an error naming it."""
+    path = _state_path()
+    recover = (f"Move it aside (mv {path} {path}.damaged) and start a new exam with 'ckalab exam start'; "
+               "the exam it recorded cannot be graded.")
+    return home.read_state(path, _state_problem, recover)
 
 
 def _save(state: dict) -> None:
@@ -192,11 +211,26 @@ def finish(cluster, now: float | None = None, reason: str = "finished") -> dict:
         return state["report"]
     if now >= state["deadline"]:
         reason = "time up"
+    _require_running(cluster, "")
     report = grade(state, cluster, min(now, state["deadline"]), reason)
+    # A cluster that died while grading turns every later check into a failure: that is no grade.
+    _require_running(cluster, " while the exam was being graded")
     state["report"] = report
     _save(state)
     write_reports(report, exam_dir())
     return report
+
+
+def _require_running(cluster, when: str) -> None:
+    """Grading reads the cluster: a stopped one would score every task 0%, and a report is final."""
+    st = cluster.status()
+    if st.state != "running":
+        from .cluster.base import up_command
+
+        raise ClusterNotRunning(
+            f"The exam is not graded: cluster '{cluster.name}' is {st.state}{when}, and every check reads "
+            f"it. Start it with '{up_command(cluster.name)}', then run 'ckalab exam finish' again; until "
+            "then the exam stays open.")
 
 
 def grade(state: dict, cluster, ended_at: float, reason: str) -> dict:
@@ -207,6 +241,8 @@ def grade(state: dict, cluster, ended_at: float, reason: str) -> dict:
             r = grading.run(task_lab(t), cluster)
             entry.update(score=r.score, max_score=r.max_score, passed=r.passed, duration_s=r.duration_s,
                          checks=[dataclasses.asdict(c) for c in r.checks], error=None)
+        except ClusterNotRunning:
+            raise  # not the task's fault: finish refuses and the exam stays open
         except CkalabError as exc:  # a grader that cannot run costs the task, not the report
             entry.update(score=0, max_score=0, passed=False, duration_s=0.0, checks=[], error=str(exc))
         entry["percent"] = round(100.0 * entry["score"] / entry["max_score"], 1) if entry["max_score"] else 0.0
@@ -393,14 +429,23 @@ def panel(count: int | None = None, lab_ids: list[str] | None = None, duration: 
     def on_finish(_=None):
         button.disabled = True
         clock.value = notebook.message_html("Grading ...", "info")
-        show_report(finish(cluster))
+        try:
+            show_report(finish(cluster))
+        except CkalabError as exc:  # e.g. the cluster is stopped: the exam stays open
+            clock.value = notebook.message_html(str(exc), "error")
+            button.disabled = False
 
     def tick():
         while not button.disabled:
             left = load_state()["deadline"] - time.time()
             if left <= 0:
-                show_report(status(cluster)[1])
-                return
+                try:
+                    show_report(status(cluster)[1])
+                    return
+                except CkalabError as exc:  # not graded yet (the cluster is stopped): say so, retry
+                    clock.value = notebook.message_html(str(exc), "error")
+                    time.sleep(5)
+                    continue
             clock.value = (f'<div class="ckalab-countdown" style="font-size:1.4em;font-weight:bold">'
                            f'Time left {_clock(left)}</div>')
             time.sleep(1)

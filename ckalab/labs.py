@@ -382,18 +382,27 @@ def reset(lab: Lab, cluster, clean: bool = False) -> list[str]:
     return [f"{kind}/{name}" for _, kind, name, _ in gone]
 
 
+def _hints_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected an object of lab id -> hints seen, found {type(data).__name__}"
+    bad = [k for k, v in data.items() if type(v) is not int or v < 0]
+    return f"the count of {', '.join(map(repr, bad))} is not a whole number >= 0" if bad else None
+
+
 def hint_state(lab_id: str, reset: bool = False, advance: bool = False) -> int:
-    """How many hints the learner has seen for a lab (kept in $CKALAB_HOME/hints.json)."""
+    """How many hints the learner has seen for a lab (kept in $CKALAB_HOME/hints.json).
+
+    Updated under a lock and written atomically: a notebook and a terminal (or 20 clicks at
+    once) each add their hint; none overwrites another's count."""
     path = home.home() / "hints.json"
-    try:
-        seen = json.loads(path.read_text())
-    except (OSError, ValueError):
-        seen = {}
-    n = 0 if reset else int(seen.get(lab_id, 0)) + (1 if advance else 0)
-    seen[lab_id] = n
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(seen))
-    return n
+
+    def change(seen: dict | None) -> dict:
+        seen = seen or {}
+        seen[lab_id] = 0 if reset else seen.get(lab_id, 0) + (1 if advance else 0)
+        return seen
+
+    recover = f"Delete it to count every lab's hints from 0 again (rm {path})."
+    return home.update_json(path, change, _hints_problem, recover, f"a hint update for {lab_id}")[lab_id]
 
 
 def next_hint(lab: Lab) -> tuple[int, str]:

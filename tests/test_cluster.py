@@ -144,6 +144,7 @@ def test_lifecycle_up_down_up_and_a_crashed_component(cluster):
     try:
         life.up(progress=messages.append)
         assert life.status().state == "running"
+        server = life.status().server
         Kube(life.kubeconfig).apply({"apiVersion": "v1", "kind": "ConfigMap",
                                      "metadata": {"name": "survives", "namespace": "default"}, "data": {"k": "v"}})
         messages.clear()
@@ -169,6 +170,7 @@ def test_lifecycle_up_down_up_and_a_crashed_component(cluster):
 
         life.up(progress=messages.append)
         assert Kube(life.kubeconfig).core.read_namespaced_config_map("survives", "default").data == {"k": "v"}
+        assert life.status().server == server  # learners' kubeconfigs stay valid across restarts
     finally:
         life.down(progress=lambda m: None)
 

@@ -55,9 +55,33 @@ class ClusterStatus:
         return "\n".join(lines)
 
 
+def command(verb: str, name: str) -> str:
+    """The exact lifecycle command for cluster `name` (errors quote it so learners can paste it)."""
+    return f"ckalab {verb}" if name == home.DEFAULT_CLUSTER else f"ckalab {verb} --name {name}"
+
+
 def up_command(name: str) -> str:
-    """The exact command that starts cluster `name` (errors quote it so learners can paste it)."""
-    return "ckalab up" if name == home.DEFAULT_CLUSTER else f"ckalab up --name {name}"
+    return command("up", name)
+
+
+def _state_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected an object, found {type(data).__name__}"
+    if data.get("backend") not in (None, "local", "kind"):
+        return f"unknown backend {data['backend']!r}"
+    ports = data.get("ports")
+    if ports is not None and not (isinstance(ports, dict) and all(
+            isinstance(k, str) and type(v) is int and 0 < v < 65536 for k, v in ports.items())):
+        return f"'ports' must map names to port numbers, found {json.dumps(ports)[:80]}"
+    return None
+
+
+def read_cluster_state(name: str) -> dict:
+    """cluster.json of cluster `name` ({} when it has none); a damaged one is a clear error."""
+    path = home.cluster_dir(name) / "cluster.json"
+    recover = (f"Move it aside (mv {path} {path}.damaged), then run '{command('down', name)}' and "
+               f"'{up_command(name)}': certificates, etcd data and addresses are kept.")
+    return home.read_state(path, _state_problem, recover) or {}
 
 
 class Cluster(abc.ABC):
@@ -69,13 +93,27 @@ class Cluster(abc.ABC):
         self.name = name
         self.dir = home.cluster_dir(name)
 
-    # lifecycle
-    @abc.abstractmethod
+    # lifecycle: up and down of one cluster never overlap (one holds the lock, the other waits)
+    def _lifecycle(self, verb: str, progress: Progress):
+        return home.locked(self.dir / "lifecycle.lock", f"'{command(verb, self.name)}'",
+                           home.lock_timeout(900), progress)
+
     def up(self, progress: Progress = print) -> None:
+        """Start the cluster (or what of it stopped) and wait until it serves."""
+        with self._lifecycle("up", progress):
+            self._up(progress)
+
+    def down(self, progress: Progress = print) -> None:
+        """Stop the cluster; its state is kept for the next `up`."""
+        with self._lifecycle("down", progress):
+            self._down(progress)
+
+    @abc.abstractmethod
+    def _up(self, progress: Progress) -> None:
         ...
 
     @abc.abstractmethod
-    def down(self, progress: Progress = print) -> None:
+    def _down(self, progress: Progress) -> None:
         ...
 
     @abc.abstractmethod
@@ -120,14 +158,10 @@ class Cluster(abc.ABC):
         return self.dir / "cluster.json"
 
     def load_state(self) -> dict:
-        try:
-            return json.loads(self._state_file().read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_cluster_state(self.name)
 
     def save_state(self, state: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._state_file().write_text(json.dumps(state, indent=2))
+        home.write_atomic(self._state_file(), json.dumps(state, indent=2))
 
 
 def docker_works() -> bool:
@@ -151,11 +185,7 @@ def choose_backend(requested: str = "auto") -> str:
 def get_cluster(name: str = home.DEFAULT_CLUSTER, backend: str | None = None) -> Cluster:
     """The cluster called `name`; its backend is the one it was created with unless given."""
     if backend is None or backend == "auto":
-        try:
-            recorded = json.loads((home.cluster_dir(name) / "cluster.json").read_text()).get("backend")
-        except (OSError, ValueError):
-            recorded = None
-        backend = recorded or choose_backend(backend or "auto")
+        backend = read_cluster_state(name).get("backend") or choose_backend(backend or "auto")
     if backend == "kind":
         from .kind import KindCluster
 

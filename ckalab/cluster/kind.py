@@ -50,7 +50,7 @@ class KindCluster(Cluster):
         out = _run(["kind", "get", "clusters"], 60)
         return self.name in out.stdout.split()
 
-    def up(self, progress: Progress = print) -> None:
+    def _up(self, progress: Progress) -> None:
         self._require()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.save_state({"backend": self.backend, "name": self.name})
@@ -67,7 +67,7 @@ class KindCluster(Cluster):
             raise CkalabError(f"kind export kubeconfig failed:\n{out.stderr[-2000:]}")
         progress(f"Cluster '{self.name}' is ready. kubeconfig: {self.kubeconfig}")
 
-    def down(self, progress: Progress = print) -> None:
+    def _down(self, progress: Progress) -> None:
         if not shutil.which("kind") or not self._exists():
             progress(f"Cluster '{self.name}' does not exist; nothing to delete.")
             return

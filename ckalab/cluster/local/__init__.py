@@ -7,6 +7,11 @@ Layout under $CKALAB_HOME/clusters/<name>/ mirrors a kubeadm control plane:
   etc/kubernetes/manifests/*.yaml   "static Pod" manifests: the exact command line each process runs
   var/lib/etcd                      etcd data (kept across down/up)
   logs/<component>.log, run/<component>.pid
+  lifecycle.lock                    held by `up` and `down` for their whole run (one at a time)
+
+Component processes carry CKALAB_CLUSTER_DIR=<this directory> in their environment (procs.py):
+`down` and `status` find them by it, so a lost or stale pid file cannot hide a process or point
+at another cluster's.
 
 Containers do not really run here: kwok marks pods Running on fake nodes, so exec, logs and
 real network traffic between pods are not available (use the kind backend for those).
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -23,13 +29,15 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
+from ... import home
 from ...errors import CkalabError, ClusterNotRunning
 from ...waiting import WaitTimeout, wait_for
-from ..base import Cluster, ClusterStatus, ComponentStatus, Progress, up_command
-from . import build
+from ..base import Cluster, ClusterStatus, ComponentStatus, Progress, command, up_command
+from . import build, procs
 from . import pki as kpki
 
 NODE = "controlplane"
@@ -40,42 +48,38 @@ PORT_NAMES = ("etcd", "etcd-peer", "etcd-metrics", "apiserver", "controller-mana
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_free(port: int) -> bool:
+def _bindable(port: int) -> bool:
+    """Could a component listen on 127.0.0.1:port now? Probed as Go's net.Listen binds, with
+    SO_REUSEADDR: a port whose old connections linger in TIME_WAIT after `down` is still ours;
+    only a listener or another live socket on it makes it taken."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((ADVERTISE, port))
+            s.listen(1)
             return True
         except OSError:
             return False
 
 
-def _proc_alive(pid: int, binary: str) -> bool:
-    """True when `pid` is a live (non-zombie) process running `binary`: never signal a stranger."""
+def _pick_ports(n: int, avoid: set[int]) -> list[int]:
+    """n free ports outside the kernel's ephemeral range, so that while the cluster is stopped
+    no outgoing connection of another program borrows one of them."""
     try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child and has died
-    except ChildProcessError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except (OSError, IndexError, UnicodeDecodeError):
-        return False
-    return argv0 == binary
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    pool = [p for p in (*range(20000, min(lo, 32768)), *range(max(hi + 1, 61000), 65536)) if p not in avoid]
+    rng = random.SystemRandom()
+    rng.shuffle(pool)
+    picked = [p for p in pool[:400] if _bindable(p)][:n]
+    while len(picked) < n:  # everything is ephemeral on this machine: let the kernel choose
+        with socket.socket() as s:
+            s.bind((ADVERTISE, 0))
+            port = s.getsockname()[1]
+        if port not in avoid and port not in picked:
+            picked.append(port)
+    return picked
 
 
 class LocalCluster(Cluster):
@@ -109,11 +113,51 @@ class LocalCluster(Cluster):
         return yaml.safe_load(p.read_text())
 
     # --- configuration ---------------------------------------------------------------------------
-    def _ports(self, state: dict) -> dict[str, int]:
-        ports = state.get("ports") or {}
-        if set(ports) != set(PORT_NAMES) or not all(_port_free(p) for p in ports.values()):
-            ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES))))
+    def _recorded_ports(self, state: dict) -> dict[str, int]:
+        """The addresses this cluster had: cluster.json, or (when that was moved aside) the
+        command lines in the manifests, so a repaired cluster keeps its API server address."""
+        if state.get("ports"):
+            return {k: v for k, v in state["ports"].items() if k in PORT_NAMES}
+        ports: dict[str, int] = {}
+        sources = {"etcd": ("etcd", "listen-client-urls"), "etcd-peer": ("etcd", "listen-peer-urls"),
+                   "etcd-metrics": ("etcd", "listen-metrics-urls"),
+                   "apiserver": ("kube-apiserver", "secure-port"),
+                   "controller-manager": ("kube-controller-manager", "secure-port"),
+                   "scheduler": ("kube-scheduler", "secure-port")}
+        for name, (comp, flag) in sources.items():
+            try:
+                ports[name] = int(self.component_flags(comp)[flag].rsplit(":", 1)[-1])
+            except (CkalabError, OSError, LookupError, ValueError, TypeError, AttributeError,
+                    yaml.YAMLError):
+                pass  # no usable manifest: this port is picked anew
         return ports
+
+    def _ports(self, recorded: dict[str, int], progress: Progress) -> dict[str, int]:
+        """Keep every recorded port that is still free for us; re-pick only the ones another
+        process really holds, and say so (the API server's address is in learners' kubeconfigs)."""
+        taken = {n: p for n, p in recorded.items() if not _bindable(p)}
+        keep = {n: p for n, p in recorded.items() if n not in taken}
+        todo = [n for n in PORT_NAMES if n not in keep]
+        avoid = set(recorded.values()) | self._other_clusters_ports()
+        ports = {**keep, **dict(zip(todo, _pick_ports(len(todo), avoid)))}
+        for name, old in taken.items():
+            progress(f"Port {old} ({name}) of cluster '{self.name}' is in use by {procs.port_user(old)}: "
+                     f"using port {ports[name]} instead.")
+        if "apiserver" in taken:
+            progress(f"The API server moves to https://{ADVERTISE}:{ports['apiserver']}: the kubeconfigs "
+                     f"in {self.etc} follow; kubeconfigs you wrote yourself still name port {taken['apiserver']}.")
+        return {n: ports[n] for n in PORT_NAMES}
+
+    def _other_clusters_ports(self) -> set[int]:
+        """Ports recorded by the other clusters of this home: a stopped one will want them back."""
+        used: set[int] = set()
+        for f in self.dir.parent.glob("*/cluster.json"):
+            if f.parent != self.dir:
+                try:
+                    used |= {p for p in json.loads(f.read_text()).get("ports", {}).values() if type(p) is int}
+                except (OSError, ValueError, AttributeError, TypeError):
+                    pass  # its owner gets the clear message; here it just reserves nothing
+        return used
 
     def _commands(self, ports: dict[str, int], bins: dict[str, Path]) -> dict[str, list[str]]:
         pki, etc = self.etc / "pki", self.etc
@@ -230,7 +274,7 @@ class LocalCluster(Cluster):
                 "spec": {"hostNetwork": True, "priorityClassName": "system-node-critical",
                          "containers": [{"name": comp, "image": image, "command": cmd}]},
             }
-            (d / f"{comp}.yaml").write_text(header + yaml.safe_dump(pod, sort_keys=False))
+            home.write_atomic(d / f"{comp}.yaml", header + yaml.safe_dump(pod, sort_keys=False))
 
     def _prepare(self, ports: dict[str, int]) -> None:
         for sub in ("logs", "run", "var/lib/etcd"):
@@ -251,40 +295,58 @@ class LocalCluster(Cluster):
     def _log(self, comp: str) -> Path:
         return self.dir / "logs" / f"{comp}.log"
 
-    def _recorded(self, comp: str) -> tuple[int, str] | None:
+    def _recorded(self, comp: str) -> int | None:
+        """The pid in the component's pid file: a hint only, verified before any use."""
         try:
-            rec = json.loads(self._pidfile(comp).read_text())
-            return int(rec["pid"]), rec["binary"]
+            return int(json.loads(self._pidfile(comp).read_text())["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _running_pid(self, comp: str) -> int | None:
-        rec = self._recorded(comp)
-        return rec[0] if rec and _proc_alive(*rec) else None
+    def _processes(self) -> dict[str, list[int]]:
+        """component -> live pids of this cluster, the recorded one first, whatever the pid files say."""
+        found = procs.find(self.dir, COMPONENTS)
+        for comp, pids in found.items():
+            rec = self._recorded(comp)
+            if rec in pids:
+                pids.remove(rec)
+                pids.insert(0, rec)
+        return found
 
-    def _start(self, comp: str, cmd: list[str], binary: Path) -> None:
-        log = open(self._log(comp), "ab")
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {comp}\n".encode())
-        log.flush()
-        proc = subprocess.Popen([str(binary), *cmd[1:]], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
-        log.close()
-        self._pidfile(comp).write_text(json.dumps({"pid": proc.pid, "binary": str(binary)}))
+    def _owned(self, pid: int, comp: str) -> bool:
+        return procs.component_of(pid, self.dir, COMPONENTS) == comp
 
-    def _stop(self, comp: str, timeout: float = 15.0) -> bool:
-        rec = self._recorded(comp)
-        if rec and _proc_alive(*rec):
-            pid = rec[0]
-            os.kill(pid, signal.SIGTERM)
+    def _start(self, comp: str, cmd: list[str], binary: Path) -> int:
+        with open(self._log(comp), "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {comp}\n".encode())
+            log.flush()
+            # The markers in its environment let `down` find it even without its pid file.
+            proc = subprocess.Popen([str(binary), *cmd[1:]], stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True,
+                                    env=procs.marker_env(self.dir, comp))
+        self._record(comp, proc.pid, binary)
+        return proc.pid
+
+    def _record(self, comp: str, pid: int, binary: Path | str) -> None:
+        home.write_atomic(self._pidfile(comp), json.dumps({"pid": pid, "binary": str(binary)}))
+
+    def _terminate(self, comp: str, pids: list[int], timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; each pid is checked to be this cluster's `comp`
+        right before it is signalled, so a recycled pid is never hit."""
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            alive = [p for p in pids if self._owned(p, comp)]
+            if not alive:
+                return
+            for pid in alive:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             try:
-                wait_for(lambda: not _proc_alive(*rec), timeout, f"{comp} to stop", interval=0.1)
+                wait_for(lambda: not any(procs.alive(p) for p in alive), wait, f"{comp} to stop", interval=0.1)
+                return
             except WaitTimeout:
-                os.kill(pid, signal.SIGKILL)
-                wait_for(lambda: not _proc_alive(*rec), 5, f"{comp} to be killed", interval=0.1)
-            self._pidfile(comp).unlink(missing_ok=True)
-            return True
-        self._pidfile(comp).unlink(missing_ok=True)
-        return False
+                continue
+        raise CkalabError(f"{comp} of cluster '{self.name}' (pids {pids}) did not stop even after SIGKILL.")
 
     # --- health ----------------------------------------------------------------------------------
     def _server(self) -> str | None:
@@ -305,16 +367,29 @@ class LocalCluster(Cluster):
             return False
 
     # --- lifecycle -------------------------------------------------------------------------------
-    def up(self, progress: Progress = print) -> None:
+    def _up(self, progress: Progress) -> None:
+        state = self.load_state()  # a damaged cluster.json stops us before anything starts
         bins = build.ensure_binaries(progress)
-        running = {c: self._running_pid(c) for c in COMPONENTS}
+        found = self._processes()
+        for comp, pids in found.items():
+            if len(pids) > 1:  # left by a crash or by an older ckalab without the lock
+                progress(f"Stopping {len(pids) - 1} extra {comp} process(es) of '{self.name}' "
+                         f"(pids {', '.join(map(str, pids[1:]))}); keeping pid {pids[0]}.")
+                self._terminate(comp, pids[1:])
+        running = {c: found[c][0] if found.get(c) else None for c in COMPONENTS}
+        for comp, pid in running.items():
+            if pid and pid != self._recorded(comp):
+                self._record(comp, pid, bins[comp])  # adopt a process whose pid file was lost
         if all(running.values()) and self._readyz():
             progress(f"Cluster '{self.name}' is already running (local backend).")
             return
         start = time.monotonic()
-        state = self.load_state()
-        # Only re-pick ports when nothing of ours is running (a live process holds its port).
-        ports = state.get("ports") if any(running.values()) else self._ports(state)
+        recorded = self._recorded_ports(state)
+        # A live component holds its port, so ports only move when nothing of ours runs.
+        if any(running.values()) and set(recorded) == set(PORT_NAMES):
+            ports = recorded
+        else:
+            ports = self._ports(recorded, progress)
         self._prepare(ports)
         commands = self._commands(ports, bins)
         self._write_manifests(commands)
@@ -322,19 +397,48 @@ class LocalCluster(Cluster):
                          "kubernetes": build.K8S_VERSION})
         progress(f"Starting the control plane of '{self.name}' (etcd, kube-apiserver, "
                  "kube-controller-manager, kube-scheduler, kwok) on 127.0.0.1 ...")
+        fresh: set[str] = set()  # started by this `up`: if one of them exits, it will again
         for comp in COMPONENTS:
             if not running[comp]:
-                self._start(comp, commands[comp], bins[comp])
+                running[comp] = self._start(comp, commands[comp], bins[comp])
+                fresh.add(comp)
+
+        def exited(comp: str) -> bool:
+            """Whether `comp` has exited for good. One that ran before this `up` may have died
+            meanwhile with its API server (the controller manager gives up on a lost one while it
+            starts its controllers): it gets one fresh start."""
+            if comp in fresh:
+                return True
+            progress(f"  {comp} (pid {running[comp]}) exited while the control plane restarted; starting it again")
+            running[comp] = self._start(comp, commands[comp], bins[comp])
+            fresh.add(comp)
+            return False
+
         try:
-            wait_for(self._readyz, 90, "kube-apiserver /readyz")
+            self._wait(self._readyz, 90, "kube-apiserver /readyz", running, exited)
             progress(f"  kube-apiserver ready after {time.monotonic() - start:.1f}s")
             self._bootstrap()
-            self._wait_workloads_ready()
+            self._wait_workloads_ready(running, exited)
         except WaitTimeout as exc:
             raise CkalabError(f"Cluster '{self.name}' did not become ready: {exc}\n\n"
                               + self.status().render()) from None
         progress(f"Cluster '{self.name}' is ready in {time.monotonic() - start:.1f}s. "
                  f"kubeconfig: {self.kubeconfig}")
+
+    def _wait(self, predicate, timeout: float, what: str, pids: dict[str, int],
+              exited: Callable[[str], bool]) -> None:
+        """wait_for, except that a component which exits meanwhile (and `exited` says it is for
+        good) ends the wait at once with its log tail: a bad flag or a taken port will not fix
+        itself in 90 s."""
+        def step():
+            dead = [c for c, pid in pids.items() if not procs.alive(pid)]
+            final = [f"{c} (pid {pids[c]})" for c in dead if exited(c)]
+            return ("exited", final) if final else predicate()
+
+        got = wait_for(step, timeout, what)
+        if isinstance(got, tuple) and got[0] == "exited":
+            raise CkalabError(f"Cluster '{self.name}' did not start: {', '.join(got[1])} exited while "
+                              f"waiting for {what}.\n\n" + self.status().render())
 
     def _bootstrap(self) -> None:
         """What kubeadm does after the API server is up: admin binding, then the nodes."""
@@ -358,7 +462,7 @@ class LocalCluster(Cluster):
                         "metadata": {"name": node, "labels": labels, "annotations": {KWOK_ANNOTATION: "fake"}},
                         "spec": spec})
 
-    def _wait_workloads_ready(self) -> None:
+    def _wait_workloads_ready(self, pids: dict[str, int], exited: Callable[[str], bool]) -> None:
         from ...kube import Kube
 
         k = Kube(self.kubeconfig)
@@ -369,16 +473,25 @@ class LocalCluster(Cluster):
                                              for c in (n.status.conditions or []))]
             return len(ready) >= 1 + len(WORKERS)
 
-        wait_for(nodes_ready, 60, "the kwok nodes to be Ready")
+        self._wait(nodes_ready, 60, "the kwok nodes to be Ready", pids, exited)
         # Pods need the namespace's default ServiceAccount, made by the controller manager.
-        wait_for(lambda: k.core.read_namespaced_service_account("default", "default"), 60,
-                 "the 'default' ServiceAccount (kube-controller-manager)")
+        self._wait(lambda: k.core.read_namespaced_service_account("default", "default"), 60,
+                   "the 'default' ServiceAccount (kube-controller-manager)", pids, exited)
 
-    def down(self, progress: Progress = print) -> None:
-        stopped = [c for c in reversed(COMPONENTS) if self._stop(c)]
+    def _down(self, progress: Progress) -> None:
+        # Found by their markers, not by the pid files: this also stops what a crashed or
+        # concurrent `up` left behind, and never another cluster's processes.
+        found = self._processes()
+        stopped = []
+        for comp in reversed(COMPONENTS):
+            pids = found.get(comp, [])
+            if pids:
+                self._terminate(comp, pids)
+                stopped.append(comp if len(pids) == 1 else f"{comp} (x{len(pids)})")
+            self._pidfile(comp).unlink(missing_ok=True)
         if stopped:
             progress(f"Stopped {', '.join(stopped)} of cluster '{self.name}'. "
-                     f"State kept in {self.dir}; 'ckalab up' resumes it.")
+                     f"State kept in {self.dir}; '{up_command(self.name)}' resumes it.")
         else:
             progress(f"Cluster '{self.name}' is not running; nothing to stop.")
 
@@ -386,19 +499,21 @@ class LocalCluster(Cluster):
         if not self.etc.exists():
             return ClusterStatus(self.name, self.backend, "absent",
                                  message=f"Cluster '{self.name}' does not exist yet: run '{up_command(self.name)}'.")
+        found = self._processes()
         comps = []
         for comp in COMPONENTS:
-            rec = self._recorded(comp)
-            if rec and _proc_alive(*rec):
-                comps.append(ComponentStatus(comp, "running", rec[0], str(self._log(comp))))
+            pids, rec = found.get(comp, []), self._recorded(comp)
+            if pids:
+                comps.append(ComponentStatus(comp, "running", pids[0], str(self._log(comp))))
             elif rec:
-                comps.append(ComponentStatus(comp, "exited", rec[0], str(self._log(comp)), _tail(self._log(comp))))
+                comps.append(ComponentStatus(comp, "exited", rec, str(self._log(comp)), _tail(self._log(comp))))
             else:
                 comps.append(ComponentStatus(comp, "stopped"))
+        extra = sorted(p for pids in found.values() for p in pids[1:])
         states = {c.state for c in comps}
-        if states == {"running"}:
+        if states == {"running"} and not extra:
             state = "running" if self._readyz() else "degraded"
-        elif states == {"stopped"}:
+        elif states == {"stopped"} and not extra:
             state = "stopped"
         else:
             state = "degraded"
@@ -406,6 +521,10 @@ class LocalCluster(Cluster):
         msg = {"stopped": f"Cluster '{self.name}' is stopped: run '{up}'.",
                "degraded": f"Cluster '{self.name}' is degraded: see the logs above, then run '{up}' "
                            "to restart what stopped."}.get(state, "")
+        if extra:
+            msg += (f"\n{len(extra)} more process(es) of this cluster run untracked (pids "
+                    f"{', '.join(map(str, extra))}): '{up}' keeps one of each component, "
+                    f"'{command('down', self.name)}' stops them all.")
         return ClusterStatus(self.name, self.backend, state, self._server(), str(self.kubeconfig), comps, msg)
 
 

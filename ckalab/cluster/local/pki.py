@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ... import pki
+from ... import home, pki
 from ...pki import CLIENT_AUTH, SERVER_AUTH
 
 # kubeadm >= 1.29 gives admin.conf the group kubeadm:cluster-admins (bound to cluster-admin
@@ -22,11 +22,18 @@ SERVICE_IP = "10.96.0.1"  # its first address: the `kubernetes` Service, hence a
 CLUSTER_NAME = "kubernetes"
 
 
+def _write_pair(d: Path, base: str, key, cert) -> None:
+    """base.key is created 0600 (never readable by others, not even for a moment), then base.crt:
+    a crash in between leaves no certificate without its key."""
+    home.write_atomic(d / f"{base}.key", pki.key_pem(key), private=True)
+    home.write_atomic(d / f"{base}.crt", pki.cert_pem(cert))
+
+
 def _load_or_make_ca(d: Path, base: str, cn: str):
     if (d / f"{base}.crt").exists() and (d / f"{base}.key").exists():
         return pki.load_key(d / f"{base}.key"), pki.load_cert(d / f"{base}.crt")
     key, cert = pki.make_ca(cn)
-    pki.write_pair(d, base, key, cert)
+    _write_pair(d, base, key, cert)
     return key, cert
 
 
@@ -34,7 +41,7 @@ def _leaf(d: Path, base: str, ca, cn: str, **kw) -> None:
     if (d / f"{base}.crt").exists() and (d / f"{base}.key").exists():
         return
     key, cert = pki.sign(ca[0], ca[1], cn, **kw)
-    pki.write_pair(d, base, key, cert)
+    _write_pair(d, base, key, cert)
 
 
 def generate(etc: Path, node: str, advertise_ip: str) -> Path:
@@ -63,9 +70,8 @@ def generate(etc: Path, node: str, advertise_ip: str) -> Path:
 
     if not (d / "sa.key").exists():
         key = pki.new_key()
-        (d / "sa.key").write_bytes(pki.key_pem(key))
-        (d / "sa.key").chmod(0o600)
-        (d / "sa.pub").write_bytes(pki.public_pem(key))
+        home.write_atomic(d / "sa.key", pki.key_pem(key), private=True)
+        home.write_atomic(d / "sa.pub", pki.public_pem(key))
     return d
 
 
@@ -104,8 +110,7 @@ def write_kubeconfig(path: Path, server: str, ca, user: str, cn: str, orgs=()) -
     else:
         key, cert = pki.sign(ca[0], ca[1], cn, orgs=orgs)
         data = kubeconfig_dict(server, pki.cert_pem(ca[1]), user, pki.cert_pem(cert), pki.key_pem(key))
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    path.chmod(0o600)
+    home.write_atomic(path, yaml.safe_dump(data, sort_keys=False), private=True)
 
 
 def write_kubeconfigs(etc: Path, server: str, extra: dict[str, tuple[str, str, tuple]] | None = None) -> None:

@@ -1,0 +1,121 @@
+"""Which processes belong to which local cluster, and which process holds a port.
+
+Every cluster runs the same binaries from the same cache path, so a binary path (or a pid file
+that may be stale) says nothing about the owner. A process belongs to the cluster in directory D
+when it runs one of the component binaries and either its environment carries
+CKALAB_CLUSTER_DIR=D (set by `up`) or, for processes started before that variable existed,
+one of its arguments points into D/ (every component reads its certificates or data from there).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CLUSTER_ENV = "CKALAB_CLUSTER_DIR"
+COMPONENT_ENV = "CKALAB_COMPONENT"
+
+
+def marker_env(cluster_dir: Path, component: str) -> dict[str, str]:
+    """The environment of a component process: ours, plus the markers that identify it."""
+    return {**os.environ, CLUSTER_ENV: str(cluster_dir), COMPONENT_ENV: component}
+
+
+def _argv(pid: int) -> list[str] | None:
+    """The command line of a live process (None for zombies, vanished or unreadable ones)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()  # empty for a zombie
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` still runs (not gone, not a zombie). For a pid already known to be ours:
+    unlike its command line, this cannot misread a process in the middle of an exec."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child and has died
+    except OSError:
+        pass  # not our child
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _environ(pid: int) -> dict[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None  # another user's process: only its command line can tell
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def component_of(pid: int, cluster_dir: Path, components: tuple[str, ...]) -> str | None:
+    """The component `pid` runs for the cluster in `cluster_dir`, or None when it is not one of
+    that cluster's processes (dead, another program, or another cluster's component)."""
+    argv = _argv(pid)
+    if not argv or Path(argv[0]).name not in components or not alive(pid):
+        return None
+    comp = Path(argv[0]).name
+    env = _environ(pid) or {}
+    if CLUSTER_ENV in env:
+        return comp if env[CLUSTER_ENV] == str(cluster_dir) else None
+    inside = f"{cluster_dir}/"  # the slash keeps 'ckalab' from matching 'ckalab-test'
+    return comp if any(inside in a for a in argv[1:]) else None
+
+
+def find(cluster_dir: Path, components: tuple[str, ...]) -> dict[str, list[int]]:
+    """component -> pids of every live process of this cluster, recorded in a pid file or not."""
+    found: dict[str, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            comp = component_of(int(entry.name), cluster_dir, components)
+            if comp:
+                found.setdefault(comp, []).append(int(entry.name))
+    for pids in found.values():
+        pids.sort(key=_start_ticks)
+    return found
+
+
+def _start_ticks(pid: int) -> int:
+    """When the process started (clock ticks since boot): the oldest copy of a component first."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def port_user(port: int) -> str:
+    """Who has a TCP socket on `port` (for messages): 'pid N (name)' or a plain description."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
+                inodes.add(fields[9])
+    if not inodes:
+        return "another process"
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with os.scandir(f"/proc/{entry.name}/fd") as fds:
+                mine = any(os.readlink(fd.path) in wanted for fd in fds)
+            if mine:
+                name = Path(f"/proc/{entry.name}/comm").read_text().strip()
+                return f"pid {entry.name} ({name})"
+        except OSError:
+            continue
+    return "a process of another user"
