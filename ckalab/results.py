@@ -51,6 +51,7 @@ MAX_BUNDLE_BYTES = 2_000_000
 MAX_JSON_DEPTH = 32   # a bundle nests 5 levels; deeper is not a bundle (and would exhaust the stack)
 DUPLICATE_RULES = ("flag", "newest", "best")
 SEED_RULES = ("any", "student")
+MAX_STUDENT_ID = 200   # one cell of a row; a longer id is not an id
 KEY_ENV = "CKALAB_COURSE_KEY_FILE"
 
 
@@ -328,6 +329,8 @@ def verify(raw: bytes, key: bytes, cat: Catalogue, seeds: str = "any") -> tuple[
         return bundle, ["bad signature (edited after signing, or signed with another course key)"]
     if not isinstance(bundle.get("student"), str) or not grading.printable(bundle["student"], oneline=True).strip():
         return bundle, ["malformed: no student id"]
+    if len(bundle["student"]) > MAX_STUDENT_ID:
+        return bundle, [f"malformed: student id longer than {MAX_STUDENT_ID} characters"]
     if not isinstance(bundle.get("labs"), list):
         return bundle, ["malformed: 'labs' is not a list"]
     reasons = []

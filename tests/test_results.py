@@ -109,6 +109,7 @@ def test_gradebook_rejects_with_reasons_and_never_crashes(bundles, key_file, tmp
     twice = copy.deepcopy(good)
     twice["labs"].append(copy.deepcopy(good["labs"][0]))
     put("o-twice.json", _resign(twice, key_file))
+    put("p-longid.json", _resign({**good, "student": "x" * 201}, key_file))
     assert results.signature_ok(good, key)
 
     book = results.gradebook(bundles, key_file, tmp_path / "out")
@@ -128,10 +129,11 @@ def test_gradebook_rejects_with_reasons_and_never_crashes(bundles, key_file, tmp
     assert why["m-huge.json"] == "malformed: larger than 2000000 bytes"
     assert why["n-typed.json"] == "malformed: wrong type of graded_at in 'rbac-role'"
     assert why["o-twice.json"] == "malformed: a lab is listed twice"
-    assert set(book.rows) == {"stu-1", "stu-2"} and len(why) == 15
+    assert why["p-longid.json"] == "malformed: student id longer than 200 characters"
+    assert set(book.rows) == {"stu-1", "stu-2"} and len(why) == 16
     errors = ET.parse(tmp_path / "out" / "gradebook.xml").getroot().findall(
         "testsuite[@name='rejected bundles']/testcase")
-    assert len(errors) == 15
+    assert len(errors) == 16
     # The CLI lists them and exits 1.
     assert cli.main(["gradebook", str(bundles), "--key-file", str(key_file), "--out", str(tmp_path / "o2")]) == 1
     out = capsys.readouterr().out
