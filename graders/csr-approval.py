@@ -69,8 +69,8 @@ def _user_key(lab):
 def test_csr_exists(kube, lab):
     u = lab.params["user"]
     expect(_csr(kube, u), f"CertificateSigningRequest '{u}' not found (kubectl get csr). If kubectl rejected your "
-           "manifest, read its error: certificates.k8s.io/v1 requires spec.signerName, and spec.request must be the "
-           "whole PEM file base64-encoded on one line.")
+           "manifest, its message says why; the usual causes: certificates.k8s.io/v1 requires spec.signerName, and "
+           "spec.request must be the whole PEM file base64-encoded on one line.")
 
 
 @check(2, "request uses the client signer and usage 'client auth'", after="test_csr_exists",

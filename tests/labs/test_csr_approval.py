@@ -53,9 +53,9 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert not r.passed and r.score == 0
     assert failed_ids(r) == {c.id for c in r.checks}
     assert check_of(r, "test_csr_exists").message == (
-        "CertificateSigningRequest 'akshay' not found (kubectl get csr). If kubectl rejected your manifest, read "
-        "its error: certificates.k8s.io/v1 requires spec.signerName, and spec.request must be the whole PEM file "
-        "base64-encoded on one line.")
+        "CertificateSigningRequest 'akshay' not found (kubectl get csr). If kubectl rejected your manifest, its "
+        "message says why; the usual causes: certificates.k8s.io/v1 requires spec.signerName, and spec.request "
+        "must be the whole PEM file base64-encoded on one line.")
     assert check_of(r, "test_csr_spec").message == (
         'Not checked yet: first fix "CertificateSigningRequest for the user exists".')
     assert check_of(r, "test_certificate_works").message == (
