@@ -293,7 +293,9 @@ def json_depth(text: str, limit: int) -> int:
     Scanned before parsing: the standard parser recurses once per level and a file of a few
     hundred kilobytes of '[' exhausts the stack (RecursionError)."""
     depth = deepest = 0
-    for m in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+    # Strings are matched whole (the unrolled form runs in one pass even over megabytes of text)
+    # so brackets inside them do not count.
+    for m in re.finditer(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', text):
         tok = m.group()
         if tok in "[{":
             depth += 1
