@@ -531,3 +531,22 @@ def test_exam_is_not_graded_when_the_api_server_dies_while_grading(boom, monkeyp
     monkeypatch.delenv("BOOM_KILL")
     _restart(boom)
     assert exam.finish(boom)["total"]["percent"] == 100.0
+
+
+def test_a_learners_kubeconfig_still_works_after_a_restart(rel):
+    """The kubeconfig lab used to drop from 13/13 to 8/13 after `down` + `up`: the file the
+    learner wrote names the API server's port, which moved."""
+    from ckalab import grading
+
+    lab = labs.load("kubeconfig")
+    rel.up(progress=lambda m: None)
+    labs.reset(lab, rel)
+    labs.solve(lab, rel)
+    before = grading.run(lab, rel)
+    assert before.passed and before.score == 13, before.render()
+    for _ in range(2):
+        rel.down(progress=lambda m: None)
+        rel.up(progress=lambda m: None)
+        after = grading.run(lab, rel)
+        assert after.passed and after.score == 13, after.render()
+    labs.reset(lab, rel)
