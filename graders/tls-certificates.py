@@ -285,9 +285,12 @@ def _leaf_problems(fname: str, role: str, cert: x509.Certificate) -> list[str]:
 @check(2, "admin.crt and apiserver.crt are not CAs", after=("test_admin_pair", "test_apiserver_pair"),
        hint="openssl x509 -in admin.crt -noout -ext basicConstraints,keyUsage (and the same for apiserver.crt)")
 def test_leaves_not_ca(workdir):
-    problems = (_leaf_problems("admin.crt", "a client certificate", load_cert(workdir, "admin.crt"))
-                + _leaf_problems("apiserver.crt", "a server certificate", load_cert(workdir, "apiserver.crt")))
-    expect(not problems, "\n".join(problems) + "\nLook: openssl x509 -in FILE -noout -ext basicConstraints,keyUsage")
+    problems, looks = [], []
+    for fname, role in (("admin.crt", "a client certificate"), ("apiserver.crt", "a server certificate")):
+        found = _leaf_problems(fname, role, load_cert(workdir, fname))
+        problems += found
+        looks += [f"openssl x509 -in {fname} -noout -ext basicConstraints,keyUsage"] if found else []
+    expect(not problems, "\n".join(problems + ["Look: " + "; ".join(looks)]))
 
 
 def _expect_signed(workdir: Path, base: str) -> None:

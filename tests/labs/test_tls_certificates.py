@@ -396,7 +396,8 @@ def test_leaf_certificates_that_are_cas_fail(lab_harness):
         "or CRLs is for a CA, not for a client certificate.\n"
         "apiserver.crt has the key usage Digital Signature, CRL Sign: signing certificates or CRLs is for a CA, "
         "not for a server certificate.\n"
-        "Look: openssl x509 -in FILE -noout -ext basicConstraints,keyUsage")
+        "Look: openssl x509 -in admin.crt -noout -ext basicConstraints,keyUsage; "
+        "openssl x509 -in apiserver.crt -noout -ext basicConstraints,keyUsage")
 
 
 def _strict_verify(workdir):
