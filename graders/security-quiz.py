@@ -488,7 +488,7 @@ def _live_diagnosis(compare: str, given: str, got, fact: Fact) -> str:
             out.append(f"{missing} {'is' if missing == 1 else 'are'} missing.")
         return " ".join(out)
     if compare == "cidr" and any(a.version == b.version and a.overlaps(b) for a in got for b in norm(fact.value)):
-        return "That overlaps this cluster's range but is not the same range (look at the prefix length)."
+        return "That overlaps this cluster's range but is not the same range (check the prefix length)."
     return ""
 
 

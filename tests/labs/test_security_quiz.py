@@ -285,7 +285,7 @@ def test_live_questions_diagnose_the_usual_mix_ups(lab_harness):
                              "test_cluster_authorization_modes"}
     assert check_of(r, "test_service_cidr").message == (
         f"Question 13 (service-cidr): '{net.supernet()}' is not correct. That overlaps this cluster's range but "
-        "is not the same range (look at the prefix length). "
+        "is not the same range (check the prefix length). "
         f"Look: grep service-cluster-ip-range {f['manifest']}")
     assert check_of(r, "test_apiserver_cert_issuer").message == (
         f"Question 14 (apiserver-cert-issuer): '{subject}' is not correct. That is the certificate's own subject "
