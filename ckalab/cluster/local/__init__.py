@@ -69,10 +69,14 @@ def _pick_ports(n: int, avoid: set[int]) -> list[int]:
         lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     except (OSError, ValueError):
         lo, hi = 32768, 60999
-    pool = [p for p in (*range(20000, min(lo, 32768)), *range(max(hi + 1, 61000), 65536)) if p not in avoid]
-    rng = random.SystemRandom()
-    rng.shuffle(pool)
-    picked = [p for p in pool[:400] if _bindable(p)][:n]
+    pool = [p for p in range(20000, 65536) if not lo <= p <= hi and p not in avoid]
+    random.SystemRandom().shuffle(pool)
+    picked: list[int] = []
+    for port in pool:
+        if len(picked) == n:
+            break
+        if _bindable(port):
+            picked.append(port)
     while len(picked) < n:  # everything is ephemeral on this machine: let the kernel choose
         with socket.socket() as s:
             s.bind((ADVERTISE, 0))
