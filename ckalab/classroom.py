@@ -1,8 +1,9 @@
 """A workshop on one shared, existing Kubernetes cluster: a namespace per student.
 
-`up` gives every student of the roster a namespace, a ServiceAccount bound (RoleBinding) to the
-built-in `admin` ClusterRole inside that namespace only, and a kubeconfig with a TokenRequest
-token; then it sets up, in each namespace, the labs that fit in one namespace, each student with
+`up` gives every student of the roster a namespace (with a ResourceQuota and LimitRange), a
+ServiceAccount bound (RoleBinding) to the built-in `admin` ClusterRole inside that namespace only,
+and a kubeconfig with a TokenRequest token; a ValidatingAdmissionPolicy closes what `admin` still
+allows (see `_policy`); then it sets up, in each namespace, the labs that fit in one namespace, each student with
 their own variant (seed = student id). `grade` grades every student with the instructor's
 credentials and writes the gradebook; `down` deletes exactly what `up` labelled.
 
@@ -193,8 +194,17 @@ def _variant(lab_id: str, seed: str | None) -> labs.Lab:
     return dataclasses.replace(base, params=labs.resolve_params(base.data.get("params"), lab_id, seed), seed=seed)
 
 
+# Parameters that name cluster-wide identities. Namespaces keep students' objects apart, but a
+# User name is one identity in the whole cluster: two students whose variants picked the same
+# user would grant each other's user rights, and the least-privilege check would rightly see
+# them. Each student's variant gets its own user name.
+IDENTITY_PARAMS = ("user",)
+
+
 def student_lab(lab_id: str, st: Student, class_name: str) -> StudentLab:
-    lab = with_params(_variant(lab_id, st.id), namespace=st.namespace)
+    lab = _variant(lab_id, st.id)
+    own = {p: f"{lab.params[p]}-{st.slug}"[:63] for p in IDENTITY_PARAMS if p in lab.params}
+    lab = with_params(lab, namespace=st.namespace, **own)
     base = {f.name: getattr(lab, f.name) for f in dataclasses.fields(labs.Lab)}
     return StudentLab(**base, base=classroom_dir(class_name) / "work" / st.slug,
                       extra_labels={CLASS_LABEL: class_name, STUDENT_LABEL: st.slug})
@@ -246,6 +256,80 @@ def _namespace(kube: Kube, class_name: str, st: Student, pod_security: str) -> N
     if pod_security != "none":
         labels[PSA_LABEL] = pod_security
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": st.namespace}}, labels)
+    kube.apply_all(_limits(st.namespace), labels)
+    # Until the quota controller has counted the namespace, the API server refuses every pod
+    # ("status unknown for quota"): wait for it, so lab setup right after does not race it.
+    wait_for(lambda: ((kube.get("v1", "ResourceQuota", "ckalab-student", st.namespace) or {}).get("status") or {})
+             .get("hard"), 60, f"the ResourceQuota of namespace '{st.namespace}' to be counted", interval=0.2)
+
+
+ADMISSION = "admissionregistration.k8s.io/v1"
+# What `admin` in one namespace still allows and a workshop must not: opening the namespace to
+# every identity (a RoleBinding to system:unauthenticated or system:authenticated, to the user
+# system:anonymous or to another namespace's service account), tokens that outlive the class, and
+# legacy token Secrets that never expire. RBAC cannot say "only these subjects", so the API
+# server's own ValidatingAdmissionPolicy (CEL, GA since 1.30) does, for requests made by the
+# service accounts of a student's namespace; the instructor's own requests are not matched.
+def _policy(class_name: str, token_seconds: int) -> list[dict]:
+    name = f"ckalab-classroom-{class_name}"
+    subjects_ok = (
+        "!has(object.subjects) || object.subjects.all(s, "
+        "(s.kind == 'ServiceAccount' && (!has(s.namespace) || s.namespace == '' "
+        "|| s.namespace == request.namespace)) || (s.kind == 'User' && !s.name.startsWith('system:')))")
+    rules = [
+        {"apiGroups": ["rbac.authorization.k8s.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+         "resources": ["rolebindings"]},
+        {"apiGroups": [""], "apiVersions": ["*"], "operations": ["CREATE"], "resources": ["serviceaccounts/token"]},
+        {"apiGroups": [""], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]},
+    ]
+    policy = {
+        "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": rules},
+            "matchConditions": [{"name": "student-namespace-identity", "expression":
+                                 "request.userInfo.username.startsWith('system:serviceaccount:' + request.namespace "
+                                 "+ ':')"}],
+            "validations": [
+                {"expression": f"request.resource.resource != 'rolebindings' || ({subjects_ok})",
+                 "message": "In this workshop a RoleBinding may name only service accounts of your own namespace "
+                            "and users whose names do not start with 'system:'; groups (such as "
+                            "system:authenticated or system:unauthenticated) and other namespaces are refused.",
+                 "reason": "Forbidden"},
+                {"expression": "request.resource.resource != 'serviceaccounts' || (has(object.spec.expirationSeconds) && "
+                               f"object.spec.expirationSeconds <= {int(token_seconds)})",
+                 "message": f"In this workshop tokens live at most {int(token_seconds)} seconds (the class's "
+                            "lifetime): ask for less with kubectl create token NAME --duration=1h.",
+                 "reason": "Forbidden"},
+                {"expression": "request.resource.resource != 'secrets' || !has(object.type) || "
+                               "object.type != 'kubernetes.io/service-account-token'",
+                 "message": "In this workshop legacy service-account token Secrets (which never expire) are "
+                            "refused: use kubectl create token for a short-lived one.",
+                 "reason": "Forbidden"},
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": ADMISSION, "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {CLASS_LABEL: class_name}}}},
+    }
+    return [policy, binding]
+
+
+# Per student: enough for every namespaced lab several times over, not enough to starve a shared
+# cluster. LimitRange defaults give pods without requests something the quota can count.
+QUOTA = {"pods": "30", "services": "10", "secrets": "60", "configmaps": "60", "persistentvolumeclaims": "4",
+         "services.loadbalancers": "0", "services.nodeports": "0",
+         "requests.cpu": "2", "requests.memory": "2Gi", "limits.cpu": "4", "limits.memory": "4Gi"}
+LIMITS = {"default": {"cpu": "200m", "memory": "128Mi"}, "defaultRequest": {"cpu": "20m", "memory": "32Mi"}}
+
+
+def _limits(namespace: str) -> list[dict]:
+    return [{"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "ckalab-student", "namespace": namespace},
+             "spec": {"hard": QUOTA}},
+            {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "ckalab-student", "namespace": namespace},
+             "spec": {"limits": [{"type": "Container", **LIMITS}]}}]
 
 
 def admission_problem(kube: Kube, cluster, class_name: str, lab_id: str, pod_security: str) -> str | None:
@@ -314,6 +398,7 @@ def up(kubeconfig: str | Path, roster: str | Path, class_name: str = "workshop",
     kube = Kube(cluster.kubeconfig)
     if pod_security not in ("none", "privileged", "baseline", "restricted"):
         raise CkalabError(f"--pod-security '{pod_security}': choose none, privileged, baseline or restricted.")
+    kube.apply_all(_policy(class_name, int(token_hours * 3600)), {CLASS_LABEL: class_name})
     ok, why = qualifying(kube, lab_ids)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         problems = list(pool.map(lambda i: admission_problem(kube, cluster, class_name, i, pod_security), ok))
@@ -399,9 +484,10 @@ def down(class_name: str = "workshop", kubeconfig: str | Path | None = None) -> 
     for ns in kube.list("v1", "Namespace", label_selector=sel):
         if kube.delete("v1", "Namespace", ns["metadata"]["name"]):
             gone.append(ns["metadata"]["name"])
-    for api_version, kind in (("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    for api_version, kind in ((ADMISSION, "ValidatingAdmissionPolicyBinding"), (ADMISSION, "ValidatingAdmissionPolicy"),
+                              ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
                               ("rbac.authorization.k8s.io/v1", "ClusterRole")):
-        for obj in kube.list(api_version, kind, label_selector=sel):  # none today; kept for safety
+        for obj in kube.list(api_version, kind, label_selector=sel):
             kube.delete(api_version, kind, obj["metadata"]["name"])
             gone.append(f"{kind}/{obj['metadata']['name']}")
     return gone

@@ -137,7 +137,7 @@ def check_of(result: GradeResult, check_id: str) -> CheckResult:
 
 
 def failed_ids(result: GradeResult) -> set[str]:
-    return {c.id for c in result.checks if not c.passed}
+    return {c.id for c in result.checks if c.state == "failed"}
 
 
 def load_yaml(text: str):

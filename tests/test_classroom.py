@@ -79,8 +79,9 @@ def test_students_get_their_own_namespace_and_identity(room):
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
     # Each student has their own variant (seed = student id), set up in their namespace.
     lab = classroom.student_lab("rbac-role", students["alice"], CLASS)
+    variant = labs.load("rbac-role", "alice").params
     assert lab.params["namespace"] == "iso-alice" and lab.params == {
-        **labs.load("rbac-role", "alice").params, "namespace": "iso-alice"}
+        **variant, "namespace": "iso-alice", "user": f"{variant['user']}-alice"}
     tasks = (classroom.classroom_dir(CLASS) / "students" / "alice" / "tasks.md").read_text()
     assert f"user **{lab.params['user']}**" in tasks and "iso-alice" in tasks
 
@@ -193,7 +194,8 @@ def test_up_refuses_a_namespace_it_did_not_create(cluster, kube, tmp_path):
     state = classroom.up(cluster.kubeconfig, roster, "other", ["rbac-role"])
     assert state["failed"] == {"dave": "CkalabError: namespace 'other-dave' exists and was not created by this "
                                        "classroom; rename the class (--class) or the student"}
-    assert classroom.down("other") == ["other--probe"]
+    assert classroom.down("other") == ["other--probe", "ValidatingAdmissionPolicyBinding/ckalab-classroom-other",
+                                       "ValidatingAdmissionPolicy/ckalab-classroom-other"]
     assert kube.get("v1", "Namespace", "other-dave")["status"]["phase"] == "Active"
 
 
@@ -202,8 +204,88 @@ def test_down_removes_only_what_up_made(cluster, kube, tmp_path):
     roster.write_text("student\nerin\n")
     kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keep-me", "namespace": "default"}})
     classroom.up(cluster.kubeconfig, roster, "gone", ["rbac-role"])
-    assert sorted(classroom.down("gone")) == ["gone--probe", "gone-erin"]
+    assert sorted(classroom.down("gone")) == ["ValidatingAdmissionPolicy/ckalab-classroom-gone",
+                                              "ValidatingAdmissionPolicyBinding/ckalab-classroom-gone",
+                                              "gone--probe", "gone-erin"]
+    vap = kube.get("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "ckalab-classroom-gone")
+    assert vap is None or vap["metadata"].get("deletionTimestamp")
     ns = kube.get("v1", "Namespace", "gone-erin")
     assert ns is None or ns["metadata"].get("deletionTimestamp")
     assert kube.get("v1", "ConfigMap", "keep-me", "default") and kube.get("v1", "Namespace", "default")
     assert set(classroom.down("gone")) <= {"gone--probe", "gone-erin"}  # again: still only its own
+
+
+def _rb(ns, name, subjects, role="view"):
+    return {"apiVersion": RBAC, "kind": "RoleBinding", "metadata": {"name": name, "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": subjects}
+
+
+def refusal(call) -> str:
+    with pytest.raises(ApiException) as e:
+        call()
+    assert e.value.status in (403, 422), e.value.body
+    return e.value.body
+
+
+OPENS = [
+    ("anonymous-group", {"kind": "Group", "name": "system:unauthenticated", "apiGroup": "rbac.authorization.k8s.io"}),
+    ("every-user", {"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}),
+    ("anonymous-user", {"kind": "User", "name": "system:anonymous", "apiGroup": "rbac.authorization.k8s.io"}),
+    ("other-namespace-sa", {"kind": "ServiceAccount", "name": "default", "namespace": "kube-system"}),
+]
+
+
+@pytest.mark.parametrize("subject", [s for _, s in OPENS], ids=[i for i, _ in OPENS])
+def test_students_cannot_open_their_namespace(room, subject):
+    """The classroom's ValidatingAdmissionPolicy refuses bindings that reach beyond the student."""
+    _, students, kubes = room
+    alice = students["alice"]
+    body = refusal(lambda: kubes["alice"].rbac.create_namespaced_role_binding(
+        alice.namespace, _rb(alice.namespace, "open-up", [subject])))
+    assert "a RoleBinding may name only service accounts of your own namespace" in body
+    # Changing the student's own binding is refused the same way.
+    body = refusal(lambda: kubes["alice"].rbac.patch_namespaced_role_binding(
+        classroom.BINDING, alice.namespace, {"subjects": [subject]}))
+    assert "a RoleBinding may name only service accounts of your own namespace" in body
+
+
+def test_students_can_still_do_the_rbac_tasks(room):
+    _, students, kubes = room
+    ns = students["bob"].namespace
+    ok = _rb(ns, "fine", [{"kind": "User", "name": "dev-someone", "apiGroup": "rbac.authorization.k8s.io"},
+                          {"kind": "ServiceAccount", "name": "app", "namespace": ns},
+                          {"kind": "ServiceAccount", "name": "app2"}])
+    kubes["bob"].rbac.create_namespaced_role_binding(ns, ok)
+    kubes["bob"].rbac.delete_namespaced_role_binding("fine", ns)
+
+
+def test_tokens_are_capped_and_legacy_token_secrets_refused(room):
+    state, students, kubes = room
+    k, ns = kubes["alice"], students["alice"].namespace
+    year = {"spec": {"audiences": [], "expirationSeconds": 365 * 24 * 3600}}
+    body = refusal(lambda: k.core.create_namespaced_service_account_token("student", ns, year))
+    assert "tokens live at most 43200 seconds" in body
+    short = k.core.create_namespaced_service_account_token("student", ns, {"spec": {"expirationSeconds": 3600}})
+    assert short.status.token
+    legacy = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+              "metadata": {"name": "forever", "annotations": {"kubernetes.io/service-account.name": "student"}}}
+    body = refusal(lambda: k.core.create_namespaced_secret(ns, legacy))
+    assert "legacy service-account token Secrets (which never expire) are refused" in body
+    # The instructor (not a student identity) is not limited by the policy.
+    admin = Kube(state["kubeconfig"])
+    assert admin.core.create_namespaced_service_account_token("student", ns, year).status.token
+
+
+def test_each_student_namespace_has_a_quota_and_limits(room):
+    state, students, kubes = room
+    admin = Kube(state["kubeconfig"])
+    for st in students.values():
+        quota = admin.get("v1", "ResourceQuota", "ckalab-student", st.namespace)
+        assert quota["spec"]["hard"]["pods"] == classroom.QUOTA["pods"]
+        assert admin.get("v1", "LimitRange", "ckalab-student", st.namespace)
+    ns = students["alice"].namespace
+    assert refusal(lambda: kubes["alice"].core.delete_namespaced_resource_quota("ckalab-student", ns))
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
+           "spec": {"type": "NodePort", "ports": [{"port": 80}]}}
+    assert "exceeded quota" in refusal(lambda: kubes["alice"].core.create_namespaced_service(ns, svc))
