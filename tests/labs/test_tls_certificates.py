@@ -425,7 +425,8 @@ def test_reference_ca_recipe_passes_a_strict_verifier_and_signkey_does_not(lab_h
 def test_recipe_with_openssl_3_2_or_later(lab_harness, monkeypatch):
     """The reference solution run by an OpenSSL 3.2+ command line (CKALAB_OPENSSL: its path), which
     writes version 3 certificates: the reference passes the grader and that openssl's verify, and the
-    x509 -signkey CA is refused by both."""
+    x509 -signkey CA is refused by both. Debian 12 ships 3.0; one way to get a 3.2+ binary is to
+    build the OpenSSL sources that the openssl-src crate (crates.io) carries, with `make build_programs`."""
     binary = os.environ.get("CKALAB_OPENSSL") or shutil.which("openssl")
     if not binary or openssl_version(binary) < (3, 2):
         pytest.skip("no OpenSSL 3.2+ command line (set CKALAB_OPENSSL to one)")
