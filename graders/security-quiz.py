@@ -23,6 +23,7 @@ import shlex
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import pytest
 import yaml
@@ -143,7 +144,9 @@ LIST_COMPARES = {"cidr", "ordered", "set"}
 class Fact:
     value: str  # the right answer, as the learner would write it (never shown: the check diagnoses)
     source: str  # the file it comes from, for the question's `look`
-    known: dict = field(default_factory=dict)  # answer (as written) -> why it is not this cluster's
+    # answer (as written) -> why it is not this cluster's; called only for a wrong answer (on kind
+    # every file read is a docker exec, so the diagnoses cost nothing while answers are right)
+    known: Callable[[], dict] = dict
 
 
 def _manifest(cluster) -> str:
@@ -153,7 +156,7 @@ def _manifest(cluster) -> str:
 def _fact_authorization_modes(cluster, flags) -> Fact:
     if flags.get("authorization-mode"):
         return Fact(flags["authorization-mode"], _manifest(cluster),
-                    {"AlwaysAllow": "That is the built-in default, but this cluster sets the flag."})
+                    lambda: {"AlwaysAllow": "That is the built-in default, but this cluster sets the flag."})
     if flags.get("authorization-config"):
         cfg = yaml.safe_load(cluster.read_file(flags["authorization-config"])) or {}
         modes = ",".join(a.get("type", "?") for a in cfg.get("authorizers") or [])
@@ -167,22 +170,25 @@ CIDR_DEFAULTS = {"10.0.0.0/24": "kube-apiserver's built-in default", "10.96.0.0/
 
 def _fact_service_cidr(cluster, flags) -> Fact:
     value = flags.get("service-cluster-ip-range") or "10.0.0.0/24"
-    known = {c: f"That is {what}, but this cluster's API server sets its own range."
-             for c, what in CIDR_DEFAULTS.items() if _cidr(c) != _cidr(value)}
-    return Fact(value, _manifest(cluster), known)
+    return Fact(value, _manifest(cluster), lambda: {
+        c: f"That is {what}, but this cluster's API server sets its own range."
+        for c, what in CIDR_DEFAULTS.items() if _cidr(c) != _cidr(value)})
 
 
 def _fact_apiserver_issuer_cn(cluster, flags) -> Fact:
     path = flags.get("tls-cert-file") or f"{cluster.pki_dir}/apiserver.crt"
     info = pki.describe(pki.load_cert(cluster.read_file(path)))
-    known = {info.subject_cn: "That is the certificate's own subject (who it identifies), not who signed it."}
-    for rel in ("etcd/ca.crt", "front-proxy-ca.crt"):  # the other CAs of a kubeadm PKI
-        try:
-            cn = pki.describe(pki.load_cert(cluster.read_file(f"{cluster.pki_dir}/{rel}"))).subject_cn
-        except Exception:  # noqa: BLE001 - a missing or odd file only means no diagnosis for it
-            continue
-        known.setdefault(cn, f"That is the CA in {rel}, which signs other certificates than this one.")
-    known.pop(info.issuer_cn, None)
+
+    def known() -> dict:
+        out = {info.subject_cn: "That is the certificate's own subject (who it identifies), not who signed it."}
+        for rel in ("etcd/ca.crt", "front-proxy-ca.crt"):  # the other CAs of a kubeadm PKI
+            try:
+                cn = pki.describe(pki.load_cert(cluster.read_file(f"{cluster.pki_dir}/{rel}"))).subject_cn
+            except Exception:  # noqa: BLE001 - a missing or odd file only means no diagnosis for it
+                continue
+            out.setdefault(cn, f"That is the CA in {rel}, which signs other certificates than this one.")
+        out.pop(info.issuer_cn, None)
+        return out
     return Fact(info.issuer_cn, path, known)
 
 
@@ -472,7 +478,7 @@ def _live_diagnosis(compare: str, given: str, got, fact: Fact) -> str:
     if got is None:
         return UNREADABLE.get(compare, "")
     norm = COMPARE[compare]
-    for known, why in fact.known.items():
+    for known, why in fact.known().items():
         if norm(known) == got:
             return why
     if compare in ("ordered", "set"):
