@@ -29,6 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -440,8 +441,10 @@ def load_state(class_name: str) -> dict:
 
 # --- grade ---------------------------------------------------------------------------------------
 
-def grade(class_name: str = "workshop", out_dir: str | Path | None = None, workers: int = 8) -> results.Gradebook:
-    """Grade every student's labs concurrently and write gradebook.csv / gradebook.xml."""
+def grade(class_name: str = "workshop", out_dir: str | Path | None = None, workers: int = 8,
+          write: bool = True) -> results.Gradebook:
+    """Grade every student's labs concurrently and write gradebook.csv / gradebook.xml (not with
+    write=False: the class view regrades every few seconds and keeps only the last grid)."""
     state = load_state(class_name)
     cluster = ExternalCluster(state["kubeconfig"], class_name)
     if cluster.status().state != "running":
@@ -468,7 +471,8 @@ def grade(class_name: str = "workshop", out_dir: str | Path | None = None, worke
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for st, lab, r in pool.map(one, jobs):
             book.add(st.id, results.lab_entry(lab, r, digest=digests[lab.id]))
-    results.write(book, Path(out_dir) if out_dir else classroom_dir(class_name))
+    if write:
+        results.write(book, Path(out_dir) if out_dir else classroom_dir(class_name))
     return book
 
 
@@ -522,4 +526,183 @@ def cli_grade(class_name="workshop", out_dir=None, workers=8) -> int:
 def cli_down(class_name="workshop") -> int:
     gone = down(class_name)
     print(f"Deleted {len(gone)} namespaces/objects of classroom '{class_name}': {', '.join(gone) or 'nothing'}")
+    return 0
+
+
+# --- process evidence: the API server's audit log ---------------------------------------------
+#
+# What it proves: which identity made which API calls, when, from which address and with which
+# client (user agent), and what the API server answered, including the refusals. What it does
+# not prove: who sat at the keyboard (a student's kubeconfig is a bearer token anyone holding it
+# can use), where a manifest was copied from (a pasted file is one burst of writes, but so is
+# `kubectl apply -f dir/`), or anything done without the API server (reading a friend's screen,
+# files on a laptop). At Metadata level no request bodies are logged, and the local backend's
+# policy leaves most read-only system traffic out, so reads by other tools may be missing.
+
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+BURST_SECONDS = 2.0
+BURST_MIN = 3
+# ckalab's own client (classroom up/grade, as the instructor): setup and grading, not a student's work.
+CKALAB_AGENT = "OpenAPI-Generator/"
+EVIDENCE_CAVEAT = ("What this shows: which identity made which API calls, when, from where and with which "
+                   "client, and the answers. What it cannot show: who typed them (a kubeconfig works for "
+                   "whoever holds it), where pasted manifests came from, or anything done outside the API "
+                   "server; request bodies are not logged.")
+
+
+@dataclass
+class AuditCall:
+    time: str
+    verb: str
+    resource: str
+    name: str
+    namespace: str
+    code: int
+    user: str
+    agent: str
+    ip: str
+    denied: bool
+    own: bool      # made with the student's own identity
+
+    @property
+    def write(self) -> bool:
+        return self.verb in WRITE_VERBS
+
+    def line(self) -> str:
+        what = f"{self.resource}/{self.name}" if self.name else self.resource
+        where = f" -n {self.namespace}" if self.namespace else ""
+        flags = (" DENIED" if self.denied else "") + ("" if self.own else f"  [other identity: {self.user}]")
+        return grading.printable(f"{self.time[11:23]}  {self.verb:<7} {what}{where}  {self.code}  "
+                                 f"{self.agent.split(' ')[0][:40]}  {self.ip}{flags}", oneline=True)
+
+
+def read_audit(path: str | Path) -> list[dict]:
+    """The audit log's events (JSON lines); unreadable lines are skipped, a missing file is an error."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise CkalabError(f"Cannot read the audit log {path}: {exc.strerror}. On the local backend it is "
+                          "logs/audit.log in the cluster's directory; elsewhere the API server's "
+                          "--audit-log-path.") from None
+    events = []
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("kind") == "Event" and e.get("stage", "ResponseComplete") == "ResponseComplete":
+            events.append(e)
+    return events
+
+
+def _lab_resources(lab_id: str, st: Student, class_name: str) -> set[str]:
+    """The resources (lowercase plurals) of a lab's objects, to narrow a timeline to one lab."""
+    lab = student_lab(lab_id, st, class_name)
+    kinds = {o["kind"] for o in lab.manifests("setup") + lab.manifests("solution") + lab.targets}
+    return {k.lower()[:-1] + "ies" if k.endswith("y") else k.lower() + "s" for k in kinds}
+
+
+def _call(e: dict, own: bool) -> AuditCall:
+    ref = e.get("objectRef") or {}
+    code = int((e.get("responseStatus") or {}).get("code") or 0)
+    decision = (e.get("annotations") or {}).get("authorization.k8s.io/decision")
+    res = ref.get("resource") or e.get("requestURI", "")
+    if ref.get("subresource"):
+        res += "/" + ref["subresource"]
+    return AuditCall(str(e.get("stageTimestamp") or e.get("requestReceivedTimestamp") or ""), str(e.get("verb")),
+                     str(res), str(ref.get("name") or ""), str(ref.get("namespace") or ""), code,
+                     str((e.get("user") or {}).get("username", "")), str(e.get("userAgent") or ""),
+                     ",".join(e.get("sourceIPs") or []), code == 403 or decision == "forbid", own)
+
+
+def _ts(t: str) -> float:
+    try:
+        return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def bursts(calls: list[AuditCall], window: float = BURST_SECONDS, least: int = BURST_MIN) -> list[tuple[str, int, float]]:
+    """(start, writes, seconds) for each run of at least `least` writes, each within `window` of the last."""
+    out, run = [], []
+    for c in [c for c in calls if c.write and not c.denied]:
+        if run and _ts(c.time) - _ts(run[-1].time) > window:
+            if len(run) >= least:
+                out.append((run[0].time, len(run), _ts(run[-1].time) - _ts(run[0].time)))
+            run = []
+        run.append(c)
+    if len(run) >= least:
+        out.append((run[0].time, len(run), _ts(run[-1].time) - _ts(run[0].time)))
+    return out
+
+
+def evidence(class_name: str, audit_log: str | Path, student: str | None = None,
+             lab_id: str | None = None) -> dict[str, dict]:
+    """Per student: the calls made with their identity (anywhere), the writes other identities
+    made in their namespace (ckalab's own setup and grading left out, counted), and a summary."""
+    state = load_state(class_name)
+    students = [Student(**s) for s in state["students"]]
+    if student is not None:
+        students = [s for s in students if student in (s.id, s.slug)]
+        if not students:
+            raise CkalabError(f"No student '{student}' in classroom '{class_name}' "
+                              f"(the roster: {', '.join(s['id'] for s in state['students'])[:200]}).")
+    if lab_id is not None and lab_id not in state["labs"]:
+        raise CkalabError(f"Lab '{lab_id}' is not one of classroom '{class_name}''s labs "
+                          f"({', '.join(state['labs'])}).")
+    events = read_audit(audit_log)
+    out = {}
+    for st in students:
+        prefix = f"system:serviceaccount:{st.namespace}:"
+        wanted = _lab_resources(lab_id, st, class_name) if lab_id else None
+        calls, setup = [], 0
+        for e in events:
+            user = str((e.get("user") or {}).get("username", ""))
+            ns = str((e.get("objectRef") or {}).get("namespace") or "")
+            own = user.startswith(prefix)
+            if not own:
+                if ns != st.namespace or e.get("verb") not in WRITE_VERBS:
+                    continue
+                if str(e.get("userAgent", "")).startswith(CKALAB_AGENT):
+                    setup += 1
+                    continue
+            c = _call(e, own)
+            if wanted is not None and c.resource.split("/")[0] not in wanted:
+                continue
+            calls.append(c)
+        calls.sort(key=lambda c: c.time)
+        writes = [c for c in calls if c.write and not c.denied]
+        out[st.id] = {
+            "namespace": st.namespace, "calls": calls, "setup_writes": setup,
+            "summary": {"first": calls[0].time if calls else None, "last": calls[-1].time if calls else None,
+                        "calls": len(calls), "writes": len(writes), "denied": sum(c.denied for c in calls),
+                        "other_identity_writes": sum(1 for c in writes if not c.own),
+                        "bursts": bursts([c for c in calls if c.own]), "agents": sorted({c.agent.split(" ")[0] for c in calls if c.own}),
+                        "ips": sorted({c.ip for c in calls if c.own})}}
+    return out
+
+
+def render_evidence(ev: dict[str, dict], lab_id: str | None = None) -> str:
+    lines = []
+    for sid, d in ev.items():
+        s = d["summary"]
+        lines.append(f"== {sid} (namespace {d['namespace']}){' lab ' + lab_id if lab_id else ''}")
+        if not d["calls"]:
+            lines.append("  no API calls with this student's identity in the log")
+        lines += ["  " + c.line() for c in d["calls"]]
+        span = f"{s['first'][11:19]} .. {s['last'][11:19]} UTC" if s["first"] else "-"
+        lines.append(f"  summary: {s['calls']} calls ({span}), {s['writes']} writes, {s['denied']} denied, "
+                     f"{s['other_identity_writes']} writes by other identities in the namespace; "
+                     f"{d['setup_writes']} writes by ckalab (setup, grading) not listed")
+        if s["agents"]:
+            lines.append(f"  clients: {', '.join(s['agents'])}; from {', '.join(s['ips'])}")
+        lines += [f"  burst: {n} writes within {secs:.1f} s at {t[11:19]}" for t, n, secs in s["bursts"]]
+    lines.append(EVIDENCE_CAVEAT)
+    return "\n".join(grading.printable(x, oneline=True) for x in lines)
+
+
+def cli_evidence(class_name="workshop", audit_log=None, student=None, lab_id=None) -> int:
+    if not audit_log:
+        raise CkalabError("classroom evidence needs --audit-log (the API server's audit log, JSON lines).")
+    print(render_evidence(evidence(class_name, audit_log, student, lab_id), lab_id))
     return 0

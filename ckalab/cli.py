@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 
-from . import __version__, classroom, exam, grading, labs, results
+from . import __version__, classroom, dashboard, exam, grading, labs, results
 from .cluster import choose_backend, get_cluster
 from .cluster.base import command
 from .errors import CkalabError, ClusterNotRunning
@@ -130,7 +130,12 @@ def cmd_submit(args):
 
 
 def cmd_gradebook(args):
-    return results.cli_gradebook(args.dir, args.key_file, args.out, args.duplicates, args.seeds)
+    return results.cli_gradebook(args.dir, args.key_file, args.out, args.duplicates, args.seeds, args.per_check,
+                                 args.canvas, args.canvas_template, args.moodle)
+
+
+def cmd_gradescope_verify(args):
+    return results.cli_gradescope_verify(args.bundle, args.key_file, args.out, args.labs, args.seeds, args.metadata)
 
 
 def cmd_keygen(args):
@@ -141,7 +146,11 @@ def cmd_classroom(args):
     return {"up": lambda: classroom.cli_up(args.kubeconfig, args.roster, args.class_name, args.labs,
                                            args.token_hours, args.server, args.pod_security),
             "grade": lambda: classroom.cli_grade(args.class_name, args.out, args.workers),
-            "down": lambda: classroom.cli_down(args.class_name)}[args.action]()
+            "down": lambda: classroom.cli_down(args.class_name),
+            "watch": lambda: dashboard.cli_watch(args.class_name, args.port, args.interval, args.export,
+                                                 args.duration, args.workers),
+            "evidence": lambda: classroom.cli_evidence(args.class_name, args.audit_log, args.student, args.lab),
+            }[args.action]()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -201,9 +210,27 @@ def parser() -> argparse.ArgumentParser:
                          "and exit 1), newest, or best (highest percentage)")
     gb.add_argument("--seeds", default="any", choices=results.SEED_RULES,
                     help="student: each lab's seed must be the student's id (variants per student)")
+    gb.add_argument("--per-check", action="store_true",
+                    help="also a column per check (lab/check) in gradebook.csv and moodle.csv")
+    gb.add_argument("--canvas", action="store_true", help="also write canvas.csv for Canvas's Gradebook import")
+    gb.add_argument("--canvas-template", metavar="EXPORT.csv",
+                    help="your Canvas gradebook export: canvas.csv fills in its lab columns (implies --canvas)")
+    gb.add_argument("--moodle", nargs="?", const="username", choices=results.MOODLE_IDS,
+                    help="also write moodle.csv for Moodle's CSV grade import, the student id in a column "
+                         "username (default), email or idnumber")
+    gs = add("gradescope-verify", cmd_gradescope_verify,
+             "verify one uploaded bundle and write Gradescope's results.json (in a Gradescope autograder)")
+    gs.add_argument("bundle", help="the bundle, or the submission directory holding exactly one .json")
+    gs.add_argument("--key-file", help=f"the course key (default ${results.KEY_ENV})")
+    gs.add_argument("--out", default="/autograder/results/results.json", help="where to write results.json")
+    gs.add_argument("--labs", nargs="+", help="the labs this assignment counts (default: those in the bundle)")
+    gs.add_argument("--seeds", default="any", choices=results.SEED_RULES)
+    gs.add_argument("--metadata", help="Gradescope's submission_metadata.json: the bundle's student must be "
+                                       "the submitter (by sid or email)")
     add("keygen", cmd_keygen, "write a new random course key (instructors)").add_argument("file")
-    cr = add("classroom", cmd_classroom, "a workshop on a shared cluster: up, grade, down")
-    cr.add_argument("action", choices=["up", "grade", "down"])
+    cr = add("classroom", cmd_classroom, "a workshop on a shared cluster: up, grade, watch (live class view), "
+             "evidence (audit-log timelines), down")
+    cr.add_argument("action", choices=["up", "grade", "watch", "evidence", "down"])
     cr.add_argument("--class", dest="class_name", default="workshop", help="class name (namespace prefix)")
     cr.add_argument("--kubeconfig", help="instructor's kubeconfig of the shared cluster (up)")
     cr.add_argument("--roster", help="CSV with a 'student' column (up)")
@@ -213,7 +240,14 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--pod-security", default="baseline", help="Pod Security level enforced in the student "
                     "namespaces: baseline (default), restricted, privileged or none (up)")
     cr.add_argument("--out", help="gradebook directory (grade)")
-    cr.add_argument("--workers", type=int, default=8, help="concurrent graders (grade)")
+    cr.add_argument("--workers", type=int, default=8, help="concurrent graders (grade, watch)")
+    cr.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 for the class view (watch; 0: any free)")
+    cr.add_argument("--interval", type=float, default=5.0, help="seconds between regrades (watch)")
+    cr.add_argument("--export", help="when the view stops, write its last grid here: .csv or .html (watch)")
+    cr.add_argument("--duration", type=float, help="stop the view after this many seconds (watch; default: Ctrl-C)")
+    cr.add_argument("--audit-log", help="the API server's audit log, JSON lines (evidence)")
+    cr.add_argument("--student", help="only this student (evidence)")
+    cr.add_argument("--lab", help="only the calls on this lab's kinds of objects (evidence)")
     return p
 
 

@@ -289,3 +289,60 @@ def test_each_student_namespace_has_a_quota_and_limits(room):
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
            "spec": {"type": "NodePort", "ports": [{"port": 80}]}}
     assert "exceeded quota" in refusal(lambda: kubes["alice"].core.create_namespaced_service(ns, svc))
+
+
+def test_evidence_timeline_from_the_real_audit_log(room, cluster, capsys):
+    """Process evidence from the test cluster's own audit log (the local backend writes one):
+    a student's calls with their identity, denied ones marked, a pasted-looking burst, and a
+    write in their namespace made with another identity (the admin kubeconfig, through kubectl)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ckalab import cli
+    from ckalab.waiting import wait_for
+
+    state, students, kubes = room
+    alice, bob = students["alice"], students["bob"]
+    log = cluster.dir / "logs" / "audit.log"
+    k = kubes["alice"]
+    for i in range(4):   # four writes within a second: the shape of a pasted manifest
+        k.core.create_namespaced_config_map(alice.namespace, {"metadata": {"name": f"ev-paste-{i}"}})
+    assert refused(lambda: k.core.read_namespaced_secret("ev-peek", bob.namespace)) == 403
+    kubectl = Path(sys.executable).parent / "kubectl"
+    subprocess.run([str(kubectl), "--kubeconfig", str(state["kubeconfig"]), "create", "configmap", "ev-admin",
+                    "-n", alice.namespace], check=True, capture_output=True)
+
+    def alice_calls():
+        return classroom.evidence(CLASS, log, student="alice")["alice"]
+
+    d = wait_for(lambda: (lambda d: d if any(c.name == "ev-admin" for c in d["calls"]) else None)(alice_calls()),
+                 15, "the audit log to show the admin's write", interval=0.3)
+    calls = d["calls"]
+    pasted = [c for c in calls if c.verb == "create" and c.name.startswith("ev-paste-")]
+    assert [c.name for c in pasted] == [f"ev-paste-{i}" for i in range(4)]
+    assert all(c.own and c.code == 201 and not c.denied and c.namespace == alice.namespace for c in pasted)
+    peek = next(c for c in calls if c.name == "ev-peek")
+    assert (peek.verb, peek.namespace, peek.code, peek.denied, peek.own) == ("get", bob.namespace, 403, True, True)
+    other = next(c for c in calls if c.name == "ev-admin")
+    assert (other.own, other.user, other.agent.split("/")[0]) == (False, "kubernetes-admin", "kubectl")
+    s = d["summary"]
+    assert any(n >= 4 and secs <= classroom.BURST_SECONDS * n for _, n, secs in s["bursts"])
+    assert s["other_identity_writes"] >= 1 and s["denied"] >= 1 and s["first"] <= s["last"]
+    assert d["setup_writes"] > 0   # classroom up's own writes: counted, not listed
+    # Bob's timeline has nothing of Alice's.
+    assert not [c for c in classroom.evidence(CLASS, log, student="bob")["bob"]["calls"] if c.name.startswith("ev-")]
+    # The CLI: one student, one lab (its kinds of objects only), and the caveat.
+    assert cli.main(["classroom", "evidence", "--class", CLASS, "--audit-log", str(log), "--student", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert "== alice (namespace iso-alice)" in out and f"ev-peek -n {bob.namespace}  403" in out
+    assert "DENIED" in out and "[other identity: kubernetes-admin]" in out and "  burst: " in out
+    assert out.rstrip().endswith(classroom.EVIDENCE_CAVEAT)
+    assert cli.main(["classroom", "evidence", "--class", CLASS, "--audit-log", str(log), "--student", "alice",
+                     "--lab", "rbac-role"]) == 0
+    out = capsys.readouterr().out
+    assert "configmaps" not in out and "ev-paste" not in out
+    assert cli.main(["classroom", "evidence", "--class", CLASS, "--audit-log", str(log), "--student", "zed"]) == 2
+    assert "No student 'zed' in classroom 'iso' (the roster: alice, bob, Carol Ng)." in capsys.readouterr().err
+    assert cli.main(["classroom", "evidence", "--class", CLASS, "--audit-log", str(log) + ".gone"]) == 2
+    assert f"Cannot read the audit log {log}.gone: No such file or directory." in capsys.readouterr().err

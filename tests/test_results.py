@@ -372,3 +372,117 @@ def test_every_rendering_marks_unavailable_checks_and_drops_control_characters()
     assert "not available on this backend: no pod traffic on this backend" in notebook.result_html(r)
     assert "1 of 2 checks not passed yet, 1 not available on this backend" in notebook.result_html(r)
     assert "– [-] real traffic: not available on this backend" in exam.report_html(report)
+
+
+# --- exports: Canvas, Moodle, per-check columns, Gradescope --------------------------------
+
+CANVAS_EXPORT = (
+    "Student,ID,SIS User ID,SIS Login ID,Section,Lab 5: rbac-role (4711),Quiz 1 (4712),Current Score\n"
+    "    Points Possible,,,,,10,5,(read only)\n"
+    '"One, Stu",101,,stu-1,Sec A,,5,50\n'
+    '"Two, Stu",102,STU-2,,Sec A,,4,40\n'
+    '"Else, Some",103,,someone,Sec B,7,3,30\n'
+    '"Student, Test",104,,,Sec A,,,\n')
+
+
+def test_canvas_moodle_and_per_check_exports(bundles, key_file, tmp_path, capsys):
+    template = tmp_path / "canvas-export.csv"
+    template.write_text(CANVAS_EXPORT)
+    out = tmp_path / "out"
+    assert cli.main(["gradebook", str(bundles), "--key-file", str(key_file), "--out", str(out), "--per-check",
+                     "--canvas-template", str(template), "--moodle", "email"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'canvas.csv'}" in printed and f"wrote {out / 'moodle.csv'}" in printed
+    assert "canvas:" not in printed   # every student matched, the only lab handed in has its column
+    canvas = list(csv.reader(open(out / "canvas.csv")))
+    # Only the identity columns and the matched lab column go back: Quiz 1 and read-only columns
+    # are left alone; matched by SIS Login ID, by SIS User ID (case ignored); others stay blank.
+    assert canvas == [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "Lab 5: rbac-role (4711)"],
+                      ["    Points Possible", "", "", "", "", "10"],
+                      ["One, Stu", "101", "", "stu-1", "Sec A", "10"],
+                      ["Two, Stu", "102", "STU-2", "", "Sec A", "0"],
+                      ["Else, Some", "103", "", "someone", "Sec B", ""]]
+    moodle = list(csv.DictReader(open(out / "moodle.csv")))
+    assert [m["email"] for m in moodle] == ["stu-1", "stu-2"]
+    assert (moodle[0]["rbac-role"], moodle[1]["rbac-role"], moodle[0]["kubeconfig"]) == ("10", "0", "")
+    assert moodle[0]["rbac-role/test_role_exists"] == "2" and moodle[1]["rbac-role/test_role_exists"] == "0"
+    book = rows(out / "gradebook.csv")
+    assert book["(max)"]["rbac-role/test_role_exists"] == "2" and book["stu-1"]["rbac-role/test_role_rules"] == "3"
+    assert list(book["stu-1"])[:2] == ["student", labs.lab_ids()[0]]   # the usual columns come first
+
+
+def test_canvas_without_template_and_bad_templates(bundles, key_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["gradebook", str(bundles), "--key-file", str(key_file), "--out", str(out), "--canvas"]) == 0
+    canvas = list(csv.DictReader(open(out / "canvas.csv")))
+    assert list(canvas[0])[:6] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section",
+                                   f"ckalab {labs.lab_ids()[0]}"]
+    assert canvas[0]["Student"] == "Points Possible" and canvas[0]["ckalab rbac-role"] == "10"
+    assert (canvas[1]["SIS Login ID"], canvas[1]["ckalab rbac-role"]) == ("stu-1", "10")
+    # A template without the lab's column, and a student it does not list: said, not guessed.
+    t = tmp_path / "t.csv"
+    t.write_text("Student,ID,SIS User ID,SIS Login ID,Section,Quiz 1 (4712)\n\"One, Stu\",101,,stu-1,A,5\n")
+    assert cli.main(["gradebook", str(bundles), "--key-file", str(key_file), "--out", str(out),
+                     "--canvas-template", str(t)]) == 0
+    printed = capsys.readouterr().out
+    assert "  canvas: no assignment column for rbac-role (name a Canvas assignment after the lab id, " \
+           "e.g. 'rbac-role')" in printed
+    assert "  canvas: student stu-2 is not in t.csv (no row with that SIS Login ID, SIS User ID or ID)" in printed
+    for text, why in (("name,score\na,1\n", "does not look like a Canvas gradebook export"),
+                      (b"\xff\xfe\x00", "Cannot read the Canvas export")):
+        (t.write_bytes if isinstance(text, bytes) else t.write_text)(text)
+        assert cli.main(["gradebook", str(bundles), "--key-file", str(key_file), "--out", str(out),
+                         "--canvas-template", str(t)]) == 2
+        assert why in capsys.readouterr().err
+    assert cli.main(["gradebook", str(bundles), "--key-file", str(key_file), "--canvas-template",
+                     str(tmp_path / "none.csv")]) == 2
+    assert f"Cannot read the Canvas export {tmp_path / 'none.csv'}: No such file or directory" in capsys.readouterr().err
+
+
+def test_gradescope_results_json(bundles, key_file, tmp_path, capsys):
+    out = tmp_path / "results" / "results.json"
+    assert cli.main(["gradescope-verify", str(bundles / "stu-1.json"), "--key-file", str(key_file),
+                     "--out", str(out), "--labs", "rbac-role"]) == 0
+    res = json.loads(out.read_text())
+    assert res["score"] == 10 and res["visibility"] == "visible" and "stu-1" in res["output"]
+    assert {t["status"] for t in res["tests"]} == {"passed"}
+    first = res["tests"][0]
+    assert first == {"name": "rbac-role: Role exists", "number": "1.1", "score": 2, "max_score": 2,
+                     "status": "passed", "output": first["output"], "visibility": "visible"}
+    assert sum(t["max_score"] for t in res["tests"]) == 10
+    # An unsolved lab: failed tests carry the grader's own message; a lab the assignment counts
+    # but the bundle lacks is a failed test worth the lab's maximum.
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    shutil.copy(bundles / "stu-2.json", sub / "upload.json")
+    assert cli.main(["gradescope-verify", str(sub), "--key-file", str(key_file), "--out", str(out),
+                     "--labs", "rbac-role", "kubeconfig"]) == 0
+    res = json.loads(out.read_text())
+    role = labs.load("rbac-role", "stu-2").params["role"]
+    assert res["score"] == 0 and res["tests"][0]["status"] == "failed"
+    assert res["tests"][0]["output"].startswith(f"Role '{role}' not found in namespace 'default'")
+    assert res["tests"][-1] == {"name": "kubeconfig: handed in", "number": "2", "score": 0,
+                                "max_score": results.Catalogue().full_max("kubeconfig"), "status": "failed",
+                                "output": "The bundle has no result for kubeconfig: start it with 'ckalab start "
+                                          "kubeconfig', then submit again.", "visibility": "visible"}
+    # A bundle edited after signing, and one handed in by someone else: score 0 and the reason.
+    b = json.loads((bundles / "stu-1.json").read_text())
+    b["labs"][0]["score"] = 11
+    (sub / "upload.json").write_text(json.dumps(b))
+    assert cli.main(["gradescope-verify", str(sub), "--key-file", str(key_file), "--out", str(out)]) == 1
+    res = json.loads(out.read_text())
+    assert res["score"] == 0 and res["tests"] == [{
+        "name": "Result bundle verifies", "number": "0", "score": 0, "max_score": 0, "status": "failed",
+        "output": "bad signature (edited after signing, or signed with another course key)", "visibility": "visible"}]
+    meta = tmp_path / "submission_metadata.json"
+    meta.write_text(json.dumps({"users": [{"name": "Stu Two", "email": "stu-2@uni.example", "sid": "202"}]}))
+    assert cli.main(["gradescope-verify", str(bundles / "stu-1.json"), "--key-file", str(key_file), "--out",
+                     str(out), "--metadata", str(meta)]) == 1
+    assert json.loads(out.read_text())["tests"][0]["output"] == (
+        "the bundle is for student 'stu-1', not the submitter (202, stu-2@uni.example)")
+    assert cli.main(["gradescope-verify", str(bundles / "stu-2.json"), "--key-file", str(key_file), "--out",
+                     str(out), "--metadata", str(meta)]) == 0   # stu-2 is the local part of the email
+    (sub / "second.json").write_text("{}")
+    capsys.readouterr()
+    assert cli.main(["gradescope-verify", str(sub), "--key-file", str(key_file), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {sub} holds 2 .json files; upload exactly one result bundle.\n"
