@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .home import write_atomic
+
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 
@@ -113,11 +115,8 @@ def public_pem(key) -> bytes:
 
 def write_pair(directory: Path, base: str, key, cert: x509.Certificate) -> None:
     """Write base.key (0600) and base.crt, the names kubeadm uses under /etc/kubernetes/pki."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key_path = directory / f"{base}.key"
-    key_path.write_bytes(key_pem(key))
-    key_path.chmod(0o600)
-    (directory / f"{base}.crt").write_bytes(cert_pem(cert))
+    write_atomic(directory / f"{base}.key", key_pem(key), private=True)  # 0600 from the first byte
+    write_atomic(directory / f"{base}.crt", cert_pem(cert))
 
 
 def load_cert(data: bytes | str | Path) -> x509.Certificate:

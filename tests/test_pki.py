@@ -1,5 +1,7 @@
 """The local backend's PKI matches kubeadm's layout: names, subjects, issuers, SANs, usages, pairs."""
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,14 @@ def test_kubeconfigs_embed_kubeadm_identities(pki_dir, conf, cn, orgs):
     assert (info.subject_cn, info.subject_orgs, info.ext_usages) == (cn, orgs, ["client auth"])
     assert pki.signed_by(cert, pki.load_cert(pki_dir / "ca.crt"))
     assert base64.b64decode(data["clusters"][0]["cluster"]["certificate-authority-data"]) == (pki_dir / "ca.crt").read_bytes()
+
+
+def test_write_pair_creates_the_key_private_from_the_start(tmp_path):
+    """The key file is 0600 when it is created (no chmod afterwards), whatever the umask."""
+    key, cert = pki.make_ca("x")
+    old = os.umask(0)
+    try:
+        pki.write_pair(tmp_path, "x", key, cert)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.key").stat().st_mode) == 0o600
