@@ -16,6 +16,7 @@ import importlib.util
 import inspect
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -235,7 +236,57 @@ def _message(exc: BaseException) -> str:
         return "Cannot reach the cluster's API server: check it with 'ckalab status' and start it with 'ckalab up'."
     if isinstance(exc, CkalabError):
         return str(exc)
+    if isinstance(exc, RecursionError):  # a learner's object or file nested without end
+        return "This check stopped: what it reads is nested too deeply to be a lab answer. Look for a file or " \
+               "object that refers to itself or is nested far deeper than the task needs."
+    if isinstance(exc, MemoryError):
+        return "This check stopped: what it reads is too large to grade. Look for a file or object far larger " \
+               "than the task needs."
     return f"This check could not run ({type(exc).__name__}: {exc}). This is a bug in the grader; please report it."
+
+
+class CheckTimeout(CkalabError):
+    """A check that ran past its time limit (something it reads never ends, or hangs)."""
+
+
+CHECK_SECONDS = float(os.environ.get("CKALAB_CHECK_SECONDS", "60"))
+
+
+class _time_limit:
+    """Stop one check after CHECK_SECONDS with a CheckTimeout. Uses SIGALRM, so it applies where
+    the check runs on the main thread (the CLI, a notebook, the pytest engine); the classroom's
+    threads rely on the bounded reads of ckalab.learner_files and the clients' own timeouts."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.armed = threading.current_thread() is threading.main_thread() and CHECK_SECONDS > 0
+
+    def _fire(self, *_):
+        raise CheckTimeout(f"This check took longer than {CHECK_SECONDS:g} s and was stopped: something it reads "
+                           "never ends (a pipe, a huge file or a request that hangs). Look at the files and objects "
+                           "this check names.")
+
+    def __enter__(self):
+        if self.armed:
+            self.old = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, CHECK_SECONDS)
+        return self
+
+    def __exit__(self, *exc):
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    meta = getattr(getattr(item, "function", None), "_ckalab_check", None)
+    if meta is None or _CONTEXT is None:
+        yield
+        return
+    with _time_limit(meta.title):
+        yield
 
 
 def pytest_configure(config):
@@ -400,10 +451,11 @@ def run_direct(lab, cluster, kube) -> GradeResult:
         else:
             try:
                 args = {}
-                for p in inspect.signature(fn).parameters:  # function-scoped, as in pytest
-                    f = own.get(p)
-                    args[p] = base[p] if f is None else f(**{q: base[q] for q in inspect.signature(f).parameters})
-                fn(**args)
+                with _time_limit(meta.title):
+                    for p in inspect.signature(fn).parameters:  # function-scoped, as in pytest
+                        f = own.get(p)
+                        args[p] = base[p] if f is None else f(**{q: base[q] for q in inspect.signature(f).parameters})
+                    fn(**args)
                 ok, msg = True, ""
             except pytest.skip.Exception as exc:  # the backend cannot run it: listed, not scored
                 out.append(CheckResult.unavailable(name, meta.title, _skip_reason(exc)))

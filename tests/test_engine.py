@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,13 @@ def test_value(kube, lab):
 def test_buggy(kube, lab, workdir):
     if (workdir / "explode").exists():
         {}["missing"]
+    if (workdir / "hang").exists():
+        import time
+        time.sleep(30)
+    if (workdir / "deep").exists():
+        def down(n):
+            return down(n + 1)
+        down(0)
 
 
 @pytest.fixture
@@ -214,6 +222,32 @@ def test_a_grader_bug_is_a_failed_check_not_a_traceback(sample, cluster):
     assert not bug.passed
     assert bug.message == ("This check could not run (KeyError: 'missing'). "
                            "This is a bug in the grader; please report it.")
+
+
+@pytest.mark.parametrize("engine", ["run", "run_direct"])
+def test_a_check_that_hangs_is_stopped_and_says_so(sample, cluster, kube, monkeypatch, engine):
+    labs.start(sample, cluster)
+    monkeypatch.setattr(grading, "CHECK_SECONDS", 0.5)
+    (sample.workdir / "hang").write_text("")
+    try:
+        t0 = time.monotonic()
+        r = grading.run(sample, cluster) if engine == "run" else grading.run_direct(sample, cluster, kube)
+    finally:
+        (sample.workdir / "hang").unlink()
+    assert time.monotonic() - t0 < 15
+    assert r.checks[2].message.startswith("This check took longer than 0.5 s and was stopped: something it reads "
+                                          "never ends")
+    assert r.checks[0].state == "failed" or r.checks[0].passed  # the others still ran
+
+
+def test_runaway_recursion_is_not_called_a_grader_bug(sample, cluster):
+    labs.start(sample, cluster)
+    (sample.workdir / "deep").write_text("")
+    try:
+        r = grading.run(sample, cluster)
+    finally:
+        (sample.workdir / "deep").unlink()
+    assert r.checks[2].message.startswith("This check stopped: what it reads is nested too deeply")
 
 
 def test_a_grader_that_does_not_import_is_an_error(sample, cluster):
