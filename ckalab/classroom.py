@@ -639,7 +639,8 @@ def bursts(calls: list[AuditCall], window: float = BURST_SECONDS, least: int = B
 def evidence(class_name: str, audit_log: str | Path, student: str | None = None,
              lab_id: str | None = None) -> dict[str, dict]:
     """Per student: the calls made with their identity (anywhere), the writes other identities
-    made in their namespace (ckalab's own setup and grading left out, counted), and a summary."""
+    made in their namespace (ckalab's own setup and grading left out, counted), and a summary;
+    only events since this classroom's `up`."""
     state = load_state(class_name)
     students = [Student(**s) for s in state["students"]]
     if student is not None:
@@ -650,7 +651,9 @@ def evidence(class_name: str, audit_log: str | Path, student: str | None = None,
     if lab_id is not None and lab_id not in state["labs"]:
         raise CkalabError(f"Lab '{lab_id}' is not one of classroom '{class_name}''s labs "
                           f"({', '.join(state['labs'])}).")
-    events = read_audit(audit_log)
+    # A class name (and so its namespaces) can come back after a `down`: only this class's time counts.
+    since = float(state.get("created_at") or 0)
+    events = [e for e in read_audit(audit_log) if _ts(str(e.get("requestReceivedTimestamp") or "")) >= since]
     out = {}
     for st in students:
         prefix = f"system:serviceaccount:{st.namespace}:"

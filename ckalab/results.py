@@ -608,9 +608,16 @@ CANVAS_ASSIGNMENT = re.compile(r"^(?P<title>.*\S)\s*\((?P<id>\d+)\)\s*$")
 MOODLE_IDS = ("username", "email", "idnumber")
 
 
+def handed_in(book: Gradebook) -> list[str]:
+    """The book's labs that at least one student handed in, in catalogue order."""
+    got = {lab for r in book.rows.values() for lab in r}
+    return [lab for lab in book.lab_ids if lab in got]
+
+
 def check_columns(book: Gradebook, cat: Catalogue) -> list[tuple[str, str, int]]:
-    """(lab, check id, points) for every check of every lab in the book, in grader order."""
-    return [(lab, cid, pts) for lab in book.lab_ids if cat.known(lab) for cid, pts in cat.checks(lab).items()]
+    """(lab, check id, points) for every check of the labs handed in, in grader order (a column
+    per check of every lab would bury the few that matter)."""
+    return [(lab, cid, pts) for lab in handed_in(book) if cat.known(lab) for cid, pts in cat.checks(lab).items()]
 
 
 def check_cells(row: dict, checks: list[tuple[str, str, int]]) -> list:
@@ -692,9 +699,8 @@ def write_canvas(book: Gradebook, path: Path, template: CanvasTemplate | str | P
                   for s, r in sorted(book.rows.items())]
     else:
         cols = _canvas_lab_columns(template.header, book.lab_ids)
-        handed_in = {lab for r in book.rows.values() for lab in r}
         notes += [f"no assignment column for {lab} (name a Canvas assignment after the lab id, e.g. '{lab}')"
-                  for lab in book.lab_ids if lab not in cols and lab in handed_in]
+                  for lab in handed_in(book) if lab not in cols]
         keep = [i for i, h in enumerate(template.header) if h in CANVAS_ID_COLUMNS]
         labs_here = sorted(cols, key=cols.get)
         header = [template.header[i] for i in keep] + [template.header[cols[lab]] for lab in labs_here]
@@ -719,9 +725,9 @@ def write_canvas(book: Gradebook, path: Path, template: CanvasTemplate | str | P
 
 def write_moodle(book: Gradebook, path: Path, id_column: str = "username", per_check: bool = False) -> Path:
     """moodle.csv for Moodle's "Import grades from CSV": one identifier column (the student id as
-    the username, email or ID number, as the course's users are known) and one column per lab,
-    each mapped to a grade item on import (or created as a new one); a lab not handed in is blank
-    (Moodle leaves that grade alone)."""
+    the username, email or ID number, as the course's users are known) and one column per lab
+    handed in by anyone, each mapped to a grade item on import (or created as a new one); a
+    student's lab not handed in is blank (Moodle leaves that grade alone)."""
     if id_column not in MOODLE_IDS:
         raise CkalabError(f"--moodle-id must be one of {', '.join(MOODLE_IDS)}.")
     cat = Catalogue()
@@ -729,10 +735,11 @@ def write_moodle(book: Gradebook, path: Path, id_column: str = "username", per_c
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         wr = csv.writer(f)
-        wr.writerow([id_column, *book.lab_ids, *[f"{lab}/{c}" for lab, c, _ in checks]])
+        items = handed_in(book)   # a column with no grade in it would only be one more to map
+        wr.writerow([id_column, *items, *[f"{lab}/{c}" for lab, c, _ in checks]])
         for s, r in sorted(book.rows.items()):
             wr.writerow([cell(x) if x != "" else "" for x in (
-                s, *[r[i]["score"] if i in r else "" for i in book.lab_ids], *check_cells(r, checks))])
+                s, *[r[i]["score"] if i in r else "" for i in items], *check_cells(r, checks))])
     return path
 
 

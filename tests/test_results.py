@@ -404,7 +404,8 @@ def test_canvas_moodle_and_per_check_exports(bundles, key_file, tmp_path, capsys
                       ["Else, Some", "103", "", "someone", "Sec B", ""]]
     moodle = list(csv.DictReader(open(out / "moodle.csv")))
     assert [m["email"] for m in moodle] == ["stu-1", "stu-2"]
-    assert (moodle[0]["rbac-role"], moodle[1]["rbac-role"], moodle[0]["kubeconfig"]) == ("10", "0", "")
+    assert (moodle[0]["rbac-role"], moodle[1]["rbac-role"]) == ("10", "0")
+    assert "kubeconfig" not in moodle[0] and "kubeconfig/test_file_parses" not in moodle[0]   # nobody handed it in
     assert moodle[0]["rbac-role/test_role_exists"] == "2" and moodle[1]["rbac-role/test_role_exists"] == "0"
     book = rows(out / "gradebook.csv")
     assert book["(max)"]["rbac-role/test_role_exists"] == "2" and book["stu-1"]["rbac-role/test_role_rules"] == "3"
