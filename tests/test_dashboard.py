@@ -139,3 +139,19 @@ def test_class_view_in_chromium(room, cluster, tmp_path):
                 browser.close()
     finally:
         w.stop()   # the last test of the module: ben's solved lab goes with the classroom
+
+
+def test_bad_input_gets_a_message(room, capsys):
+    for argv, message in (
+            (["--interval", "0"], "error: --interval must be a positive number of seconds.\n"),
+            (["--class", "Nope!"], "error: No classroom 'Nope!' here: run 'ckalab classroom up' first.\n")):
+        assert cli.main(["classroom", "watch", "--class", CLASS, "--port", "0", *argv]) == 2
+        assert capsys.readouterr().err == message
+    busy = dashboard.Watch(CLASS, port=0, interval=60)
+    try:
+        assert cli.main(["classroom", "watch", "--class", CLASS, "--port", str(busy.port)]) == 2
+        assert capsys.readouterr().err == (
+            f"error: Cannot serve the class view on 127.0.0.1:{busy.port}: Address already in use. "
+            "Choose another --port (0 picks a free one).\n")
+    finally:
+        busy.server.server_close()
