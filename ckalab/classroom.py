@@ -577,9 +577,15 @@ class AuditCall:
 
 
 def read_audit(path: str | Path) -> list[dict]:
-    """The audit log's events (JSON lines); unreadable lines are skipped, a missing file is an error."""
+    """The audit log's events (JSON lines); unreadable lines are skipped, a missing file is an error.
+    A directory means every audit*.log in it: the API server rotates the log (--audit-log-maxsize)
+    into audit-<time>.log files beside it."""
+    p = Path(path)
     try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+        files = sorted(p.glob("audit*.log")) if p.is_dir() else [p]
+        if not files:
+            raise FileNotFoundError(2, "no audit*.log in this directory")
+        lines = [x for f in files for x in f.read_text(encoding="utf-8", errors="replace").splitlines()]
     except OSError as exc:
         raise CkalabError(f"Cannot read the audit log {path}: {exc.strerror}. On the local backend it is "
                           "logs/audit.log in the cluster's directory; elsewhere the API server's "

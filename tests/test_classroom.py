@@ -291,7 +291,7 @@ def test_each_student_namespace_has_a_quota_and_limits(room):
     assert "exceeded quota" in refusal(lambda: kubes["alice"].core.create_namespaced_service(ns, svc))
 
 
-def test_evidence_timeline_from_the_real_audit_log(room, cluster, capsys):
+def test_evidence_timeline_from_the_real_audit_log(room, cluster, capsys, tmp_path):
     """Process evidence from the test cluster's own audit log (the local backend writes one):
     a student's calls with their identity, denied ones marked, a pasted-looking burst, and a
     write in their namespace made with another identity (the admin kubeconfig, through kubectl)."""
@@ -346,3 +346,12 @@ def test_evidence_timeline_from_the_real_audit_log(room, cluster, capsys):
     assert "No student 'zed' in classroom 'iso' (the roster: alice, bob, Carol Ng)." in capsys.readouterr().err
     assert cli.main(["classroom", "evidence", "--class", CLASS, "--audit-log", str(log) + ".gone"]) == 2
     assert f"Cannot read the audit log {log}.gone: No such file or directory." in capsys.readouterr().err
+    # Lines that are not audit events are skipped; a directory reads the log and its rotated files.
+    d = tmp_path / "logs"
+    d.mkdir()
+    (d / "audit-2026-01-01T00-00-00.000.log").write_bytes(b"not json\n{\"kind\": 1}\n\xff\x00\n[]\n")
+    (d / "audit.log").write_bytes(log.read_bytes())
+    again = classroom.evidence(CLASS, d, student="alice")["alice"]
+    assert [c.name for c in again["calls"]][:len(calls)] == [c.name for c in calls]
+    assert cli.main(["classroom", "evidence", "--class", CLASS, "--audit-log", str(tmp_path)]) == 2
+    assert f"Cannot read the audit log {tmp_path}: no audit*.log in this directory." in capsys.readouterr().err
