@@ -41,12 +41,47 @@ GROUPS = {
 }
 BINARIES = [b for g in GROUPS.values() for b in g[3]]
 
+# --- real nodes (opt-in: `ckalab up --nodes real`, ckalab/cluster/nodes) -------------------------
+# Never built by ensure_binaries(): the default cluster (kwok nodes) does not need them.
+CONTAINERD_VERSION = "v2.2.9"
+RUNC_VERSION = "v1.3.7"
+CRI_TOOLS_VERSION = "v1.34.0"
+NODE_GROUPS = {
+    # kubelet and kubeadm come from the same module (and so the same version) as the control plane.
+    "kubelet": (K8S_VERSION, "kubernetes", [
+        "k8s.io/kubernetes/cmd/kubelet",
+        "k8s.io/kubernetes/cmd/kubeadm",
+    ], ["kubelet", "kubeadm"]),
+    "containerd": (CONTAINERD_VERSION, "containerd", [
+        "github.com/containerd/containerd/v2/cmd/containerd",
+        "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+        "github.com/containerd/containerd/v2/cmd/ctr",
+    ], ["containerd", "containerd-shim-runc-v2", "ctr"]),
+    "runc": (RUNC_VERSION, "runc", ["github.com/opencontainers/runc"], ["runc"]),
+    "cri-tools": (CRI_TOOLS_VERSION, "cri-tools", ["sigs.k8s.io/cri-tools/cmd/crictl"], ["crictl"]),
+    # Our own programs for the images we build (pause) and for the clock test (clockprobe).
+    "nodeimages": ("v1", "nodeimages", ["./pause", "./clockprobe"], ["pause", "clockprobe"]),
+}
+# runc applies seccomp profiles through libseccomp, so it needs cgo and the seccomp tag; a
+# runc without them would silently run containers with no profile at all.
+CGO_GROUPS = {"runc": "seccomp"}
+VERSION_FLAGS = {
+    "containerd": ["github.com/containerd/containerd/v2/version.Version"],
+    "runc": ["main.version"],
+    "cri-tools": ["sigs.k8s.io/cri-tools/pkg/version.Version"],
+}
+
+
+def _spec(group: str):
+    return GROUPS[group] if group in GROUPS else NODE_GROUPS[group]
+
 
 def _ldflags(group: str) -> str:
     """Version stamps the upstream Makefile sets, so `kube-apiserver --version` and /version tell the truth."""
-    version = GROUPS[group][0]
-    if group != "kubernetes":
-        return "-s -w"
+    version, moddir = _spec(group)[:2]
+    if moddir != "kubernetes":
+        return " ".join(["-s", "-w", *(f"-X {v}={version.lstrip('v') if group == 'runc' else version}"
+                                        for v in VERSION_FLAGS.get(group, ()))])
     major, minor = version.lstrip("v").split(".")[:2]
     flags = ["-s", "-w"]
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -57,7 +92,7 @@ def _ldflags(group: str) -> str:
 
 
 def group_dir(group: str) -> Path:
-    return home.bin_cache() / f"{group}-{GROUPS[group][0]}"
+    return home.bin_cache() / f"{group}-{_spec(group)[0]}"
 
 
 def _from_assets(binary: str) -> Path | None:
@@ -70,11 +105,12 @@ def _from_assets(binary: str) -> Path | None:
     return None
 
 
-def find_binaries() -> tuple[dict[str, Path], list[str]]:
-    """Paths of the binaries we already have, and the groups still to build."""
+def find_binaries(groups: dict | None = None) -> tuple[dict[str, Path], list[str]]:
+    """Paths of the binaries we already have, and the groups still to build (of `groups`:
+    the control plane's unless told otherwise)."""
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for group, (_, _, _, bins) in GROUPS.items():
+    for group, (_, _, _, bins) in (GROUPS if groups is None else groups).items():
         for b in bins:
             p = _from_assets(b) or group_dir(group) / b
             if p.is_file() and os.access(p, os.X_OK):
@@ -99,7 +135,7 @@ def build_group(group: str, progress=print) -> float:
             "source the first time. Install Go >= 1.26 (https://go.dev/doc/install; distribution "
             "packages are often older), or use a Docker machine with 'ckalab up --backend kind'."
         )
-    version, moddir, pkgs, bins = GROUPS[group]
+    version, moddir, pkgs, bins = _spec(group)
     out = group_dir(group)
     out.parent.mkdir(parents=True, exist_ok=True)
     what = f"{', '.join(bins)} {version}"
@@ -108,9 +144,11 @@ def build_group(group: str, progress=print) -> float:
     stop = threading.Event()
     threading.Thread(target=_ticker, args=(progress, what, stop), daemon=True).start()
     tmp = Path(tempfile.mkdtemp(prefix=f".{group}-", dir=out.parent))
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
+    env = dict(os.environ, CGO_ENABLED="1" if group in CGO_GROUPS else "0",
+               GOFLAGS="-mod=readonly -buildvcs=false")
+    tags = ["-tags", CGO_GROUPS[group]] if group in CGO_GROUPS else []
     try:
-        cmd = [go, "build", "-trimpath", "-ldflags", _ldflags(group), "-o", str(tmp) + "/", *pkgs]
+        cmd = [go, "build", "-trimpath", *tags, "-ldflags", _ldflags(group), "-o", str(tmp) + "/", *pkgs]
         proc = subprocess.run(cmd, cwd=GOMOD / moddir, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CkalabError(f"Building {what} failed (go build in {GOMOD / moddir}):\n{proc.stderr[-3000:]}")
@@ -125,17 +163,19 @@ def build_group(group: str, progress=print) -> float:
     return took
 
 
-def ensure_binaries(progress=print) -> dict[str, Path]:
+def ensure_binaries(progress=print, groups: dict | None = None) -> dict[str, Path]:
     """Return {binary: path}, building what is missing. Safe to call from several processes."""
-    found, missing = find_binaries()
+    found, missing = find_binaries(groups)
     if not missing:
         return found
     home.bin_cache().mkdir(parents=True, exist_ok=True)
     with open(home.bin_cache() / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second `ckalab up` waits for the first build
-        for group in find_binaries()[1]:
+        for group in find_binaries(groups)[1]:
+            if group in CGO_GROUPS and not Path("/usr/include/seccomp.h").exists():
+                raise CkalabError(f"Building {group} needs Debian's libseccomp-dev (apt-get install libseccomp-dev).")
             build_group(group, progress)
-    found, missing = find_binaries()
+    found, missing = find_binaries(groups)
     if missing:
         raise CkalabError(f"Binaries still missing after the build: {missing}")
     return found
