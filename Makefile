@@ -19,10 +19,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 binaries: install
 	$(BIN)/python -m ckalab.cluster.local
 
+# JupyterLab's root is the learner's copy of the notebooks ($CKALAB_HOME/notebooks, made by
+# `ckalab notebooks`): saving never touches the checkout and the build sources stay out of sight.
+# default_url is also the URL JupyterLab prints, so that link lands on the welcome notebook.
 lab: install
 	$(BIN)/ckalab up
-	. ./$(VENV)/bin/activate && eval "$$(ckalab env)" && \
-	  jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/00-welcome.ipynb
+	. ./$(VENV)/bin/activate && eval "$$(ckalab env)" && dir="$$(ckalab notebooks)" && \
+	  jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) --ServerApp.root_dir="$$dir" \
+	    --LabApp.default_url=/lab/tree/00-welcome.ipynb
 
 notebooks: install   # regenerate notebooks/*.ipynb from notebooks/_source/*.md
 	$(BIN)/python notebooks/_source/build.py

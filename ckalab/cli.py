@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 
-from . import __version__, classroom, dashboard, exam, grading, labs, results
+from . import __version__, classroom, dashboard, exam, grading, labs, notebook, results
 from .cluster import choose_backend, get_cluster
 from .cluster.base import command
 from .errors import CkalabError, ClusterNotRunning
@@ -118,6 +118,10 @@ def cmd_workdir(args):
     print(_lab(args).workdir)
 
 
+def cmd_notebooks(args):
+    return notebook.cli_notebooks(args.dir)
+
+
 def cmd_exam(args):
     c = _cluster(args)
     return {"start": lambda: exam.cli_start(c, args.labs, args.count, args.duration, args.seed, args.force),
@@ -186,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     add("solve", cmd_solve, "apply the reference solution (instructors, tests)", lab=True)
     add("workdir", cmd_workdir, "print the lab's work directory", lab=True)
 
+    add("notebooks", cmd_notebooks, "copy the notebooks to your own folder (never over your edits) and print it"
+        ).add_argument("--dir", help="where (default: $CKALAB_HOME/notebooks)")
     ex = add("exam", cmd_exam, "mock exam: start, status, task N, finish (no feedback until the end)")
     ex.add_argument("action", choices=["start", "status", "task", "finish"])
     ex.add_argument("n", nargs="?", type=int, default=1, help="task number (for 'task')")

@@ -15,14 +15,17 @@ Environment read here:
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import os
 import sys
 from pathlib import Path
 
 from . import home, labs
 from .cluster import get_cluster
-from .grading import FAILED, PASSED, UNAVAILABLE, UNAVAILABLE_TEXT, GradeResult, printable
+from .errors import CkalabError, ClusterNotRunning
+from .grading import FAILED, PASSED, UNAVAILABLE, UNAVAILABLE_TEXT, CheckResult, GradeResult, printable
 
 SOLUTION = "solution"
 
@@ -39,11 +42,31 @@ def solution_mode() -> bool:
     return mode() == SOLUTION
 
 
-def use_cluster(name: str | None = None):
+class StopHere(ClusterNotRunning):
+    """Raised by the first cell that needs a cluster which is not running.
+
+    IPython shows `_render_traceback_`'s lines instead of a traceback, so the learner reads one
+    sentence saying what to do; being an error all the same, it stops "Run All" at that cell, before
+    later cells fail in confusing ways (a missing token decoded by base64, an empty kubectl output).
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+def require_running(cluster) -> None:
+    """Stop the notebook here, with one friendly line, unless the cluster is running."""
+    line, ok = status_line(cluster)
+    if not ok:
+        raise StopHere(f"{line}, then run this cell again.")
+
+
+def use_cluster(name: str | None = None, require: bool = True):
     """Point this kernel (and the shells it starts) at the lab cluster's admin kubeconfig.
 
     The venv's bin directory goes first on PATH so `!kubectl` and `!ckalab` are the pinned ones,
-    whatever PATH the notebook server was started with.
+    whatever PATH the notebook server was started with. With `require` (the default: every
+    notebook caller goes on to talk to the cluster) a stopped cluster raises StopHere.
     """
     cluster = get_cluster(name or cluster_name())
     os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
@@ -52,6 +75,8 @@ def use_cluster(name: str | None = None):
     path = os.environ.get("PATH", "").split(os.pathsep)
     if path[:1] != [venv_bin]:
         os.environ["PATH"] = os.pathsep.join([venv_bin, *[p for p in path if p != venv_bin]])
+    if require:
+        require_running(cluster)
     return cluster
 
 
@@ -87,9 +112,18 @@ def result_html(result: GradeResult) -> str:
             else f"{len(result.failed())} of {counted} checks not passed yet")
     if result.unavailable():
         head += f", {len(result.unavailable())} {UNAVAILABLE_TEXT}"
+    return (f'<div class="ckalab-result" data-passed="{str(result.passed).lower()}">'
+            f'<div style="font-weight:bold;color:{colour}">Score {result.score}/{result.max_score}: {head}'
+            f' <span style="color:#57606a;font-weight:normal">({result.duration_s:.2f}s)</span></div>'
+            f'{check_rows_html(result.checks)}</div>')
+
+
+def check_rows_html(checks: list[CheckResult]) -> str:
+    """One row per check: ✔ (green), ✘ (red) or – (grey, not available on this backend), the title,
+    for a failed check its message and hint, and the points. The lab bar and the exam report share it."""
     marks = {PASSED: ("#1a7f37", "✔"), FAILED: ("#cf222e", "✘"), UNAVAILABLE: ("#57606a", "–")}
     rows = []
-    for c in result.checks:
+    for c in checks:
         colour, sign = marks[c.state]
         mark = f'<span style="color:{colour}">{sign}</span>'
         detail = ""
@@ -106,10 +140,36 @@ def result_html(result: GradeResult) -> str:
                     f'<div style="width:1.4em;font-size:1.15em">{mark}</div>'
                     f'<div style="flex:1;text-align:left"><b>{_esc(c.title)}</b>{detail}</div>'
                     f'<div style="white-space:nowrap">{points}</div></div>')
-    return (f'<div class="ckalab-result" data-passed="{str(result.passed).lower()}">'
-            f'<div style="font-weight:bold;color:{colour}">Score {result.score}/{result.max_score}: {head}'
-            f' <span style="color:#57606a;font-weight:normal">({result.duration_s:.2f}s)</span></div>'
-            f'<div>{"".join(rows)}</div></div>')
+    return f'<div>{"".join(rows)}</div>'
+
+
+def report_html(report: dict) -> str:
+    """A graded mock exam: the verdict, then per task a header line and its checks as in the lab bar."""
+    total = report["total"]
+    colour = "#1a7f37" if total["passed"] else "#cf222e"
+    fields = CheckResult.__dataclass_fields__
+    tasks = []
+    for t in report["tasks"]:
+        checks = [CheckResult(**{k: v for k, v in c.items() if k in fields}) for c in t["checks"]]
+        sign, tcolour = ("✔", "#1a7f37") if t["passed"] else ("✘", "#cf222e")
+        err = (f'<div class="ckalab-msg ckalab-error" style="white-space:pre-wrap">could not grade: '
+               f'{_esc(t["error"])}</div>') if t["error"] else ""
+        tasks.append(f'<div class="ckalab-exam-task-result" data-passed="{str(t["passed"]).lower()}" '
+                     f'style="margin-top:10px">'
+                     f'<div style="display:flex;gap:10px;font-weight:bold;border-bottom:2px solid #d0d7de">'
+                     f'<span style="color:{tcolour}">{sign}</span>'
+                     f'<span style="flex:1">{t["n"]}. {_esc(t["title"])} '
+                     f'<span style="font-weight:normal;color:#57606a">({_esc(t["lab"])})</span></span>'
+                     f'<span style="white-space:nowrap">{t["score"]}/{t["max_score"]} points · '
+                     f'{t["percent"]:.0f}% of weight {t["weight"]}</span></div>{err}{check_rows_html(checks)}</div>')
+    e = report["exam"]
+    from .exam import _clock, exam_dir  # the exam's own h:mm:ss and folder, as in its text report
+    return (f'<div class="ckalab-exam-report" data-passed="{str(total["passed"]).lower()}">'
+            f'<div style="font-size:1.2em;font-weight:bold;color:{colour}">{total["percent"]:.1f}% '
+            f'(pass mark {total["pass_mark"]:g}%): {"passed" if total["passed"] else "not passed"}</div>'
+            f'<div style="color:#57606a">Time used {_clock(e["time_used_s"])} '
+            f'({_esc(e["ended_by"])}). Reports: {_esc(str(exam_dir()))}/report.{{txt,json,xml}}</div>'
+            f'{"".join(tasks)}</div>')
 
 
 def message_html(text: str, kind: str = "info") -> str:
@@ -131,10 +191,11 @@ def status_line(cluster) -> tuple[str, bool]:
 
 
 def show_status(name: str | None = None) -> bool:
-    """Display the cluster status (used by the welcome notebook); True when it is running."""
+    """Display the cluster status (the welcome and concept notebooks' first cluster cell); True when
+    it is running. A stopped cluster is shown too, then StopHere ends "Run All" at this cell."""
     from IPython.display import HTML, display
 
-    cluster = use_cluster(name)
+    cluster = use_cluster(name, require=False)
     line, ok = status_line(cluster)
     display(HTML(message_html(line, "ok" if ok else "warn")))
     try:
@@ -142,4 +203,82 @@ def show_status(name: str | None = None) -> bool:
         display(HTML(f"<pre>{_esc(st.render())}</pre>"))
     except Exception:
         pass
+    require_running(cluster)
     return ok
+
+
+# --- the learner's copy of the notebooks -------------------------------------------------------
+
+SHIPPED = labs.REPO / "notebooks"
+LEDGER = ".ckalab-shipped.json"  # name -> sha256 of the version last copied (hidden in JupyterLab)
+
+
+def notebooks_dir() -> Path:
+    return home.home() / "notebooks"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def copy_notebooks(dest: Path | None = None, source: Path | None = None) -> tuple[Path, list[str]]:
+    """Copy the shipped notebooks (not their build sources) to `dest` (default
+    $CKALAB_HOME/notebooks), where the learner runs and saves them: the checkout stays clean.
+
+    A copy the learner has not changed is replaced by a newer shipped version; an edited one is
+    never overwritten: the newer version goes beside it as NAME.new.ipynb, with a message. The
+    ledger file remembers what was copied, which is how an edit is told from an old version.
+    Returns the folder and the messages for the learner.
+    """
+    dest = Path(dest or notebooks_dir()).expanduser().absolute()
+    source = Path(source or SHIPPED)
+    if dest.exists() and not dest.is_dir():
+        raise CkalabError(f"{dest} exists and is not a folder: choose another --dir.")
+    dest.mkdir(parents=True, exist_ok=True)
+    ledger_path = dest / LEDGER
+    try:
+        ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+        ledger = ledger if isinstance(ledger, dict) else {}
+    except (OSError, ValueError):  # a damaged ledger only means every differing copy counts as edited
+        ledger = {}
+    messages, added = [], []
+    for src in sorted(source.glob("*.ipynb")):
+        data, new = src.read_bytes(), _digest(src)
+        target = dest / src.name
+        if not target.exists():
+            _write(target, data)
+            added.append(src.name)
+        else:
+            current = _digest(target)
+            if current == new:
+                pass
+            elif current == ledger.get(src.name):
+                _write(target, data)
+                messages.append(f"updated {src.name} (you had not changed it)")
+            elif ledger.get(src.name) != new:
+                beside = target.with_name(f"{target.stem}.new.ipynb")
+                if not beside.exists() or _digest(beside) != new:
+                    _write(beside, data)
+                    messages.append(f"kept your edited {src.name}; the newer shipped version is beside it: "
+                                    f"{beside.name}")
+        ledger[src.name] = new
+    if added:
+        messages.insert(0, f"copied {len(added)} notebook{'s' if len(added) > 1 else ''} into {dest}: "
+                           + ", ".join(added))
+    _write(ledger_path, (json.dumps(ledger, indent=1, sort_keys=True) + "\n").encode())
+    return dest, messages
+
+
+def cli_notebooks(dest: str | None = None) -> int:
+    """`ckalab notebooks [--dir D]`: messages on stderr, the folder alone on stdout (for `make lab`)."""
+    folder, messages = copy_notebooks(Path(dest) if dest else None)
+    for m in messages:
+        print(m, file=sys.stderr)
+    print(folder)
+    return 0

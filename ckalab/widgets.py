@@ -1,4 +1,5 @@
-"""The lab bar: Start / Check / Hint / Reset buttons and the reference solution, for a notebook.
+"""The notebook UIs: the lab bar (Start / Check / Hint / Reset and the reference solution) and
+the mock exam panel (Start, countdown, tasks, Finish with a confirmation, the report).
 
 It is deliberately thin: every button calls the same library function as the CLI verb
 (labs.start, grading.run, labs.next_hint, labs.reset, labs.solve), so a notebook and
@@ -7,7 +8,11 @@ so a headless run (nbclient, CI) drives the same code as a click.
 
 Errors never escape as bare tracebacks into the learner's face: CkalabError (which includes
 ClusterNotRunning) carries a message that says what to do, and is shown as such; anything else
-is shown with its type and text inside the bar's output area.
+is shown with its type and text inside the bar's output area. A stopped cluster met from a code
+cell raises notebook.StopHere instead (one line, no traceback), so "Run All" stops there.
+
+The status line is read again around every action: the cluster may have been started or stopped
+in a terminal since the bar was drawn.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import functools
 import html
 import os
+import threading
+import time
 import traceback
 
 import ipywidgets as w
@@ -27,18 +34,21 @@ from .grading import GradeResult
 
 
 def _friendly(fn):
-    """Show a CkalabError's message (e.g. 'cluster not running: run ckalab up') and return None."""
+    """Show a CkalabError's message (e.g. 'cluster not running: run ckalab up') and return None;
+    refresh the status line whatever happened. From a code cell (not a click) a stopped cluster
+    raises StopHere, so "Run All" ends at this cell instead of in later ones that need its result."""
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         try:
             return fn(self, *args, **kwargs)
         except CkalabError as exc:
-            self._refresh_status()
             text = str(exc)
-            if isinstance(exc, ClusterNotRunning):  # add the exact command, with --name if needed
-                text += "\n" + nb.status_line(self.cluster)[0]
+            if isinstance(exc, ClusterNotRunning) and not self._clicking:
+                raise nb.StopHere(text) from None
             display(HTML(nb.message_html(text, "error")))
             return None
+        finally:
+            self._refresh_status()
     return wrapper
 
 
@@ -48,6 +58,7 @@ class LabBar:
     def __init__(self, lab_id: str, seed: str | None = None):
         self.lab, self.cluster = nb.use_lab(lab_id, seed)
         self.last_result: GradeResult | None = None
+        self._clicking = False
         self.out = w.Output(layout=w.Layout(border="1px solid #d0d7de", padding="4px", min_height="2em"))
         self.out.add_class("ckalab-out")
         self.status = w.HTML()
@@ -143,6 +154,8 @@ class LabBar:
         self._hide_confirm()
         for b in self.buttons.values():
             b.disabled = True
+        self._clicking = True
+        self._refresh_status()  # at once: a slow action should not run under a stale banner
         try:
             with self.out:
                 self.out.clear_output(wait=True)
@@ -152,6 +165,7 @@ class LabBar:
                     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                     display(HTML(nb.message_html(f"Something went wrong: {text}", "error")))
         finally:
+            self._clicking = False
             for b in self.buttons.values():
                 b.disabled = False
 
@@ -172,6 +186,7 @@ class LabBar:
     def _refresh_status(self):
         line, ok = nb.status_line(self.cluster)
         self.status.value = nb.message_html(line, "ok" if ok else "warn")
+        self.status.add_class("ckalab-status")
 
     def _solution_accordion(self) -> w.Accordion:
         """The reference solution, collapsed: the lab's solution manifests and script, rendered."""
@@ -187,3 +202,191 @@ class LabBar:
         acc.set_title(0, "Reference solution (open only after trying)")
         acc.add_class("ckalab-solution")
         return acc
+
+
+class ExamPanel:
+    """The mock exam in a notebook (notebooks/exam.ipynb): the settings and a Start button, then a
+    countdown, the tasks rendered as in the lab notebooks, and Finish (asks first); the report,
+    when graded, lists every task's checks like the lab bar.
+
+    Creating the panel never starts an exam ("Run All" just to look must not start a 120-minute
+    timer): only the Start button (or `panel.start()` from code) does. A running exam is resumed.
+    `panel.finish()` from code grades at once (the call is the confirmation, like `bar.reset()`).
+    """
+
+    def __init__(self, count: int | None = None, lab_ids: list[str] | None = None,
+                 duration: float = exam.DEFAULT_DURATION, seed: str | None = None,
+                 cluster_name: str | None = None):
+        self.settings = {"count": count, "lab_ids": lab_ids, "duration": duration, "seed": seed}
+        self.cluster = nb.use_cluster(cluster_name)
+        self.clock = w.HTML()
+        self.clock.add_class("ckalab-exam-clock")
+        self.intro = w.HTML()
+        self.start_button = self._button("Start the exam", "play", "primary", "ckalab-exam-start", self.start)
+        self.finish_button = self._button("Finish and grade", "flag-checkered", "danger",
+                                          "ckalab-exam-finish", self._ask_finish)
+        yes = self._button("Yes, finish and grade", "", "danger", "ckalab-exam-finish-yes", self.finish)
+        no = self._button("Keep working", "", "", "ckalab-exam-finish-no", self._hide_confirm)
+        self.confirm = w.HBox([w.HTML("<span>Grading is final: no changes count afterwards. Finish now?</span>"),
+                               yes, no], layout=w.Layout(display="none"))
+        self.confirm.add_class("ckalab-exam-confirm")
+        self.messages = w.Output()
+        self.tasks = w.VBox()
+        self.report_box = w.HTML()
+        self.widget = w.VBox([self.clock, self.intro, w.HBox([self.start_button, self.finish_button]),
+                              self.confirm, self.messages, self.tasks, self.report_box])
+        self.widget.add_class("ckalab-exam")
+        self._ticking = False
+        state = exam.load_state()
+        if exam.running(state):
+            self._show_running(state)
+        else:
+            self._show_ready(state)
+
+    def _ipython_display_(self):
+        display(self.widget)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def start(self) -> dict | None:
+        """Set up the tasks and start the timer (the Start button calls this)."""
+        state = exam.load_state()
+        if not exam.running(state):
+            s = self.settings
+            state = self._guard(lambda: exam.start(self.cluster, s["lab_ids"], s["count"], s["duration"], s["seed"]))
+        if state:
+            self._show_running(state)
+        return state
+
+    def finish(self) -> dict | None:
+        """Grade now (the confirmation's Yes calls this); the exam stays open if grading cannot run."""
+        self._hide_confirm()
+        self.clock.value = nb.message_html("Grading ...", "info")
+        report = self._guard(lambda: exam.finish(self.cluster))
+        if report:
+            self._show_report(report)
+        else:
+            self.finish_button.disabled = False
+        return report
+
+    def report(self):
+        """The report if the exam is graded, else a note; safe in "Run All"."""
+        state = exam.load_state()
+        if state and state.get("report"):
+            return HTML(nb.report_html(state["report"]))
+        if exam.running(state):
+            return HTML(nb.message_html("The exam is still running: press 'Finish and grade' above when done.", "info"))
+        return HTML(nb.message_html("No exam has been graded yet: press 'Start the exam' above to begin.", "info"))
+
+    # --- rendering ----------------------------------------------------------------------------
+
+    def _show_ready(self, state: dict | None):
+        s = self.settings
+        what = (f"the labs {', '.join(s['lab_ids'])}" if s["lab_ids"] else
+                f"{s['count']} labs picked at random" if s["count"] else "every lab")
+        seed = f", variant seed {html.escape(str(s['seed']))}" if s["seed"] is not None else ", canonical names"
+        self.intro.value = (f"<div>Ready to start a mock exam: {html.escape(what)}, {s['duration']:g} minutes{seed}. "
+                            "The timer starts when you press <b>Start the exam</b>; there is no feedback until "
+                            "you finish.</div>")
+        self.clock.value = ""
+        self.start_button.layout.display = "inline-flex"
+        self.finish_button.layout.display = "none"
+        if state and state.get("report"):
+            self.report_box.value = ("<div style='margin-top:8px;color:#57606a'>The last exam's report:</div>"
+                                     + nb.report_html(state["report"]))
+
+    def _show_running(self, state: dict):
+        n = len(state["tasks"])
+        self.intro.value = (f"<div>Mock exam {html.escape(state['id'])}: {n} task{'s' if n > 1 else ''}, "
+                            f"{state['duration_min']:g} minutes, pass mark {exam.PASS_MARK:g}%. Work in a terminal "
+                            "(<code>eval \"$(ckalab env)\"</code>) or in <code>!kubectl</code> cells below.</div>")
+        self.start_button.layout.display = "none"
+        self.finish_button.layout.display = "inline-flex"
+        self.finish_button.disabled = False
+        self.report_box.value = ""
+        self.tasks.children = [self._task_view(t, state) for t in state["tasks"]]
+        self._tick_once(state)
+        if not self._ticking:
+            self._ticking = True
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _task_view(self, task: dict, state: dict) -> w.Output:
+        """One task as Markdown, the way the lab notebooks show a task (code blocks, lists, bold names)."""
+        lab = exam.task_lab(task)
+        total = sum(t["weight"] for t in state["tasks"])
+        out = w.Output(layout=w.Layout(border="1px solid #d0d7de", padding="0 8px", margin="4px 0"))
+        out.add_class("ckalab-exam-task")
+        out.append_display_data(Markdown(  # the task text brings its own heading
+            f"**Task {task['n']}** · {task['weight']} of {total} points · about {task['minutes']} minutes · "
+            f"work directory `{lab.workdir}`\n\n{lab.task.rstrip()}\n"))
+        return out
+
+    def _show_report(self, report: dict):
+        self._ticking = False
+        self.finish_button.disabled = True
+        self.finish_button.layout.display = "none"
+        self._hide_confirm()
+        self.clock.value = nb.message_html("The exam is over: the report is below the tasks.", "info")
+        self.intro.value = ""
+        self.report_box.value = nb.report_html(report)
+
+    def _tick_once(self, state: dict) -> bool:
+        """Update the countdown; grade when time is up. True while the exam runs."""
+        left = state["deadline"] - time.time()
+        if left > 0:
+            self.clock.value = (f'<div class="ckalab-countdown" style="font-size:1.4em;font-weight:bold">'
+                                f'Time left {exam._clock(left)}</div>')
+            return True
+        try:
+            self._show_report(exam.status(self.cluster)[1])
+            return False
+        except CkalabError as exc:  # not graded yet (e.g. the cluster is stopped): say so, retry
+            self.clock.value = nb.message_html(str(exc), "error")
+            return True
+
+    def _tick(self):
+        while self._ticking:
+            state = exam.load_state()
+            if not exam.running(state) and not (state and state.get("report")):
+                break
+            if state.get("report"):  # graded elsewhere (ckalab exam finish in a terminal)
+                self._show_report(state["report"])
+                break
+            if not self._tick_once(state):
+                break
+            time.sleep(1 if state["deadline"] > time.time() else 5)
+        self._ticking = False
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _button(self, text, icon, style, cls, action) -> w.Button:
+        b = w.Button(description=text, icon=icon, button_style=style)
+        b.add_class(cls)
+        b.on_click(lambda _b: self._clicked(action))
+        return b
+
+    def _clicked(self, action):
+        with self.messages:
+            self.messages.clear_output()
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - shown to the learner, not swallowed
+                text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                display(HTML(nb.message_html(f"Something went wrong: {text}", "error")))
+
+    def _guard(self, fn):
+        """Run a domain call; show a CkalabError's message in the panel and return None."""
+        try:
+            return fn()
+        except CkalabError as exc:
+            self.messages.clear_output()
+            self.messages.append_display_data(HTML(nb.message_html(str(exc), "error")))
+            return None
+
+    def _ask_finish(self):
+        self.finish_button.disabled = True
+        self.confirm.layout.display = "flex"
+
+    def _hide_confirm(self):
+        self.confirm.layout.display = "none"
+        self.finish_button.disabled = False

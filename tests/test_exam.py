@@ -130,13 +130,15 @@ def test_notebook_is_a_thin_caller_without_outputs():
     nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "exam.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.get("outputs") and c.get("execution_count") is None for c in code)
-    assert any("exam.panel(" in c.source for c in code) and any("exam.report_panel()" in c.source for c in code)
+    assert any("ExamPanel(" in c.source for c in code) and any("panel.report()" in c.source for c in code)
 
 
 def test_notebook_runs_headless(fresh, monkeypatch):
-    """Run all: the panel starts the exam and the last cell says it is still running (Run all never
-    finishes an exam by itself); the Finish button grades and renders the report."""
+    """Run all only shows the exam and its Start button (running the notebook "just to look" must
+    not start a timer); Start sets the tasks up, Finish grades and renders the report."""
     from nbclient import NotebookClient
+
+    from ckalab.widgets import ExamPanel
 
     cluster = fresh
     monkeypatch.setenv("CKALAB_CLUSTER", cluster.name)
@@ -147,16 +149,19 @@ def test_notebook_runs_headless(fresh, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
-    assert any("The exam is still running" in o.get("data", {}).get("text/html", "") for o in outputs)
-    state = exam.load_state()
-    assert exam.running(state) and [t["lab"] for t in state["tasks"]] == ["rbac-role"]
-    # The same panel, resumed in-process: the Finish button grades and shows the report.
-    monkeypatch.setenv("KUBECONFIG", "")  # panel() points the process at the cluster; undo it afterwards
+    assert any("No exam has been graded yet" in o.get("data", {}).get("text/html", "") for o in outputs)
+    assert exam.load_state() is None, "running the notebook started an exam"
+    # The same panel in-process: start() is the button's action, finish() the confirmation's.
+    monkeypatch.setenv("KUBECONFIG", "")  # the panel points the process at the cluster; undo it afterwards
     monkeypatch.setenv("PATH", os.environ["PATH"])
-    box = exam.panel(cluster_name=cluster.name)
-    box.children[2].click()
-    assert 'class="ckalab-exam-report" data-passed="false"' in box.children[3].value
-    assert not exam.running(exam.load_state())
+    panel = ExamPanel(lab_ids=["rbac-role"], duration=10, cluster_name=cluster.name)
+    state = panel.start()
+    assert exam.running(state) and [t["lab"] for t in state["tasks"]] == ["rbac-role"]
+    assert "The exam is still running" in panel.report().data
+    assert ExamPanel(cluster_name=cluster.name).start()["id"] == state["id"]  # resumed, not a second one
+    report = panel.finish()
+    assert report["total"]["percent"] == 0.0 and not exam.running(exam.load_state())
+    assert 'class="ckalab-exam-report" data-passed="false"' in panel.report_box.value
 
 
 def test_practice_files_are_set_aside_not_deleted(fresh):

@@ -6,7 +6,8 @@ them). The output is committed without outputs or execution counts, with stable 
 
 Source format (NN-<name>.md): lines starting with `%% md` or `%% code` open a Markdown or code
 cell; `%% bar` inserts the lab bar cell and `%% task` the task/work/check section for the lab
-named in the file name (NN-<lab-id>.md). Concept-only notebooks simply use neither.
+named in the file name (NN-<lab-id>.md). Concept-only notebooks simply use neither; so does
+exam.md (the mock exam notebook, exam.ipynb).
 
     python notebooks/_source/build.py          # write the notebooks
     python notebooks/_source/build.py --check  # exit 1 if a committed notebook is stale
@@ -60,7 +61,7 @@ in the collapsed section of the bar: open it only after you tried."""),
 
 
 def parse(path: Path) -> list[tuple[str, str]]:
-    lab_id = path.stem.split("-", 1)[1]
+    lab_id = path.stem.split("-", 1)[-1]  # only %% bar and %% task use it (NN-<lab-id>.md)
     cells: list[tuple[str, list[str]]] = []
     for line in path.read_text().splitlines():
         m = MARK.match(line)
@@ -94,7 +95,7 @@ def render(path: Path) -> str:
 
 def main(argv: list[str]) -> int:
     stale = []
-    for src in sorted(SRC.glob("[0-9][0-9]-*.md")):
+    for src in [*sorted(SRC.glob("[0-9][0-9]-*.md")), SRC / "exam.md"]:
         target = OUT / f"{src.stem}.ipynb"
         text = render(src)
         if "--check" in argv:

@@ -1,14 +1,19 @@
-"""The lab bar in a real browser: JupyterLab on loopback, headless Chromium driven by Playwright.
+"""The notebooks in a real browser: JupyterLab on loopback, headless Chromium driven by Playwright.
 
-Opens 05-rbac-role (a copy, so autosave cannot write outputs into the repo), runs every cell in
-solution mode, clicks the bar's Check button and reads the result the bar renders. Screenshots go
-to artifacts/ (gitignored); with CKALAB_UPDATE_SCREENSHOTS=1 they also refresh docs/*.png.
+JupyterLab is started the way `make lab` starts it: its root is the learner's copy made by
+`ckalab notebooks` (so autosave never writes into the repo) and its default URL is the welcome
+notebook. The tests follow the URL JupyterLab prints (landing), run 05-rbac-role in solution mode
+and use the lab bar (Check, Hint, Reset, and the status line across a stop and a start of the
+cluster), and drive the mock exam (nothing starts before the Start button; Finish asks first).
+Screenshots go to artifacts/ (gitignored); with CKALAB_UPDATE_SCREENSHOTS=1 they also refresh
+docs/*.png.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -19,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ckalab import grading, labs
+from ckalab import exam, grading, labs
+from ckalab import notebook as ckalab_notebook
 from ckalab.waiting import WaitTimeout, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,11 +43,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def jupyter(cluster, tmp_path):
-    """JupyterLab on 127.0.0.1 serving a copy of the notebooks, kernels pointed at the test cluster."""
-    root = tmp_path / "notebooks"
-    shutil.copytree(REPO / "notebooks", root, ignore=shutil.ignore_patterns("_source"))
+WELCOME_URL = "/lab/tree/00-welcome.ipynb"  # the Makefile's --LabApp.default_url
+
+
+@pytest.fixture(scope="module")
+def jupyter(cluster, tmp_path_factory):
+    """JupyterLab on 127.0.0.1 serving the learner's copy of the notebooks, kernels pointed at the
+    test cluster; yields (base URL, token, the URL it printed)."""
+    tmp_path = tmp_path_factory.mktemp("jupyter")
+    root, _ = ckalab_notebook.copy_notebooks(tmp_path / "notebooks")
+    exam_nb = root / "exam.ipynb"  # a one-task exam keeps the test short
+    exam_nb.write_text(exam_nb.read_text().replace("LABS = None", "LABS = ['rbac-role']"))
+    assert "LABS = ['rbac-role']" in exam_nb.read_text()
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, CKALAB_CLUSTER=cluster.name, CKALAB_NOTEBOOK_MODE="solution",
                JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
@@ -49,8 +62,9 @@ def jupyter(cluster, tmp_path):
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("CKALAB_SEED", None)
-    # User settings: start the notebook's own kernel without asking, and never fetch news.
-    for plugin, value in {"notebook-extension/tracker": {"autoStartDefaultKernel": True},
+    # User settings: start the notebook's own kernel without asking, render every cell (not only
+    # those scrolled into view, so a test can read the last one), and never fetch news.
+    for plugin, value in {"notebook-extension/tracker": {"autoStartDefaultKernel": True, "windowingMode": "none"},
                           "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}.items():
         path = tmp_path / "settings" / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +73,7 @@ def jupyter(cluster, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+         f"--LabApp.default_url={WELCOME_URL}",
          "--allow-root", "--LabApp.extension_manager=readonly",
          "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -74,7 +89,9 @@ def jupyter(cluster, tmp_path):
     except WaitTimeout:
         proc.kill()
         raise AssertionError(f"JupyterLab did not start:\n{(tmp_path / 'jupyter.log').read_text()[-3000:]}")
-    yield base, token
+    log.flush()
+    printed = re.findall(r"http://127\.0\.0\.1:\d+\S*", (tmp_path / "jupyter.log").read_text())
+    yield base, token, printed[0] if printed else ""
     proc.terminate()
     try:
         proc.wait(timeout=20)
@@ -96,23 +113,68 @@ def _wait_for_kernel(page, seconds: float = 90) -> None:
     wait_for(idle_now, seconds, "the notebook kernel to be idle", interval=0.25)
 
 
+def _browser(pw):
+    return pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+
+
+def _run_all(browser, base: str, token: str, notebook: str):
+    """Open `notebook` in a new page, wait for its kernel, Run All; return the page.
+
+    Each notebook gets a workspace of its own, so no notebook open in an earlier test comes back
+    and takes the focus: Run All acts on the current tab, which must be this one."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(f"{base}/lab/workspaces/{notebook.split('.')[0]}/tree/{notebook}?token={token}")
+    page.locator(".jp-Notebook").first.wait_for()
+    _wait_for_kernel(page)
+    expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_contain_text(notebook)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    return page
+
+
+def test_printed_url_lands_on_the_welcome_notebook(jupyter):
+    """The link JupyterLab prints opens 00-welcome.ipynb (not the Launcher); the file browser shows
+    the notebooks without their build sources; the welcome notebook ends with where to go next."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token, printed = jupyter
+    assert printed.startswith(f"{base}{WELCOME_URL}?token="), printed
+    url = printed.split("?")[0] + f"?token={token}"  # JupyterLab prints a given token as '...'
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            page.locator(".jp-Notebook").first.wait_for()
+            expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_contain_text("00-welcome.ipynb")
+            assert page.locator(".jp-Launcher").count() == 0
+            listing = page.locator(".jp-DirListing-item .jp-DirListing-itemText")
+            expect(listing.first).to_be_visible()
+            names = listing.all_inner_texts()
+            assert "00-welcome.ipynb" in names and "exam.ipynb" in names
+            assert "_source" not in names and not [n for n in names if n.endswith(".md") or n.endswith(".py")]
+            expect(page.locator(".jp-MarkdownCell h2", has_text="Where to go next")).to_have_count(1)
+            page.screenshot(path=str(ARTIFACTS / "landing.png"))
+        finally:
+            browser.close()
+
+
 def test_lab_bar_check_in_browser(jupyter, cluster, lab_harness):
     from playwright.sync_api import expect, sync_playwright
 
     lab = labs.load("rbac-role")
     lab_harness(lab.id)
-    base, token = jupyter
+    base, token, _ = jupyter
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = _browser(pw)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{base}/lab/tree/05-rbac-role.ipynb?token={token}")
-            page.locator(".jp-Notebook").first.wait_for()
-            _wait_for_kernel(page)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            page = _run_all(browser, base, token, "05-rbac-role.ipynb")
 
             # The notebook's own last cell grades (solution mode applied the reference solution).
             cell_result = page.locator(".jp-OutputArea-output .ckalab-result").last
@@ -148,8 +210,77 @@ def test_lab_bar_check_in_browser(jupyter, cluster, lab_harness):
             expect(bar.locator(".ckalab-result")).to_have_attribute("data-passed", "false")
             bar.screenshot(path=str(ARTIFACTS / "lab-bar-unfinished.png"))
             assert not grading.run(lab, cluster).passed
+
+            # The status line follows the cluster: stopped in a terminal, then started again.
+            status = bar.locator(".ckalab-status")
+            expect(status).to_contain_text(f"Cluster '{cluster.name}' (local backend) is running.")
+            try:
+                cluster.down(progress=lambda m: None)
+                bar.locator(".ckalab-btn-check").click()
+                expect(status).to_contain_text(f"Cluster '{cluster.name}' (local backend) is stopped.")
+                expect(bar.locator(".ckalab-out .ckalab-error")).to_contain_text(
+                    f"Cluster '{cluster.name}' is not running")
+                bar.screenshot(path=str(ARTIFACTS / "lab-bar-stopped.png"))
+            finally:
+                cluster.up(progress=lambda m: None)
+            bar.locator(".ckalab-btn-check").click()
+            expect(status).to_contain_text(f"Cluster '{cluster.name}' (local backend) is running.")
+            expect(bar.locator(".ckalab-result")).to_have_attribute("data-passed", "false")
         finally:
             browser.close()
     if os.environ.get("CKALAB_UPDATE_SCREENSHOTS"):  # refresh the README's pictures on request only
         shutil.copyfile(ARTIFACTS / "lab-bar.png", REPO / "docs" / "screenshot-lab-bar.png")
         shutil.copyfile(ARTIFACTS / "notebook-05-rbac-role.png", REPO / "docs" / "screenshot-notebook.png")
+
+
+def test_exam_starts_only_from_its_button_and_finish_asks_first(jupyter, cluster):
+    from playwright.sync_api import expect, sync_playwright
+
+    shutil.rmtree(exam.exam_dir(), ignore_errors=True)
+    base, token, _ = jupyter
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = _run_all(browser, base, token, "exam.ipynb")  # "just to look"
+            panel = page.locator(".ckalab-exam").first
+            start = panel.locator(".ckalab-exam-start")
+            expect(start).to_be_visible()
+            expect(page.locator(".jp-OutputArea-output", has_text="No exam has been graded yet")).to_have_count(1)
+            assert exam.load_state() is None, "Run All started an exam"
+
+            start.click()
+            expect(panel.locator(".ckalab-countdown")).to_contain_text("Time left 1:5")  # 120 minutes, counting down
+            assert exam.running(exam.load_state())
+            task = panel.locator(".ckalab-exam-task")
+            expect(task).to_contain_text("Task 1 · 6 of 6 points")
+            # Rendered Markdown, as in the lab notebooks: a heading, bold names, inline code, a list.
+            expect(task.locator("h2")).to_contain_text("RBAC")
+            expect(task.locator("strong", has_text=labs.load("rbac-role").params["user"])).to_have_count(1)
+            expect(task.locator("li code", has_text="create")).to_have_count(1)
+            assert "**" not in task.inner_text() and task.locator("pre").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "exam-running.png"))
+
+            finish = panel.locator(".ckalab-exam-finish")
+            finish.click()
+            confirm = panel.locator(".ckalab-exam-confirm")
+            expect(confirm).to_be_visible()
+            assert exam.running(exam.load_state()), "Finish graded without asking"
+            panel.locator(".ckalab-exam-finish-no").click()
+            expect(confirm).to_be_hidden()
+            assert exam.running(exam.load_state())
+
+            finish.click()
+            panel.locator(".ckalab-exam-finish-yes").click()
+            report = panel.locator(".ckalab-exam-report")
+            expect(report).to_have_attribute("data-passed", "false", timeout=60_000)
+            graded = exam.load_state()["report"]
+            assert not exam.running(exam.load_state())
+            rows = report.locator(".ckalab-check-row")
+            assert rows.count() == len(graded["tasks"][0]["checks"]) > 0
+            expect(report.locator(".ckalab-check-row[data-state='failed']").first).to_be_visible()
+            expect(finish).to_be_hidden()
+            page.screenshot(path=str(ARTIFACTS / "exam-report.png"), full_page=True)
+        finally:
+            browser.close()
+            shutil.rmtree(exam.exam_dir(), ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import nbformat
 import pytest
 import yaml
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
-from ckalab import labs
+from ckalab import cli, labs
+from ckalab import notebook as ckalab_notebook
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "notebooks"
@@ -69,7 +72,7 @@ def execute(path: Path, cluster_name: str, mode: str, tmp_path: Path, monkeypatc
     # Raises CellExecutionError (failing the test) on the first cell that errors.
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    ARTIFACTS.mkdir(exist_ok=True)  # the executed notebook, for a look after a failure
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # the executed notebook, for a look after a failure
     nbformat.write(nb, ARTIFACTS / f"{path.stem}-{mode}.ipynb")
     result = json.loads(result_file.read_text()) if result_file.exists() else None
     return nb, result
@@ -163,14 +166,127 @@ def test_variant_task_and_solution_follow_the_seed(cluster, lab_harness, tmp_pat
     assert f"the user **{lab.params['user']}**" in text
 
 
-def test_stopped_cluster_says_how_to_start(cluster, tmp_path, monkeypatch):
-    """With no cluster the notebook still runs; the bar says to run `ckalab up` instead of failing."""
-    name = "ckalab-never-started"
-    nb, result = execute(_notebook("05-rbac-role"), name, "solution", tmp_path, monkeypatch)
-    assert result is None  # nothing could be graded
+ALL_NOTEBOOKS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+STOPPED = "ckalab-never-started"  # a cluster name nothing starts: "stopped" without stopping ours
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_run_all_on_a_stopped_cluster_stops_with_one_line(name, tmp_path, monkeypatch):
+    """"Run All" with the cluster stopped: the first cell that needs the cluster fails with one
+    friendly line (no traceback, no binascii from a token that never came) and no later cell runs."""
+    monkeypatch.setenv("CKALAB_CLUSTER", STOPPED)
+    monkeypatch.setenv("CKALAB_NOTEBOOK_MODE", "solution")
+    monkeypatch.setenv("CKALAB_NOTEBOOK_RESULT", str(tmp_path / "result.json"))
+    monkeypatch.delenv("CKALAB_SEED", raising=False)
+    nb = nbformat.read(_notebook(name), as_version=4)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    if not any("ckalab" in c.source for c in nb.cells if c.cell_type == "code"):
+        client.execute()  # a notebook that never needs the cluster runs through
+        return
+    with pytest.raises(CellExecutionError):
+        client.execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    stopped = next(i for i, c in enumerate(code) if any(o.output_type == "error" for o in c.outputs))
+    error = next(o for o in code[stopped].outputs if o.output_type == "error")
+    assert error.ename == "StopHere"
+    assert error.traceback == [f"Cluster '{STOPPED}' (local backend) is absent. Start it in a terminal with: "
+                               f"ckalab up --name {STOPPED}, then run this cell again."]
+    assert "ckalab" in code[stopped].source  # the first cell that talks to the cluster ...
+    assert all(c.execution_count is None and not c.outputs for c in code[stopped + 1:])  # ... ends the run
     text = outputs_text(nb)
-    assert f"Cluster '{name}' (local backend) is absent. Start it in a terminal with: ckalab up --name {name}" in text
-    assert f"Cluster '{name}' is not running (absent): run 'ckalab up --name {name}'." in text
+    for noise in ("Traceback", "binascii", "connection refused", "Error from server"):
+        assert noise not in text, f"{noise!r} before the run stopped:\n{text[-2000:]}"
+    assert not (tmp_path / "result.json").exists()  # nothing was graded
+
+
+def test_lab_bar_called_from_code_on_a_stopped_cluster_stops_the_run(cluster, lab_harness, monkeypatch):
+    """A cluster that stops after the bar was drawn: a code cell's bar.check() ends "Run All" with
+    the one line (StopHere), a click shows the message in the bar; the status line follows either way."""
+    from ckalab.cluster import get_cluster
+    from ckalab.widgets import LabBar
+
+    lab_harness("rbac-role")
+    monkeypatch.setenv("CKALAB_CLUSTER", cluster.name)
+    monkeypatch.setenv("KUBECONFIG", "")  # LabBar points the process at the cluster; undone afterwards
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+    monkeypatch.chdir(REPO)
+    bar = LabBar("rbac-role")
+    assert "is running" in bar.status.value
+    bar.cluster = get_cluster(STOPPED)  # what the kernel sees once the cluster is gone
+    with pytest.raises(ckalab_notebook.StopHere) as stop:
+        bar.check()
+    assert str(stop.value) == f"Cluster '{STOPPED}' is not running (absent): run 'ckalab up --name {STOPPED}'."
+    assert f"{STOPPED}' (local backend) is absent" in html.unescape(bar.status.value)
+    assert "ckalab-warn" in bar.status.value
+    bar.buttons["check"].click()  # a click: the message goes into the bar, nothing is raised
+    assert bar.last_result is None
+    bar.cluster = cluster
+    bar.buttons["check"].click()
+    assert "is running" in bar.status.value and "ckalab-ok" in bar.status.value
+    assert bar.last_result is not None and not bar.last_result.passed
+
+
+# --- the learner's copy: `ckalab notebooks` ---------------------------------------------------
+
+def _shipped(tmp_path, **notebooks) -> Path:
+    src = tmp_path / "shipped"
+    src.mkdir(exist_ok=True)
+    for stem, text in notebooks.items():
+        nb = nbformat.v4.new_notebook()
+        nb.cells.append(nbformat.v4.new_markdown_cell(text, id="c00"))  # fixed id: same text, same bytes
+        nbformat.write(nb, src / f"{stem}.ipynb")
+    return src
+
+
+def test_copy_holds_every_notebook_and_no_build_sources(tmp_path, capsys):
+    dest = tmp_path / "mine"
+    assert cli.main(["notebooks", "--dir", str(dest)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{dest}\n"  # only the folder on stdout: `make lab` passes it to jupyter lab
+    assert err.startswith(f"copied {len(ALL_NOTEBOOKS)} notebooks into {dest}: 00-welcome.ipynb, ")
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == [
+        f"{n}.ipynb" for n in ALL_NOTEBOOKS]
+    for n in ALL_NOTEBOOKS:
+        assert (dest / f"{n}.ipynb").read_bytes() == (NOTEBOOKS / f"{n}.ipynb").read_bytes()
+    assert cli.main(["notebooks", "--dir", str(dest)]) == 0  # again: nothing to say
+    assert capsys.readouterr() == (f"{dest}\n", "")
+
+
+def test_copy_never_overwrites_an_edited_notebook(tmp_path):
+    dest = tmp_path / "mine"
+    ckalab_notebook.copy_notebooks(dest, _shipped(tmp_path, a="v1", b="v1", c="v1"))
+    nbformat.write(nbformat.v4.new_notebook(), dest / "a.ipynb")  # the learner saved a (outputs, edits)
+    nbformat.write(nbformat.v4.new_notebook(), dest / "c.ipynb")  # and c
+    edited = (dest / "a.ipynb").read_bytes()
+    # A new release changes a and b; c stays as it was.
+    _, messages = ckalab_notebook.copy_notebooks(dest, _shipped(tmp_path, a="v2", b="v2", c="v1", d="v1"))
+    assert messages == ["copied 1 notebook into " + str(dest) + ": d.ipynb",
+                        "kept your edited a.ipynb; the newer shipped version is beside it: a.new.ipynb",
+                        "updated b.ipynb (you had not changed it)"]
+    assert (dest / "a.ipynb").read_bytes() == edited
+    assert "v2" in (dest / "a.new.ipynb").read_text() and "v2" in (dest / "b.ipynb").read_text()
+    assert "v1" not in (dest / "c.ipynb").read_text()  # edited, no newer version: left alone, silently
+    # Run again: nothing new to say, and the learner's file is still theirs.
+    assert ckalab_notebook.copy_notebooks(dest, _shipped(tmp_path, a="v2", b="v2", c="v1", d="v1"))[1] == []
+    assert (dest / "a.ipynb").read_bytes() == edited
+
+
+def test_copy_without_a_ledger_treats_differing_files_as_the_learners(tmp_path):
+    """A folder from before the ledger (or a lost ledger): a differing file may hold work, so it stays."""
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "a.ipynb").write_text("my own work")
+    (dest / ".ckalab-shipped.json").write_text("[not json")
+    _, messages = ckalab_notebook.copy_notebooks(dest, _shipped(tmp_path, a="v1"))
+    assert messages == ["kept your edited a.ipynb; the newer shipped version is beside it: a.new.ipynb"]
+    assert (dest / "a.ipynb").read_text() == "my own work"
+
+
+def test_copy_into_a_file_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert cli.main(["notebooks", "--dir", str(target)]) == 2
+    assert f"{target} exists and is not a folder: choose another --dir." in capsys.readouterr().err
 
 
 def test_checker_accepts_the_committed_notebooks_and_flags_run_state(tmp_path):
