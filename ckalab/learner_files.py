@@ -48,8 +48,11 @@ def read_bytes(path: str | Path, max_bytes: int = MAX_BYTES, name: str | None = 
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise LearnerFileError(f"{label} cannot be read ({exc.strerror}): {p}.") from None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(max_bytes + 1)
+    try:
+        with os.fdopen(fd, "rb") as f:  # at most one byte past the cap: /proc files report size 0
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise LearnerFileError(f"{label} cannot be read ({exc.strerror}): {p}.") from None
     if len(data) > max_bytes:
         raise LearnerFileError(f"{label} is more than the {max_bytes:,}-byte limit for a lab file: {p}.")
     return data
@@ -63,15 +66,22 @@ def read_text(path: str | Path, max_bytes: int = MAX_BYTES, name: str | None = N
         raise LearnerFileError(f"{label} is not UTF-8 text: {path}.") from None
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases: a few hundred bytes of aliases can expand
-    into gigabytes (the "billion laughs"), and no lab file needs them."""
+class _NoAliases:
+    """Refuse anchors and aliases: a few hundred bytes of aliases can expand into gigabytes
+    (the "billion laughs"), and no lab file needs them."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _AliasFound(event.start_mark)
+            raise _AliasFound(self.peek_event().start_mark)
         return super().compose_node(parent, index)
+
+
+class _SafeNoAliases(_NoAliases, yaml.SafeLoader):
+    pass
+
+
+class _PlainNoAliases(_NoAliases, yaml.BaseLoader):
+    """Every scalar stays the text the learner typed (1.20 is "1.20", yes is "yes")."""
 
 
 class _AliasFound(Exception):
@@ -81,28 +91,35 @@ class _AliasFound(Exception):
 
 
 @lru_cache(maxsize=64)
-def _parse(text: str, label: str):
+def _parse(text: str, label: str, plain: bool):
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_PlainNoAliases if plain else _SafeNoAliases)  # noqa: S506 - safe loaders
     except _AliasFound as exc:
         raise LearnerFileError(f"{label} uses YAML aliases (*name, line {exc.mark.line + 1}); write plain values "
                                "instead.") from None
     except RecursionError:
         raise LearnerFileError(f"{label} is nested too deeply to be a lab file.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise LearnerFileError(f"{label} is not valid YAML{where}: {problem}.") from None
 
 
-def load_yaml_text(text: str, name: str):
-    """Parse YAML text a learner wrote; the same text is parsed only once per process (every
-    check of a grader reads the same answers file), each caller gets its own copy."""
-    return copy.deepcopy(_parse(text, name))
+def parse_yaml(text: str, name: str, plain: bool = False):
+    """Parse YAML a learner wrote. Aliases and runaway nesting raise LearnerFileError; a syntax
+    error raises yaml.YAMLError so the grader can phrase it for its file. The same text is parsed
+    once per process (every check reads the same answers file); each caller gets its own copy."""
+    return copy.deepcopy(_parse(text, name, plain))
 
 
-def load_yaml(path: str | Path, max_bytes: int = MAX_BYTES, name: str | None = None):
-    """Read and parse a learner's YAML file with every limit above."""
+def yaml_error_text(exc: yaml.YAMLError, label: str) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    return f"{label} is not valid YAML{where}: {problem}."
+
+
+def load_yaml(path: str | Path, max_bytes: int = MAX_BYTES, name: str | None = None, plain: bool = False):
+    """Read and parse a learner's YAML file with every limit above; every problem is a
+    LearnerFileError with one clear message."""
     label = name or Path(path).name
-    return load_yaml_text(read_text(path, max_bytes, label), label)
+    try:
+        return parse_yaml(read_text(path, max_bytes, label), label, plain)
+    except yaml.YAMLError as exc:
+        raise LearnerFileError(yaml_error_text(exc, label)) from None

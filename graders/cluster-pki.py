@@ -18,7 +18,7 @@ import re
 
 import yaml
 
-from ckalab import pki
+from ckalab import learner_files, pki
 from ckalab.grading import check, expect, fail
 
 APISERVER, ETCD = "kube-apiserver", "etcd"
@@ -33,10 +33,12 @@ FLAG_LINE = re.compile(r"^(-\s+)?--[a-z0-9-]+=")  # "- --etcd-certfile=", as gre
 def _answers(workdir, lab) -> dict:
     fname = lab.params["answers_file"]
     path = workdir / fname
-    if not path.is_file():
+    if not path.exists():
         fail(f"{fname} not found in {workdir}. 'ckalab start cluster-pki' writes a template to fill in.")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = learner_files.parse_yaml(learner_files.read_bytes(path, name=fname).decode("utf-8"), fname)
+    except learner_files.LearnerFileError as exc:
+        fail(str(exc))
     except UnicodeDecodeError:
         fail(f"{fname} is not a text file. Write it as YAML, one 'key: answer' line per question.")
     except yaml.YAMLError as exc:

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from ckalab import pki
+from ckalab import learner_files, pki
 from ckalab.grading import check, expect, fail
 from ckalab.kube import LAB_LABEL, Kube
 
@@ -57,8 +57,11 @@ def _user_key(lab):
     path = lab.workdir / f"{p['user']}.key"
     try:
         # Skipping RSA's slow self-check is safe: only the public half is compared.
-        return serialization.load_pem_private_key(path.read_bytes(), None, unsafe_skip_rsa_key_validation=True)
-    except OSError:
+        raw = learner_files.read_bytes(path)
+        return serialization.load_pem_private_key(raw, None, unsafe_skip_rsa_key_validation=True)
+    except learner_files.LearnerFileError as exc:
+        if path.exists():
+            fail(str(exc))
         fail(f"{path} is missing: it is the key the request must be made from. "
              f"Run 'ckalab start csr-approval' to get a new key and CSR, then create the request again.")
     except (ValueError, TypeError):

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from kubernetes.client.rest import ApiException
 from kubernetes.config import ConfigException
 
-from ckalab import pki
+from ckalab import learner_files, pki
 from ckalab.grading import check, expect, fail
 from ckalab.kube import Kube, api_error_text
 
@@ -25,10 +25,13 @@ def _path(lab) -> Path:
 def _config(lab) -> dict:
     """The parsed file; every way it can be unreadable becomes a learner-facing failure."""
     path, name = _path(lab), _path(lab).name
-    if not path.is_file():
+    if not path.exists():
         fail(f"{name} not found in {lab.workdir}: the kubeconfig file goes there, under that name. "
              f"Look: ls {lab.workdir}")
-    raw = path.read_bytes()
+    try:
+        raw = learner_files.read_bytes(path, name=name)
+    except learner_files.LearnerFileError as exc:
+        fail(str(exc))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -36,7 +39,9 @@ def _config(lab) -> dict:
     if text is None or "\0" in text:
         fail(f"{name} is not a text file: a kubeconfig is YAML. Look at it with: cat {name}")
     try:
-        cfg = yaml.safe_load(text)
+        cfg = learner_files.parse_yaml(text, name)
+    except learner_files.LearnerFileError as exc:
+        fail(str(exc))
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -83,10 +88,9 @@ def _material(lab, body: dict, key: str, what: str, entry: str) -> bytes:
         p = Path(str(body[key]))  # like kubectl: no ~ expansion
         p = p if p.is_absolute() else _path(lab).parent / p
         try:
-            return p.read_bytes()
-        except OSError as exc:
-            fail(f"{key} of {entry} in {name} is {body[key]}, which cannot be read ({exc.strerror}). Relative "
-                 f"paths count from the kubeconfig's directory; the {what} is in {lab.workdir}.")
+            return learner_files.read_bytes(p, name=f"{key} of {entry} in {name} ({body[key]})")
+        except learner_files.LearnerFileError as exc:
+            fail(f"{exc} Relative paths count from the kubeconfig's directory; the {what} is in {lab.workdir}.")
     fail(f"{entry} in {name} has neither {key} nor {key}-data: it needs the {what}.")
 
 

@@ -28,7 +28,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from ckalab import labs, pki
+from ckalab import labs, learner_files, pki
 from ckalab.grading import check, expect, fail
 
 LAB_ID = "security-quiz"
@@ -319,13 +319,11 @@ def read_answers(path: Path) -> Answers:
     """Parse the answers file; every way it can be broken becomes a message, never an exception."""
     a = Answers(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        a.error = (f"{path} does not exist. Run 'ckalab start {LAB_ID}' to get a template with every "
-                   f"question, then write your answers in it.")
-        return a
-    except OSError as exc:
-        a.error = f"Cannot read {path}: {exc.strerror}."
+        raw = learner_files.read_bytes(path, name=str(path))
+    except learner_files.LearnerFileError as exc:  # a directory, a pipe, too large, unreadable
+        a.error = str(exc) if path.exists() else (
+            f"{path} does not exist. Run 'ckalab start {LAB_ID}' to get a template with every question, then "
+            "write your answers in it.")
         return a
     try:
         text = raw.decode("utf-8")
@@ -337,7 +335,10 @@ def read_answers(path: Path) -> Answers:
     try:
         # BaseLoader keeps every scalar as the text the learner typed: 1.20 stays "1.20" (not the
         # float 1.2) and yes/no/on/off stay words (not booleans).
-        data = yaml.load(text, Loader=yaml.BaseLoader)
+        data = learner_files.parse_yaml(text, str(path), plain=True)
+    except learner_files.LearnerFileError as exc:
+        a.error = str(exc)
+        return a
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

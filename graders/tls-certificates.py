@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ckalab import pki
+from ckalab import learner_files, pki
 from ckalab.grading import check, expect, fail
 
 APISERVER_CN = "kube-apiserver"
@@ -34,9 +34,12 @@ SHORT = {NameOID.COMMON_NAME: "CN", NameOID.ORGANIZATION_NAME: "O", NameOID.ORGA
 
 def _read(workdir: Path, fname: str) -> bytes:
     path = workdir / fname
-    if not path.is_file():
+    if not path.exists():
         fail(f"{fname} not found in {workdir}.")
-    raw = path.read_bytes()
+    try:
+        raw = learner_files.read_bytes(path, name=fname)
+    except learner_files.LearnerFileError as exc:
+        fail(str(exc))
     expect(raw.strip(), f"{fname} is empty.")
     return raw
 
@@ -126,7 +129,7 @@ def _usages(ku: x509.KeyUsage) -> list[str]:
 
 def _pair(workdir: Path, base: str):
     """Both files parse, the key is RSA >= 2048 bits and belongs to the certificate."""
-    missing = [f for f in (f"{base}.key", f"{base}.crt") if not (workdir / f).is_file()]
+    missing = [f for f in (f"{base}.key", f"{base}.crt") if not (workdir / f).exists()]
     expect(not missing, f"{' and '.join(missing)} not found in {workdir}.")
     problems = []
     key = cert = None

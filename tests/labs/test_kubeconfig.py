@@ -154,8 +154,8 @@ def test_mismatched_key_and_missing_file_fail(lab_harness):
     r = grade_file(h, kubeconfig(h, cluster={"server": server(h), "certificate-authority": "certs/ca.crt"}))
     assert failed_ids(r) == {"test_cluster_entry"} | LOGIN_CHECKS
     assert check_of(r, "test_cluster_entry").message == (
-        "certificate-authority of cluster 'lab' in jane.kubeconfig is certs/ca.crt, which cannot be read "
-        f"(No such file or directory). Relative paths count from the kubeconfig's directory; the CA certificate "
+        f"certificate-authority of cluster 'lab' in jane.kubeconfig (certs/ca.crt) not found (looked for "
+        f"{h.workdir}/certs/ca.crt). Relative paths count from the kubeconfig's directory; the CA certificate "
         f"ca.crt is in {h.workdir}.")
 
 
