@@ -198,13 +198,14 @@ def _variant(lab_id: str, seed: str | None) -> labs.Lab:
 # Parameters that name cluster-wide identities. Namespaces keep students' objects apart, but a
 # User name is one identity in the whole cluster: two students whose variants picked the same
 # user would grant each other's user rights, and the least-privilege check would rightly see
-# them. Each student's variant gets its own user name.
+# them. Each student's variant gets its own user name, within this class (two classes on one
+# cluster may both have an "alice").
 IDENTITY_PARAMS = ("user",)
 
 
 def student_lab(lab_id: str, st: Student, class_name: str) -> StudentLab:
     lab = _variant(lab_id, st.id)
-    own = {p: f"{lab.params[p]}-{st.slug}"[:63] for p in IDENTITY_PARAMS if p in lab.params}
+    own = {p: f"{lab.params[p]}-{class_name}-{st.slug}" for p in IDENTITY_PARAMS if p in lab.params}
     lab = with_params(lab, namespace=st.namespace, **own)
     base = {f.name: getattr(lab, f.name) for f in dataclasses.fields(labs.Lab)}
     return StudentLab(**base, base=classroom_dir(class_name) / "work" / st.slug,
@@ -492,6 +493,8 @@ def down(class_name: str = "workshop", kubeconfig: str | Path | None = None) -> 
                               ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
                               ("rbac.authorization.k8s.io/v1", "ClusterRole")):
         for obj in kube.list(api_version, kind, label_selector=sel):
+            if obj["metadata"].get("deletionTimestamp"):
+                continue  # an earlier `down` is removing it already
             kube.delete(api_version, kind, obj["metadata"]["name"])
             gone.append(f"{kind}/{obj['metadata']['name']}")
     return gone

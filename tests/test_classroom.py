@@ -81,7 +81,7 @@ def test_students_get_their_own_namespace_and_identity(room):
     lab = classroom.student_lab("rbac-role", students["alice"], CLASS)
     variant = labs.load("rbac-role", "alice").params
     assert lab.params["namespace"] == "iso-alice" and lab.params == {
-        **variant, "namespace": "iso-alice", "user": f"{variant['user']}-alice"}
+        **variant, "namespace": "iso-alice", "user": f"{variant['user']}-iso-alice"}
     tasks = (classroom.classroom_dir(CLASS) / "students" / "alice" / "tasks.md").read_text()
     assert f"user **{lab.params['user']}**" in tasks and "iso-alice" in tasks
 
