@@ -20,7 +20,13 @@ def _cluster(args, backend: str | None = None):
 
 
 def cmd_up(args):
-    _cluster(args, choose_backend(args.backend)).up(progress=lambda m: print(m, flush=True))
+    cluster = _cluster(args, choose_backend(args.backend))
+    if args.nodes:  # read by the local backend's real-node support (ckalab/cluster/nodes)
+        if args.nodes == "real" and cluster.backend != "local":
+            raise CkalabError(f"--nodes real is for the local backend; cluster '{cluster.name}' uses "
+                              f"{cluster.backend}, whose nodes are real already.")
+        os.environ["CKALAB_NODES"] = args.nodes
+    cluster.up(progress=lambda m: print(m, flush=True))
 
 
 def cmd_down(args):
@@ -175,6 +181,9 @@ def parser() -> argparse.ArgumentParser:
 
     up = add("up", cmd_up, "start (or reuse) the lab cluster and wait until it is ready")
     up.add_argument("--backend", default="auto", choices=["auto", "local", "kind"])
+    up.add_argument("--nodes", choices=["kwok", "real"], default=None,
+                    help="local backend: kwok nodes (default) or, EXPERIMENTAL, a real kubelet + containerd "
+                         "node01 (root; see docs/real-nodes.md); the choice is kept for later `up`s")
     add("down", cmd_down, "stop the cluster (succeeds when already stopped)")
     add("status", cmd_status, "show the cluster and its components").add_argument("--json", action="store_true")
     add("kubeconfig", cmd_kubeconfig, "print the path of the lab's admin kubeconfig")

@@ -412,6 +412,7 @@ class LocalCluster(Cluster):
                 self._record(comp, pid, bins[comp])  # adopt a process whose pid file was lost
         if all(running.values()) and self._readyz():
             progress(f"Cluster '{self.name}' is already running (local backend).")
+            self._real_nodes().up(progress)
             return
         start = time.monotonic()
         recorded = self._recorded_ports(state)
@@ -448,6 +449,7 @@ class LocalCluster(Cluster):
             self._wait(self._readyz, 90, "kube-apiserver /readyz", running, exited)
             progress(f"  kube-apiserver ready after {time.monotonic() - start:.1f}s")
             self._bootstrap()
+            self._real_nodes().up(progress)
             self._wait_workloads_ready(running, exited)
         except WaitTimeout as exc:
             raise CkalabError(f"Cluster '{self.name}' did not become ready: {exc}\n\n"
@@ -482,6 +484,8 @@ class LocalCluster(Cluster):
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": kpki.ADMINS_GROUP}],
         })
         for node in (NODE, *WORKERS):
+            if node in self._real_nodes().names():
+                continue  # a kubelet registers it
             labels = {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux",
                       "kubernetes.io/arch": "amd64", "type": "kwok"}
             spec: dict = {}
@@ -509,6 +513,7 @@ class LocalCluster(Cluster):
                    "the 'default' ServiceAccount (kube-controller-manager)", pids, exited)
 
     def _down(self, progress: Progress) -> None:
+        self._real_nodes().down(progress)
         # Found by their markers, not by the pid files: this also stops what a crashed or
         # concurrent `up` left behind, and never another cluster's processes.
         found = self._processes()
@@ -524,6 +529,13 @@ class LocalCluster(Cluster):
                      f"State kept in {self.dir}; '{up_command(self.name)}' resumes it.")
         else:
             progress(f"Cluster '{self.name}' is not running; nothing to stop.")
+
+    # --- real nodes: experimental and opt-in (ckalab/cluster/nodes, docs/real-nodes.md) --------------
+    def _real_nodes(self):
+        """The real kubelets of this cluster; none unless `--nodes real` / CKALAB_NODES=real."""
+        from .. import nodes
+
+        return nodes.for_cluster(self)
 
     def status(self) -> ClusterStatus:
         if not self.etc.exists():

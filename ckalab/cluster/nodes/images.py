@@ -1,0 +1,148 @@
+"""Images for real nodes, built here as OCI archives: no registry is reachable from our machines.
+
+Each image carries its upstream name, so pods (and containerd's sandbox setting) name them as
+on any cluster; pods must use imagePullPolicy IfNotPresent or Never, as nothing can be pulled.
+
+- docker.io/library/busybox:<Debian's version>: Debian's busybox-static, one symlink per
+  applet, a passwd/group with root and nobody, and our clockprobe (see noclock.py).
+- registry.k8s.io/pause:<PAUSE_TAG>: our pause binary (gomod/nodeimages), as user 65535.
+
+Layers are uncompressed tars with fixed times and owners, so the same inputs give the same
+digests (a rebuilt archive does not grow containerd's content store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+from ...errors import CkalabError
+
+PAUSE_TAG = "3.10.1"  # what containerd 2.2 and kubelet 1.36 expect as the sandbox image
+PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_TAG}"
+BUSYBOX = Path("/bin/busybox")
+PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+GROUP = "root:x:0:\nnobody:x:65534:\n"
+
+
+def busybox_version() -> str:
+    """Debian's busybox-static version, e.g. 1.35.0 (the tag of our busybox image)."""
+    if not BUSYBOX.is_file():
+        raise CkalabError(f"{BUSYBOX} is missing: real nodes build their busybox image from Debian's "
+                          "busybox-static package (apt-get install busybox-static).")
+    first = subprocess.run([str(BUSYBOX)], capture_output=True, text=True).stdout.splitlines()[:1]
+    # "BusyBox v1.35.0 (Debian 1:1.35.0-4+b3) multi-call binary."
+    words = first[0].split() if first else []
+    return words[1].lstrip("v") if len(words) > 1 else "1"
+
+
+def busybox_image() -> str:
+    return f"docker.io/library/busybox:{busybox_version()}"
+
+
+class _Layer:
+    """An uncompressed, reproducible layer tar built in memory."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)
+
+    def _info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime, info.uid, info.gid = kind, mode, 0, 0, 0
+        return info
+
+    def dir(self, name: str, mode: int = 0o755) -> None:
+        self.tar.addfile(self._info(name, tarfile.DIRTYPE, mode))
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        info = self._info(name, tarfile.REGTYPE, mode)
+        info.size = len(data)
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def link(self, name: str, target: str) -> None:
+        info = self._info(name, tarfile.SYMTYPE, 0o777)
+        info.linkname = target
+        self.tar.addfile(info)
+
+    def close(self) -> bytes:
+        self.tar.close()
+        return self.buf.getvalue()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def oci_archive(path: Path, name: str, layer: bytes, config: dict) -> None:
+    """Write an OCI image layout tar holding one single-layer linux/amd64 image called `name`."""
+    image_config = {
+        "architecture": "amd64", "os": "linux", "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
+        "history": [{"created_by": "ckalab (built from local files; no registry)"}],
+    }
+    config_blob = json.dumps(image_config, sort_keys=True).encode()
+    manifest = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _digest(config_blob), "size": len(config_blob)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": _digest(layer), "size": len(layer)}],
+    }
+    manifest_blob = json.dumps(manifest, sort_keys=True).encode()
+    index = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": _digest(manifest_blob), "size": len(manifest_blob),
+            "platform": {"architecture": "amd64", "os": "linux"},
+            # ctr import names the image after this annotation.
+            "annotations": {"io.containerd.image.name": name,
+                            "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]},
+        }],
+    }
+    out = _Layer()
+    out.file("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+    out.file("index.json", json.dumps(index, sort_keys=True).encode())
+    out.dir("blobs")
+    out.dir("blobs/sha256")
+    for blob in (layer, config_blob, manifest_blob):
+        out.file(f"blobs/sha256/{_digest(blob).split(':')[1]}", blob)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(out.close())
+    tmp.replace(path)
+
+
+def _base(layer: _Layer) -> None:
+    for d in ("bin", "dev", "etc", "proc", "sys", "root"):
+        layer.dir(d)
+    layer.dir("tmp", 0o1777)
+    layer.file("etc/passwd", PASSWD.encode())
+    layer.file("etc/group", GROUP.encode())
+
+
+def build_busybox(path: Path, clockprobe: Path) -> str:
+    name = busybox_image()
+    layer = _Layer()
+    _base(layer)
+    layer.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in sorted(set(applets) - {"busybox"}):
+        layer.link(f"bin/{applet}", "busybox")
+    layer.file("bin/clockprobe", clockprobe.read_bytes(), 0o755)
+    oci_archive(path, name, layer.close(), {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]})
+    return name
+
+
+def build_pause(path: Path, pause: Path) -> str:
+    layer = _Layer()
+    _base(layer)
+    layer.file("pause", pause.read_bytes(), 0o755)
+    oci_archive(path, PAUSE_IMAGE, layer.close(), {"Entrypoint": ["/pause"], "User": "65535:65535"})
+    return PAUSE_IMAGE

@@ -1,0 +1,199 @@
+"""Real nodes (experimental): kubelet + containerd + runc as node01 of the local cluster.
+
+Skipped unless CKALAB_REAL_NODES=1: they need root, network namespaces, cgroups, Debian's
+busybox-static / containernetworking-plugins / libseccomp-dev, and build kubelet, containerd,
+runc and crictl the first time (minutes). Run them alone:
+
+    CKALAB_REAL_NODES=1 CKALAB_TEST_HOME=/tmp/ckt-nodes CKALAB_TEST_KEEP=1 \\
+        .venv/bin/pytest tests/test_real_nodes.py -x -q
+
+The module switches the test cluster to a real node01 and, at the end, back to kwok nodes;
+the last test counts what the node left on this machine.
+
+The clock: a pod with CAP_SYS_TIME must not move this machine's time. The tests first prove,
+without setting any clock, that clock_settime is refused inside the pod (clockprobe asks for
+CLOCK_MONOTONIC, which only a seccomp filter answers with EPERM); only then do they run
+`date -s`, and even that sets the time the pod just read, so a failure of the filter could not
+move the clock by more than a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("CKALAB_REAL_NODES") != "1",
+    reason="real nodes are experimental: set CKALAB_REAL_NODES=1 (root, builds kubelet/containerd/runc) to run them")
+
+NS = "real-nodes-test"
+CAP_SYS_TIME = 25
+
+
+def _kubectl(cluster, *args, check=True, timeout=120, input=None):
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    proc = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def _footprint(nodes) -> dict[str, int]:
+    """What a real node leaves on this machine, counted the way an admin would look."""
+    tag = nodes.tag
+    mounts = Path("/proc/self/mountinfo").read_text()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    ipt = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    marked = nodes.processes()
+    shims = [p for p in os.listdir("/proc") if p.isdigit() and _argv0(p).endswith("containerd-shim-runc-v2")]
+    cgroups = [h for h in ("cpu", "memory", "pids", "freezer") if
+               Path(f"/sys/fs/cgroup/{h}/ckalab-{tag}-node01").exists()]
+    return {
+        "processes": sum(len(v) for v in marked.values()),
+        "shims": len(shims),
+        "mounts": sum(1 for line in mounts.splitlines() if str(nodes.root) in line),
+        "links": sum(1 for line in links.splitlines() if tag in line),
+        "netns": sum(1 for line in netns.splitlines() if tag in line),
+        "iptables_rules": sum(1 for line in ipt.splitlines() if line.startswith("-A")),
+        "cgroups": len(cgroups),
+        "fixed_dirs": sum(1 for d in nodes_module().FIXED_DIRS if Path(d).exists()),
+    }
+
+
+def nodes_module():
+    from ckalab.cluster import nodes
+
+    return nodes
+
+
+def _argv0(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
+def _up(cluster, nodes: str) -> None:
+    """`ckalab up --nodes <nodes>` on the (already running) test cluster."""
+    os.environ["CKALAB_NODES"] = nodes
+    try:
+        cluster.up(progress=lambda m: print(m, flush=True))
+    finally:
+        os.environ.pop("CKALAB_NODES")
+
+
+@pytest.fixture(scope="module")
+def real(cluster):
+    from ckalab.cluster import nodes
+
+    rn = nodes.for_cluster(cluster)
+    _up(cluster, "kwok")  # a real node01 left by an earlier run (kept clusters) goes first
+    before = _footprint(rn)
+    _up(cluster, "real")
+    # A namespace left by an earlier run (kept clusters) goes first, with its pods.
+    _kubectl(cluster, "delete", "namespace", NS, "--ignore-not-found", "--timeout=90s", timeout=120)
+    _kubectl(cluster, "create", "namespace", NS)
+    yield {"cluster": cluster, "nodes": rn, "before": before}
+    _kubectl(cluster, "delete", "namespace", NS, "--wait=false", check=False)
+
+
+def _pod(cluster, name: str, command: str, security: dict | None = None, pod_security: dict | None = None):
+    from ckalab.cluster.nodes import images
+
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "nodeName": "node01", "terminationGracePeriodSeconds": 1,
+            "securityContext": pod_security or {},
+            "containers": [{"name": "main", "image": images.busybox_image(), "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", command], "securityContext": security or {}}],
+        },
+    }
+    _kubectl(cluster, "apply", "-f", "-", input=json.dumps(pod))
+    _kubectl(cluster, "wait", "-n", NS, f"pod/{name}", "--for=condition=Ready", "--timeout=90s", timeout=120)
+    return json.loads(_kubectl(cluster, "get", "-n", NS, "pod", name, "-o", "json").stdout)
+
+
+def _exec(cluster, pod: str, *cmd: str, check=True):
+    return _kubectl(cluster, "exec", "-n", NS, pod, "--", *cmd, check=check)
+
+
+def test_node01_is_a_real_ready_kubelet(real):
+    node = json.loads(_kubectl(real["cluster"], "get", "node", "node01", "-o", "json").stdout)
+    assert node["metadata"]["labels"].get("ckalab.io/node") == "real"
+    assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.3"
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://2.2.")
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addresses["InternalIP"] == real["nodes"].node("node01").ip
+    assert not addresses["InternalIP"].startswith("127.")
+    ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready and ready[0]["status"] == "True"
+
+
+def test_exec_runs_as_the_pods_user_and_logs_are_read_from_the_node(real):
+    c = real["cluster"]
+    _pod(c, "whoami", "echo hello from $(hostname); sleep 3600", pod_security={"runAsUser": 1234, "runAsGroup": 1234})
+    assert _exec(c, "whoami", "id", "-u").stdout.strip() == "1234"
+    logs = _kubectl(c, "logs", "-n", NS, "whoami").stdout
+    assert "hello from whoami" in logs
+
+
+def test_pod_to_pod_tcp_over_the_bridge(real):
+    c = real["cluster"]
+    server = _pod(c, "web", "mkdir -p /tmp/www && echo pong-from-web > /tmp/www/index.html && "
+                            "httpd -f -p 8080 -h /tmp/www")
+    _pod(c, "client", "sleep 3600")
+    ip = server["status"]["podIP"]
+    assert ip.startswith("10.245.")
+    # busybox's own timeout: Debian's busybox-static 1.35 wget crashes on -T.
+    out = _exec(c, "client", "timeout", "10", "wget", "-q", "-O", "-", f"http://{ip}:8080/").stdout
+    assert out.strip() == "pong-from-web"
+
+
+def _cap_eff(text: str) -> int:
+    return int(re.search(r"^CapEff:\s*([0-9a-f]+)$", text, re.M).group(1), 16)
+
+
+def test_a_sys_time_pod_keeps_the_capability_but_cannot_set_the_clock(real):
+    c = real["cluster"]
+    _pod(c, "clock", "sleep 3600", security={"capabilities": {"add": ["SYS_TIME"]}})
+    status = _exec(c, "clock", "cat", "/proc/1/status").stdout
+    assert _cap_eff(status) & (1 << CAP_SYS_TIME), f"CapEff lacks cap_sys_time:\n{status}"
+    assert int(re.search(r"^Seccomp:\s*(\d)", status, re.M).group(1)) == 2  # a filter is in force
+    probe = _exec(c, "clock", "clockprobe", check=False)
+    assert probe.returncode == 0 and probe.stdout.startswith("blocked"), probe.stdout + probe.stderr
+    # Proven blocked without touching a clock: now the learner's command, with the time it reads.
+    offset = time.time() - time.monotonic()  # moves only if someone sets the wall clock
+    attempt = _exec(c, "clock", "sh", "-c", 'date -s "@$(date +%s)"', check=False)
+    # busybox date reports the refusal but exits 0, so the message is what tells.
+    assert "can't set date: Operation not permitted" in attempt.stderr, attempt.stdout + attempt.stderr
+    assert abs((time.time() - time.monotonic()) - offset) < 0.5
+
+
+def test_even_a_privileged_unconfined_pod_cannot_reach_the_clock(real):
+    """The filter sits under containerd, so no pod setting can lift it (only probed: no date -s)."""
+    c = real["cluster"]
+    _pod(c, "priv", "sleep 3600", security={"privileged": True, "seccompProfile": {"type": "Unconfined"}})
+    probe = _exec(c, "priv", "clockprobe", check=False)
+    assert probe.returncode == 0 and probe.stdout.startswith("blocked"), probe.stdout + probe.stderr
+
+
+def test_down_removes_every_process_mount_link_namespace_and_rule(real):
+    c, rn = real["cluster"], real["nodes"]
+    during = _footprint(rn)
+    assert during["processes"] >= 3 and during["shims"] >= 1 and during["links"] >= 2
+    assert during["netns"] == 1 and during["mounts"] >= 1 and during["cgroups"] >= 1
+    _up(c, "kwok")  # back to the default cluster for the other tests
+    after = _footprint(rn)
+    assert after == real["before"], f"before {real['before']}, during {during}, after {after}"
+    node = json.loads(_kubectl(c, "get", "node", "node01", "-o", "json").stdout)
+    assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
