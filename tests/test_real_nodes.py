@@ -197,3 +197,35 @@ def test_down_removes_every_process_mount_link_namespace_and_rule(real):
     assert after == real["before"], f"before {real['before']}, during {during}, after {after}"
     node = json.loads(_kubectl(c, "get", "node", "node01", "-o", "json").stdout)
     assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
+
+
+def test_a_node_that_cannot_start_is_removed_and_kwok_comes_back(real, monkeypatch):
+    from ckalab.cluster import nodes
+    from ckalab.errors import CkalabError
+
+    c, rn = real["cluster"], real["nodes"]
+    flags = nodes.Node._kubelet_flags
+    monkeypatch.setattr(nodes.Node, "_kubelet_flags", lambda self: [*flags(self), "--no-such-flag"])
+    with pytest.raises(CkalabError) as err:
+        _up(c, "real")
+    assert "Real node node01: kubelet exited while waiting for node node01 to be Ready" in str(err.value)
+    assert "unknown flag: --no-such-flag" in str(err.value)  # the log tail says why
+    assert _footprint(rn) == real["before"]
+    node = json.loads(_kubectl(c, "get", "node", "node01", "-o", "json").stdout)
+    assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
+    assert not rn.enabled()
+
+
+def test_the_clock_filter_covers_the_32_bit_abis_too():
+    """A 32-bit binary in a container must not be a way around the filter: libseccomp's own
+    rendering of it refuses the clock calls by their i386 (stime 25, settimeofday 79) and x32
+    (0x40000000 + the x86_64 number) numbers as well."""
+    from ckalab.cluster.nodes import noclock
+
+    text = noclock.pfc()
+    sections = dict(re.findall(r"# filter for arch (\S+) \(\d+\)\n(.*?)action ALLOW;", text, re.S))
+    assert set(sections) == {"x86_64", "x86", "x32"}
+    for arch, numbers in {"x86_64": (164, 227, 159, 305), "x86": (25, 79, 264, 124, 343, 404, 405),
+                          "x32": (0x40000000 + 164, 0x40000000 + 227, 0x40000000 + 159)}.items():
+        for nr in numbers:
+            assert f"if ($syscall == {nr})\n    action ERRNO(1);" in sections[arch], (arch, nr)

@@ -118,14 +118,24 @@ class RealNodes:
             if self._mode_file.exists():
                 self.back_to_kwok(progress)
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        home.write_atomic(self._mode_file, "real\n")
+        self._check_host()  # before a build of minutes that could not be used
         bins = ensure_binaries(progress)
-        self._check_host()
-        self._bridge_up()
-        self._relay_up(bins)
-        for name in NODES:
-            self.node(name).up(bins, progress)
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._bridge_up()
+            self._relay_up(bins)
+            for name in NODES:
+                self.node(name).up(bins, progress)
+        except BaseException:
+            # Half a node is worse than none: remove what was started, give the cluster its
+            # kwok nodes back, and let the error say what failed.
+            progress("Real node setup failed: removing what it started; the cluster keeps kwok nodes.")
+            try:
+                self.back_to_kwok(lambda m: None)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+        home.write_atomic(self._mode_file, "real\n")
 
     def down(self, progress) -> None:
         """Stop and remove everything the real nodes started or created; safe to repeat."""
@@ -156,7 +166,15 @@ class RealNodes:
                 k.core.delete_node(name)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.cluster._bootstrap()
+        saved = os.environ.get(ENV)
+        os.environ[ENV] = "kwok"  # so that the local backend creates node01 as a kwok node again
+        try:
+            self.cluster._bootstrap()
+        finally:
+            if saved is None:
+                del os.environ[ENV]
+            else:
+                os.environ[ENV] = saved
         progress(f"Cluster '{self.cluster.name}' uses kwok nodes again.")
 
     def running(self) -> bool:

@@ -34,6 +34,21 @@ def _errno_action(code: int) -> int:
 
 def install() -> None:
     """Load the filter into this process (and so into everything it execs or forks)."""
+    _with_filter(lambda lib, ctx: lib.seccomp_load(ctx), "seccomp_load")
+
+
+def pfc() -> str:
+    """The filter as libseccomp's pseudo filter code (for tests and for the curious): one
+    section per ABI, each naming the refused syscalls."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        _with_filter(lambda lib, ctx: lib.seccomp_export_pfc(ctx, out.fileno()), "seccomp_export_pfc")
+        out.seek(0)
+        return out.read().decode()
+
+
+def _with_filter(use, what: str) -> None:
     name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     lib = ctypes.CDLL(name, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
@@ -44,6 +59,7 @@ def install() -> None:
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_export_pfc.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
     ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
     if not ctx:
@@ -62,9 +78,9 @@ def install() -> None:
             # -EDOM/-EINVAL: the call does not exist on one of the ABIs (stime on x86_64), fine.
             if rc not in (0, -errno.EDOM, -errno.EINVAL, -errno.EEXIST):
                 raise OSError(-rc, f"seccomp_rule_add({call})")
-        rc = lib.seccomp_load(ctx)
+        rc = use(lib, ctx)
         if rc != 0:
-            raise OSError(-rc, "seccomp_load")
+            raise OSError(-rc, what)
     finally:
         lib.seccomp_release(ctx)
 
