@@ -130,9 +130,19 @@ def _run_all(browser, base: str, token: str, notebook: str):
     page.locator(".jp-Notebook").first.wait_for()
     _wait_for_kernel(page)
     expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_contain_text(notebook)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    _menu(page, "Run", "Run All Cells")
     return page
+
+
+def _menu(page, menu: str, item: str) -> None:
+    page.get_by_role("menuitem", name=menu, exact=True).click()
+    page.get_by_role("menuitem", name=item, exact=True).click()
+
+
+def _clear_and_run_all(page) -> None:
+    """Clear every output first, so what the test then reads comes from this run."""
+    _menu(page, "Edit", "Clear Outputs of All Cells")
+    _menu(page, "Run", "Run All Cells")
 
 
 def test_printed_url_lands_on_the_welcome_notebook(jupyter):
@@ -221,11 +231,23 @@ def test_lab_bar_check_in_browser(jupyter, cluster, lab_harness):
                 expect(bar.locator(".ckalab-out .ckalab-error")).to_contain_text(
                     f"Cluster '{cluster.name}' is not running")
                 bar.screenshot(path=str(ARTIFACTS / "lab-bar-stopped.png"))
+                # Run All now: the bar cell stops the run with one line, no traceback anywhere.
+                _clear_and_run_all(page)
+                stop = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                expect(stop.first).to_be_visible()
+                assert stop.count() == 1, stop.all_inner_texts()
+                expect(stop).to_have_text(f"Cluster '{cluster.name}' (local backend) is stopped. Start it in a "
+                                          f"terminal with: ckalab up --name {cluster.name}, then run this cell again.")
+                assert "Traceback" not in page.locator(".jp-Notebook").inner_text()
+                _wait_for_kernel(page)
+                assert page.locator(".ckalab-result").count() == 0  # the check cell did not run
             finally:
                 cluster.up(progress=lambda m: None)
-            bar.locator(".ckalab-btn-check").click()
-            expect(status).to_contain_text(f"Cluster '{cluster.name}' (local backend) is running.")
-            expect(bar.locator(".ckalab-result")).to_have_attribute("data-passed", "false")
+            _clear_and_run_all(page)  # started again: the same notebook runs through
+            expect(page.locator(".jp-OutputArea-output .ckalab-result").last).to_have_attribute(
+                "data-passed", "true", timeout=120_000)
+            bar = page.locator(".ckalab-bar").first
+            expect(bar.locator(".ckalab-status")).to_contain_text(f"Cluster '{cluster.name}' (local backend) is running.")
         finally:
             browser.close()
     if os.environ.get("CKALAB_UPDATE_SCREENSHOTS"):  # refresh the README's pictures on request only

@@ -199,6 +199,51 @@ def test_run_all_on_a_stopped_cluster_stops_with_one_line(name, tmp_path, monkey
     assert not (tmp_path / "result.json").exists()  # nothing was graded
 
 
+def test_late_cells_of_a_stopped_run_all_do_nothing(monkeypatch):
+    """JupyterLab's Run All sends every cell at once; the kernel drops only requests that arrived
+    before the error. A request of the same burst that arrives later must not run (it would fail
+    with a traceback); a cell the learner runs afterwards runs as usual."""
+    import datetime as dt
+
+    from jupyter_client.manager import start_new_kernel
+
+    monkeypatch.setenv("CKALAB_CLUSTER", STOPPED)
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        def run(code: str, sent: dt.datetime | None = None) -> tuple[dict, list[dict], dt.datetime]:
+            msg = kc.session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
+                                                     "user_expressions": {}, "allow_stdin": False,
+                                                     "stop_on_error": True})
+            if sent is not None:  # the browser's send time of a request that arrives late
+                msg["header"]["date"] = sent.isoformat()
+            kc.shell_channel.send(msg)
+            reply = kc.get_shell_msg(timeout=60)
+            outputs = []
+            while True:
+                out = kc.get_iopub_msg(timeout=60)
+                if out["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                    continue
+                if out["msg_type"] == "status" and out["content"]["execution_state"] == "idle":
+                    return reply["content"], outputs, msg["header"]["date"]
+                if out["msg_type"] in ("stream", "error", "execute_result", "display_data"):
+                    outputs.append(out["content"])
+
+        first, outputs, first_sent = run("from ckalab.widgets import LabBar\nbar = LabBar('service-accounts')")
+        assert first["status"] == "error" and first["ename"] == "StopHere"
+        assert [o.get("traceback") for o in outputs] == [[
+            f"Cluster '{STOPPED}' (local backend) is absent. Start it in a terminal with: "
+            f"ckalab up --name {STOPPED}, then run this cell again."]]
+        # Sent 50 ms after the failed cell, as Run All does, but arrived after its error.
+        late, outputs, _ = run("import base64; base64.b64decode('x')",  # binascii.Error if it ran
+                               sent=first_sent + dt.timedelta(milliseconds=50))
+        assert late["status"] == "ok" and outputs == []
+        later, outputs, _ = run("print('runs')", sent=first_sent + dt.timedelta(seconds=10))
+        assert later["status"] == "ok" and outputs == [{"name": "stdout", "text": "runs\n"}]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_lab_bar_called_from_code_on_a_stopped_cluster_stops_the_run(cluster, lab_harness, monkeypatch):
     """A cluster that stops after the bar was drawn: a code cell's bar.check() ends "Run All" with
     the one line (StopHere), a click shows the message in the bar; the status line follows either way."""
