@@ -283,6 +283,15 @@ def _shipped(tmp_path, **notebooks) -> Path:
     return src
 
 
+def test_make_lab_serves_the_copy_and_lands_on_the_welcome_notebook():
+    """The flags the browser test starts JupyterLab with are the ones `make lab` uses."""
+    recipe = (REPO / "Makefile").read_text().split("\nlab:", 1)[1].split("\n\n", 1)[0]
+    assert 'dir="$$(ckalab notebooks)"' in recipe
+    assert '--ServerApp.root_dir="$$dir"' in recipe
+    assert "--LabApp.default_url=/lab/tree/00-welcome.ipynb" in recipe
+    assert "notebooks/" not in recipe  # nothing opened from the checkout
+
+
 def test_copy_holds_every_notebook_and_no_build_sources(tmp_path, capsys):
     dest = tmp_path / "mine"
     assert cli.main(["notebooks", "--dir", str(dest)]) == 0
