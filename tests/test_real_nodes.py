@@ -131,6 +131,9 @@ def test_node01_is_a_real_ready_kubelet(real):
     assert node["metadata"]["labels"].get("ckalab.io/node") == "real"
     assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
     assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.3"
+    kubeadm = nodes_module().ensure_binaries()["kubeadm"]
+    assert subprocess.run([str(kubeadm), "version", "-o", "short"], capture_output=True,
+                          text=True).stdout.strip() == "v1.36.3"
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://2.2.")
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == real["nodes"].node("node01").ip

@@ -4,7 +4,7 @@ CKALAB_NODES=real. The default cluster (kwok nodes) is untouched when this is no
 Phase 1 runs one real worker, node01, next to the local control plane (processes on 127.0.0.1):
 
   host                                   node01's network namespace (ckalab-<h>-node01)
-  bridge ckb<h>  10.250.X.1/24  <-veth->  eth0 10.250.X.11 (the node IP; the kubelet refuses loopback)
+  bridge ckb<h>  10.250.X.1/24  <-veth->  eth0 10.250.X.11 (node IP, not loopback; no default route)
   relay 10.250.X.1:<api port> -> 127.0.0.1:<api port>      containerd, kubelet
                                                           cni0 (CNI bridge) 10.245.1.1/24 -> pods
 
@@ -192,6 +192,10 @@ class RealNodes:
 
     # --- shared pieces ---------------------------------------------------------------------------
     def _check_host(self) -> None:
+        longest = self.node(NODES[0]).sock
+        if len(str(longest)) + len(".ttrpc") > 107:  # sun_path holds 108 bytes with its NUL
+            raise CkalabError(f"The real node's socket path {longest} is too long for a unix socket: "
+                              "use a shorter CKALAB_HOME.")
         missing = [t for t in ("ip", "nsenter", "unshare", "mount", "umount") if not shutil.which(t)]
         if not any(Path(d, "bridge").exists() for d in CNI_BIN_DIRS):
             missing.append("CNI plugins (apt-get install containernetworking-plugins)")
@@ -257,6 +261,7 @@ class Node:
         self.cgroup_root = f"/ckalab-{nodes.tag}-{name}"
         self.mntns = self.dir / "run" / "mntns"
         self.sock = self.dir / "run" / "containerd" / "containerd.sock"
+        self.started: dict[str, int] = {}  # component -> pid, started by this `up`
 
     # --- paths -----------------------------------------------------------------------------------
     def p(self, rel: str) -> Path:
@@ -295,9 +300,10 @@ class Node:
 
     def _wait(self, predicate, timeout: float, what: str) -> None:
         def step():
-            running = self.nodes.processes()
-            for comp in ("containerd", "kubelet"):
-                if self.p(f"run/{comp}.started").exists() and not running.get(f"{self.name}/{comp}"):
+            # By pid, not by marker: a process in the middle of an exec (noclock -> nsenter ->
+            # containerd) can briefly show no environment at all.
+            for comp, pid in self.started.items():
+                if not procs.alive(pid):
                     return ("exited", comp)
             return predicate()
 
@@ -321,7 +327,9 @@ class Node:
         _run([*inside, "addr", "add", f"{self.ip}/{self.nodes.subnet.prefixlen}", "dev", "eth0"])
         _run([*inside, "link", "set", "eth0", "up"])
         _run([*inside, "link", "set", "lo", "up"])
-        _run([*inside, "route", "add", "default", "via", self.nodes.gateway])
+        # No default route, on purpose: the node talks to the bridge's subnet only (the relay,
+        # the API server's calls to the kubelet), and a pod's packet for any other address dies
+        # here instead of reaching the host, which could forward it off the machine.
 
     def _mount_namespace(self) -> None:
         """A mount namespace for containerd, kubelet and the pods, pinned by a bind mount of its
@@ -440,11 +448,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 
     def _start(self, comp: str, argv: list[str]) -> int:
         """comp under the clock filter, inside the node's mount and network namespaces."""
-        self.p(f"run/{comp}.started").touch()
-        return self.nodes.spawn(f"{self.name}/{comp}", [
+        self.started[comp] = self.nodes.spawn(f"{self.name}/{comp}", [
             sys.executable, str(HERE / "noclock.py"),
             "nsenter", f"--mount={self.mntns}", f"--net=/run/netns/{self.netns}", "--", *argv,
         ], self.p(f"logs/{comp}.log"))
+        return self.started[comp]
 
     def _ctr(self, bins, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return _run([str(bins["ctr"]), "--address", str(self.sock), "--namespace", "k8s.io", *args],
@@ -508,8 +516,6 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
             _run(["umount", str(self.mntns)], check=False)  # the last reference: its mounts go with it
         _run(["ip", "netns", "delete", self.netns], check=False)  # its veth, cni0 and rules go with it
         _run(["ip", "link", "del", self.veth], check=False)
-        for f in self.dir.glob("run/*.started"):
-            f.unlink()
         shutil.rmtree(self.p("run"), ignore_errors=True)  # sockets, runc state, netns files
         if running:
             progress(f"Stopped real node {self.name}.")
