@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from ckalab.waiting import wait_for
+
 pytestmark = pytest.mark.skipif(
     os.environ.get("CKALAB_REAL_NODES") != "1",
     reason="real nodes are experimental: set CKALAB_REAL_NODES=1 (root, builds kubelet/containerd/runc) to run them")
@@ -195,9 +197,17 @@ def test_down_removes_every_process_mount_link_namespace_and_rule(real):
     during = _footprint(rn)
     assert during["processes"] >= 3 and during["shims"] >= 1 and during["links"] >= 2
     assert during["netns"] == 1 and during["mounts"] >= 1 and during["cgroups"] >= 1
+    c.down(progress=lambda m: print(m, flush=True))  # `ckalab down`: the whole cluster stops
+    after = _footprint(rn)
+    assert after == real["before"], f"before {real['before']}, during {during}, after ckalab down {after}"
+    c.up(progress=lambda m: print(m, flush=True))  # a plain `ckalab up` brings the real node back
+    assert real["nodes"].enabled() and _footprint(rn)["netns"] == 1
+    # The new kubelet runs the pod again (its status may still show the old run for a moment).
+    wait_for(lambda: _exec(c, "whoami", "id", "-u", check=False).stdout.strip() == "1234", 60,
+             "pod whoami to run again on the restarted node")
     _up(c, "kwok")  # back to the default cluster for the other tests
     after = _footprint(rn)
-    assert after == real["before"], f"before {real['before']}, during {during}, after {after}"
+    assert after == real["before"], f"before {real['before']}, during {during}, after --nodes kwok {after}"
     node = json.loads(_kubectl(c, "get", "node", "node01", "-o", "json").stdout)
     assert node["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"
 
