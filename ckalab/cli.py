@@ -1,25 +1,29 @@
-"""`ckalab` command line: argument parsing only; every verb is a one-line call into the library."""
+"""`ckalab` command line: argument parsing only; every verb is a one-line call into the library.
+
+A verb imports what it needs when it runs, and the parser fills in the options of the verb being
+run only: a cold `ckalab check` should not pay for the classroom, the gradebook or the notebook
+(nor for pytest, or for the Kubernetes client where a verb needs no cluster).
+"""
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import json
 import os
-import shlex
 import sys
 
-from . import __version__, classroom, dashboard, exam, grading, labs, notebook, results
-from .cluster import choose_backend, get_cluster
-from .cluster.base import command
-from .errors import CkalabError, ClusterNotRunning
+from . import __version__
+from .errors import CkalabError
 
 
 def _cluster(args, backend: str | None = None):
+    from .cluster import get_cluster
+
     return get_cluster(args.name, backend)
 
 
 def cmd_up(args):
+    from .cluster import choose_backend
+
     cluster = _cluster(args, choose_backend(args.backend))
     if args.nodes:  # read by the local backend's real-node support (ckalab/cluster/nodes)
         if args.nodes == "real" and cluster.backend != "local":
@@ -34,6 +38,8 @@ def cmd_down(args):
 
 
 def cmd_status(args):
+    import json
+
     st = _cluster(args).status()
     print(json.dumps(st.to_dict(), indent=2) if args.json else st.render())
     return 0 if st.state == "running" else 1
@@ -44,17 +50,23 @@ def cmd_kubeconfig(args):
 
 
 def cmd_env(args):
+    import shlex
+
     print(f"export KUBECONFIG={shlex.quote(str(_cluster(args).kubeconfig))}")
     print(f"export CKALAB_CLUSTER={shlex.quote(args.name)}")
     print("# Run: eval \"$(ckalab env)\"")
 
 
 def cmd_labs(args):
+    from . import labs
+
     for lab in labs.catalogue():
         print(f"{lab.order:>2}  {lab.id:<20} {lab.title}")
 
 
 def cmd_validate(args):
+    from . import labs
+
     problems = labs.validate_all()
     for p in problems:
         print(p)
@@ -63,9 +75,13 @@ def cmd_validate(args):
 
 
 def _lab(args):
+    from . import labs
+
     try:
         return labs.load(args.lab, args.seed)
     except CkalabError:
+        import difflib
+
         known = labs.lab_ids()
         if args.lab in known:
             raise  # the lab exists but its data is invalid: that message says why
@@ -75,6 +91,8 @@ def _lab(args):
 
 
 def cmd_start(args):
+    from . import labs
+
     lab, cluster = _lab(args), _cluster(args)
     workdir = labs.start(lab, cluster)
     print(lab.task.rstrip())
@@ -84,6 +102,10 @@ def cmd_start(args):
 
 
 def cmd_check(args):
+    from . import exam, grading
+    from .cluster.base import command
+    from .errors import ClusterNotRunning
+
     exam.guard_practice(args.lab)
     lab, cluster = _lab(args), _cluster(args)
     if not (lab.workdir / ".ckalab-lab.json").is_file():
@@ -100,6 +122,8 @@ def cmd_check(args):
 
 
 def cmd_hint(args):
+    from . import exam, labs
+
     exam.guard_practice(args.lab)
     lab = _lab(args)
     n, text = labs.next_hint(lab)
@@ -107,6 +131,8 @@ def cmd_hint(args):
 
 
 def cmd_reset(args):
+    from . import labs
+
     lab = _lab(args)
     removed = labs.reset(lab, _cluster(args), clean=args.clean)
     kept = f" Your files were moved aside next to {lab.workdir}." if args.clean else ""
@@ -114,6 +140,8 @@ def cmd_reset(args):
 
 
 def cmd_solve(args):
+    from . import exam, labs
+
     exam.guard_practice(args.lab)
     lab = _lab(args)
     labs.solve(lab, _cluster(args))
@@ -125,10 +153,14 @@ def cmd_workdir(args):
 
 
 def cmd_notebooks(args):
+    from . import notebook
+
     return notebook.cli_notebooks(args.dir)
 
 
 def cmd_exam(args):
+    from . import exam
+
     c = _cluster(args)
     return {"start": lambda: exam.cli_start(c, args.labs, args.count, args.duration, args.seed, args.force),
             "status": lambda: exam.cli_status(c, args.json), "task": lambda: exam.cli_task(args.n),
@@ -136,23 +168,33 @@ def cmd_exam(args):
 
 
 def cmd_submit(args):
+    from . import results
+
     return results.cli_submit(args.student, _cluster(args), args.out, args.key_file, args.labs, args.seed)
 
 
 def cmd_gradebook(args):
+    from . import results
+
     return results.cli_gradebook(args.dir, args.key_file, args.out, args.duplicates, args.seeds, args.per_check,
                                  args.canvas, args.canvas_template, args.moodle)
 
 
 def cmd_gradescope_verify(args):
+    from . import results
+
     return results.cli_gradescope_verify(args.bundle, args.key_file, args.out, args.labs, args.seeds, args.metadata)
 
 
 def cmd_keygen(args):
+    from . import results
+
     print(f"Wrote a new course key to {results.new_key(args.file)}: hand it to the students, keep a copy.")
 
 
 def cmd_classroom(args):
+    from . import classroom, dashboard
+
     return {"up": lambda: classroom.cli_up(args.kubeconfig, args.roster, args.class_name, args.labs,
                                            args.token_hours, args.server, args.pod_security),
             "grade": lambda: classroom.cli_grade(args.class_name, args.out, args.workers),
@@ -163,7 +205,9 @@ def cmd_classroom(args):
             }[args.action]()
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line. With `verb`, only that verb's own options are filled in (the others'
+    need modules a cold start of `verb` would otherwise import); without it, all of them."""
     p = argparse.ArgumentParser(prog="ckalab", description="CKA Security practice labs on a real cluster.")
     p.add_argument("--version", action="version", version=f"ckalab {__version__}")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -178,6 +222,9 @@ def parser() -> argparse.ArgumentParser:
                             help="variant seed (or student id); default: the canonical names")
         sp.set_defaults(fn=fn)
         return sp
+
+    def full(name: str) -> bool:
+        return verb in (None, name)
 
     up = add("up", cmd_up, "start (or reuse) the lab cluster and wait until it is ready")
     up.add_argument("--backend", default="auto", choices=["auto", "local", "kind"])
@@ -202,6 +249,25 @@ def parser() -> argparse.ArgumentParser:
     add("notebooks", cmd_notebooks, "copy the notebooks to your own folder (never over your edits) and print it"
         ).add_argument("--dir", help="where (default: $CKALAB_HOME/notebooks)")
     ex = add("exam", cmd_exam, "mock exam: start, status, task N, finish (no feedback until the end)")
+    if full("exam"):
+        _exam_options(ex)
+    sb = add("submit", cmd_submit, "grade your labs and write a signed result bundle for the instructor")
+    gb = add("gradebook", cmd_gradebook, "verify result bundles and write gradebook.csv and JUnit XML")
+    gs = add("gradescope-verify", cmd_gradescope_verify,
+             "verify one uploaded bundle and write Gradescope's results.json (in a Gradescope autograder)")
+    if full("submit") or full("gradebook") or full("gradescope-verify"):
+        _result_options(sb, gb, gs)
+    add("keygen", cmd_keygen, "write a new random course key (instructors)").add_argument("file")
+    cr = add("classroom", cmd_classroom, "a workshop on a shared cluster: up, grade, watch (live class view), "
+             "evidence (audit-log timelines), down")
+    if full("classroom"):
+        _classroom_options(cr)
+    return p
+
+
+def _exam_options(ex) -> None:
+    from . import exam
+
     ex.add_argument("action", choices=["start", "status", "task", "finish"])
     ex.add_argument("n", nargs="?", type=int, default=1, help="task number (for 'task')")
     ex.add_argument("--count", type=int, help="number of labs, picked at random (default: all)")
@@ -210,13 +276,16 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", default=os.environ.get("CKALAB_SEED"), help="variant seed or student id")
     ex.add_argument("--force", action="store_true", help="start anew even if an exam is running")
     ex.add_argument("--json", action="store_true")
-    sb = add("submit", cmd_submit, "grade your labs and write a signed result bundle for the instructor")
+
+
+def _result_options(sb, gb, gs) -> None:
+    from . import results
+
     sb.add_argument("--student", required=True, help="your student id")
     sb.add_argument("--key-file", help=f"course key from the instructor (default ${results.KEY_ENV})")
     sb.add_argument("--out", required=True, help="bundle file to write (JSON)")
     sb.add_argument("--labs", nargs="+", help="labs to grade (default: every lab started here)")
     sb.add_argument("--seed", help="override the seed recorded when each lab was started")
-    gb = add("gradebook", cmd_gradebook, "verify result bundles and write gradebook.csv and JUnit XML")
     gb.add_argument("dir", help="directory of *.json bundles")
     gb.add_argument("--key-file", help=f"the course key (default ${results.KEY_ENV})")
     gb.add_argument("--out", help="where to write the gradebook (default: DIR)")
@@ -233,8 +302,6 @@ def parser() -> argparse.ArgumentParser:
     gb.add_argument("--moodle", nargs="?", const="username", choices=results.MOODLE_IDS,
                     help="also write moodle.csv for Moodle's CSV grade import, the student id in a column "
                          "username (default), email or idnumber")
-    gs = add("gradescope-verify", cmd_gradescope_verify,
-             "verify one uploaded bundle and write Gradescope's results.json (in a Gradescope autograder)")
     gs.add_argument("bundle", help="the bundle, or the submission directory holding exactly one .json")
     gs.add_argument("--key-file", help=f"the course key (default ${results.KEY_ENV})")
     gs.add_argument("--out", default="/autograder/results/results.json", help="where to write results.json")
@@ -242,9 +309,9 @@ def parser() -> argparse.ArgumentParser:
     gs.add_argument("--seeds", default="any", choices=results.SEED_RULES)
     gs.add_argument("--metadata", help="Gradescope's submission_metadata.json: the bundle's student must be "
                                        "the submitter (by sid or email)")
-    add("keygen", cmd_keygen, "write a new random course key (instructors)").add_argument("file")
-    cr = add("classroom", cmd_classroom, "a workshop on a shared cluster: up, grade, watch (live class view), "
-             "evidence (audit-log timelines), down")
+
+
+def _classroom_options(cr) -> None:
     cr.add_argument("action", choices=["up", "grade", "watch", "evidence", "down"])
     cr.add_argument("--class", dest="class_name", default="workshop", help="class name (namespace prefix)")
     cr.add_argument("--kubeconfig", help="instructor's kubeconfig of the shared cluster (up)")
@@ -263,11 +330,16 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--audit-log", help="the API server's audit log, JSON lines (evidence)")
     cr.add_argument("--student", help="only this student (evidence)")
     cr.add_argument("--lab", help="only the calls on this lab's kinds of objects (evidence)")
-    return p
+
+
+def _verb(argv: list[str]) -> str | None:
+    """The verb about to run (the first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(_verb(argv)).parse_args(argv)
     try:
         return int(args.fn(args) or 0)
     except CkalabError as exc:

@@ -1,19 +1,24 @@
-"""The grading engine: graders are pytest files (graders/<lab-id>.py) whose tests are checks.
+"""The grading engine: graders (graders/<lab-id>.py) are pytest-style files whose tests are checks.
 
 A check is a test function decorated with @check(points, title, hint=...). It fails by calling
 fail("message for the learner") (or expect(cond, msg)); any other exception is reported as a
-failed check with a readable message, never a traceback. `run()` executes a grader in-process
-and returns a GradeResult that the CLI, the notebook lab bar and the gradebook all render.
+failed check with a readable message, never a traceback. There is one engine, `grade(Context)`,
+with no module state; `run()` (CLI, notebook lab bar, exam, submit) and `run_direct()` (the
+classroom's threads) are its two doors. It does not start pytest: it imports the grader with
+`load_grader()` (the only grader loader) and calls the checks itself.
 
 Graders receive fixtures: `lab` (the Lab, with .params and .workdir), `kube` (a Kube bound to
-the lab cluster's admin kubeconfig), `cluster` (PKI and component inspection) and `workdir`.
+the lab cluster's admin kubeconfig), `cluster` (PKI and component inspection) and `workdir`,
+plus their own @pytest.fixture functions: function scope is made per check, module, package
+and session scope once per grading run; a generator fixture's teardown runs after its scope.
+pytest.skip (in a check or a fixture) makes the check "unavailable". Marks, parametrize,
+class scope and autouse or parametrized fixtures are refused with a message naming them.
 """
 
 from __future__ import annotations
 
-import json
-import importlib.util
 import inspect
+import json
 import os
 import re
 import signal
@@ -23,8 +28,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
-
-import pytest
 
 from .errors import CkalabError, ClusterNotRunning
 
@@ -173,67 +176,23 @@ class GradeResult:
         return printable("\n".join(lines))
 
 
-# --- the pytest plugin -----------------------------------------------------------------------
+# --- messages and the time limit ---------------------------------------------------------------
 
-@dataclass
-class _Context:
-    lab: object
-    cluster: object
-    results: list[CheckResult] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-_CONTEXT: _Context | None = None
-
-
-def _context(request) -> _Context:
-    """The runner's context, or (plain `pytest -p ckalab.grading graders/x.py`) one from the env."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        from . import labs
-        from .cluster import get_cluster
-
-        lab = labs.load(Path(str(request.node.path)).stem, os.environ.get("CKALAB_SEED"))
-        _CONTEXT = _Context(lab, get_cluster(os.environ.get("CKALAB_CLUSTER", "ckalab")))
-    return _CONTEXT
-
-
-@pytest.fixture(scope="session")
-def lab(request):
-    return _context(request).lab
-
-
-@pytest.fixture(scope="session")
-def cluster(request):
-    return _context(request).cluster
-
-
-@pytest.fixture(scope="session")
-def kube(request):
-    from .kube import Kube
-
-    return Kube(_context(request).cluster.kubeconfig)
-
-
-@pytest.fixture(scope="session")
-def workdir(lab) -> Path:
-    return lab.workdir
+def _outcome(name: str):
+    """pytest's outcome exception `name` (Skipped, Failed), or None when pytest was never imported:
+    a grader can only skip through pytest, so the engine itself never needs to import it."""
+    mod = sys.modules.get("_pytest.outcomes")
+    return getattr(mod, name, None) if mod is not None else None
 
 
 def _message(exc: BaseException) -> str:
-    from kubernetes.client.rest import ApiException
-    from urllib3.exceptions import HTTPError
-
-    from .kube import api_error_text
-
     if isinstance(exc, CheckFailed):
         return str(exc)
+    failed = _outcome("Failed")
+    if failed is not None and isinstance(exc, failed):  # pytest.fail("..."): the grader's own words
+        return str(getattr(exc, "msg", "") or exc).strip() or "An assertion in the grader failed."
     if isinstance(exc, AssertionError):
         return str(exc).split("\nassert ")[0].strip() or "An assertion in the grader failed."
-    if isinstance(exc, ApiException):
-        return f"The API server answered {exc.status} ({exc.reason}): {api_error_text(exc)}"
-    if isinstance(exc, (HTTPError, ConnectionError)):
-        return "Cannot reach the cluster's API server: check it with 'ckalab status' and start it with 'ckalab up'."
     if isinstance(exc, CkalabError):
         return str(exc)
     if isinstance(exc, RecursionError):  # a learner's object or file nested without end
@@ -242,6 +201,16 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "This check stopped: what it reads is too large to grade. Look for a file or object far larger " \
                "than the task needs."
+    # Only now the client's exception types: a check that raised one has imported them already.
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(exc, ApiException):
+        from .kube import api_error_text
+
+        return f"The API server answered {exc.status} ({exc.reason}): {api_error_text(exc)}"
+    if isinstance(exc, (HTTPError, ConnectionError)):
+        return "Cannot reach the cluster's API server: check it with 'ckalab status' and start it with 'ckalab up'."
     return f"This check could not run ({type(exc).__name__}: {exc}). This is a bug in the grader; please report it."
 
 
@@ -253,9 +222,10 @@ CHECK_SECONDS = float(os.environ.get("CKALAB_CHECK_SECONDS", "60"))
 
 
 class _time_limit:
-    """Stop one check after CHECK_SECONDS with a CheckTimeout. Uses SIGALRM, so it applies where
-    the check runs on the main thread (the CLI, a notebook, the pytest engine); the classroom's
-    threads rely on the bounded reads of ckalab.learner_files and the clients' own timeouts."""
+    """Stop one check (its fixtures included) after CHECK_SECONDS with a CheckTimeout. Uses
+    SIGALRM, so it applies where the check runs on the main thread (the CLI, a notebook, an exam);
+    the classroom's threads rely on the bounded reads of ckalab.learner_files and the clients'
+    own timeouts."""
 
     def __init__(self, title: str):
         self.title = title
@@ -279,32 +249,6 @@ class _time_limit:
         return False
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item):
-    meta = getattr(getattr(item, "function", None), "_ckalab_check", None)
-    if meta is None or _CONTEXT is None:
-        yield
-        return
-    with _time_limit(meta.title):
-        yield
-
-
-def pytest_configure(config):
-    if _CONTEXT is not None:
-        # The engine keeps only each failure's message: building tracebacks (reading source
-        # files for every failed check) was most of the time spent grading. (--tb belongs to
-        # the terminal plugin, which the runner disables, so set the option directly.)
-        config.option.tbstyle = "no"
-
-
-def pytest_collection_modifyitems(session, config, items):
-    missing = [i.name for i in items if not hasattr(getattr(i, "function", None), "_ckalab_check")]
-    if missing:
-        ctx = _CONTEXT
-        if ctx is not None:
-            ctx.errors.append(f"grader tests without @check: {', '.join(missing)}")
-
-
 def _not_yet(title: str) -> str:
     return f"Not checked yet: first fix \"{title}\"."
 
@@ -323,46 +267,268 @@ def _skip_reason(exc: BaseException) -> str:
     return str(getattr(exc, "msg", "") or exc).strip() or UNAVAILABLE_TEXT
 
 
-def pytest_runtest_setup(item):
-    meta: CheckMeta = item.function._ckalab_check
-    if _CONTEXT is None:
-        return
-    dep = _blocked(meta, _CONTEXT.results)
+# --- the one grader loader ---------------------------------------------------------------------
+
+_LOADED: dict[str, tuple[tuple[int, int], object]] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_grader(path: str | Path):
+    """Import the grader file at `path` as a module. Every caller (the engine, the gradebook's
+    catalogue) goes through here. A module is reused until its file changes (size or mtime), so
+    a notebook kernel that lives across edits grades the grader on disk. Raises CkalabError,
+    with the reason, when the file is missing or does not import."""
+    path = Path(path).absolute()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CkalabError(f"No grader at {path} ({exc.strerror}).") from None
+    version = (st.st_mtime_ns, st.st_size)
+    with _LOAD_LOCK:  # classroom threads ask for the same grader at once: import it once
+        hit = _LOADED.get(str(path))
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        import hashlib
+        import importlib.util
+
+        # A name per file (two grader folders may hold the same lab id), registered in
+        # sys.modules because dataclasses and the like look their module up there.
+        name = f"ckalab_grader_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_" \
+               f"{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:  # noqa: BLE001 - a broken grader is a message, not a traceback
+            sys.modules.pop(name, None)
+            where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+            raise CkalabError(f"The grader {path} could not run: it does not import{where}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        _LOADED[str(path)] = (version, mod)
+        return mod
+
+
+# --- what a grader declares: checks and fixtures ---------------------------------------------
+
+BUILTIN = ("lab", "cluster", "kube", "workdir")  # the engine's own fixtures, from the Context
+RUN_SCOPES = ("module", "package", "session")     # one grading is one module: set up once per run
+
+
+@dataclass
+class Fixture:
+    name: str
+    fn: Callable
+    scope: str            # "function" (per check) or "run" (module, package, session)
+    needs: tuple[str, ...]
+    generator: bool
+
+
+@dataclass
+class Check:
+    id: str
+    fn: Callable
+    meta: CheckMeta
+    needs: tuple[str, ...]
+
+
+@dataclass
+class Plan:
+    checks: list[Check]
+    fixtures: dict[str, Fixture]
+
+
+def _fixture(obj) -> tuple[Callable, object] | None:
+    """(plain function, marker) behind a @pytest.fixture, for pytest >= 8.4 and older 8.x."""
+    marker = getattr(obj, "_fixture_function_marker", None)
+    if marker is not None and callable(getattr(obj, "_get_wrapped_function", None)):
+        return obj._get_wrapped_function(), marker
+    marker = getattr(obj, "_pytestfixturefunction", None)
+    return (getattr(obj, "__pytest_wrapped__", None) and obj.__pytest_wrapped__.obj or obj, marker) \
+        if marker is not None else None
+
+
+def _params(fn) -> tuple[str, ...]:
+    return tuple(inspect.signature(fn).parameters)
+
+
+def _plan(mod, path) -> Plan:
+    """The checks (in file order, as pytest collects them) and fixtures of a grader module.
+    Anything the engine would not honour is refused here, naming it, rather than graded wrongly."""
+    cached = getattr(mod, "_ckalab_plan", None)
+    if cached is not None:
+        return cached
+    problems: list[str] = []
+    fixtures: dict[str, Fixture] = {}
+    for attr, obj in vars(mod).items():
+        found = _fixture(obj)
+        if found is None:
+            continue
+        fn, marker = found
+        name = getattr(marker, "name", None) or attr
+        scope = marker.scope if isinstance(marker.scope, str) else "dynamic"
+        if scope not in ("function", *RUN_SCOPES):
+            problems.append(f"fixture '{name}' has scope '{scope}' (supported: function, module, package, session)")
+        if getattr(marker, "params", None) is not None:
+            problems.append(f"fixture '{name}' is parametrized (not supported)")
+        if getattr(marker, "autouse", False):
+            problems.append(f"fixture '{name}' is autouse (not supported: ask for it by name)")
+        fixtures[name] = Fixture(name, fn, "function" if scope == "function" else "run", _params(fn),
+                                 inspect.isgeneratorfunction(fn))
+    if hasattr(mod, "pytestmark"):
+        problems.append("module-level pytestmark (marks are not supported)")
+    checks, plain = [], []
+    for name, fn in vars(mod).items():
+        if not (name.startswith("test") and inspect.isfunction(fn)):
+            continue
+        meta = getattr(fn, "_ckalab_check", None)
+        if meta is None:
+            plain.append(name)
+            continue
+        if hasattr(fn, "pytestmark"):
+            marks = ", ".join(sorted({m.name for m in fn.pytestmark}))
+            problems.append(f"check {name} has marks ({marks}), which are not supported")
+        checks.append(Check(name, fn, meta, _params(fn)))
+    if plain:
+        problems.append(f"grader tests without @check: {', '.join(plain)}")
+    known = set(BUILTIN) | set(fixtures)
+    for who, needs in [(f"check {c.id}", c.needs) for c in checks] + \
+                      [(f"fixture '{f.name}'", f.needs) for f in fixtures.values()]:
+        problems += [f"{who} asks for fixture '{n}', which does not exist (known: {', '.join(sorted(known))})"
+                     for n in needs if n not in known]
+    for f in fixtures.values():
+        wider = [n for n in f.needs if f.scope == "run" and n in fixtures and fixtures[n].scope == "function"]
+        problems += [f"fixture '{f.name}' (once per grading) asks for function-scoped fixture '{n}'" for n in wider]
+    if not checks and not problems:
+        problems.append("it has no @check functions")
+    if problems:
+        raise CkalabError(f"The grader {path} could not run:\n" + "\n".join(problems))
+    mod._ckalab_plan = Plan(checks, fixtures)
+    return mod._ckalab_plan
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+class Context:
+    """Everything one grading run needs, passed explicitly (no module state): several gradings
+    may run at once, from threads. `kube` is made on first use (a check that never asks for it
+    costs no API client)."""
+
+    def __init__(self, lab, cluster, kube=None):
+        self.lab, self.cluster, self._kube = lab, cluster, kube
+        self.run_values: dict[str, tuple[bool, object]] = {}  # fixture -> (ok, value or exception)
+        self.teardowns: list = []                               # run-scoped generator fixtures
+
+    @property
+    def kube(self):
+        if self._kube is None:
+            from .kube import Kube
+
+            self._kube = Kube(self.cluster.kubeconfig)
+        return self._kube
+
+    def builtin(self, name: str):
+        return {"lab": lambda: self.lab, "cluster": lambda: self.cluster, "kube": lambda: self.kube,
+                "workdir": lambda: self.lab.workdir}[name]()
+
+
+def _value(name: str, plan: Plan, ctx: Context, local: dict, teardowns: list):
+    """The value of fixture `name` for one check, made once per check (function scope) or once
+    per grading run (module/package/session scope; its exception too, as pytest re-raises it)."""
+    if name in local:
+        return local[name]
+    f = plan.fixtures.get(name)
+    if f is None:
+        local[name] = ctx.builtin(name)
+        return local[name]
+    if f.scope == "run" and name in ctx.run_values:
+        ok, value = ctx.run_values[name]
+        if not ok:
+            raise value
+        return value
+    try:
+        args = {n: _value(n, plan, ctx, local, teardowns) for n in f.needs}
+        if f.generator:
+            gen = f.fn(**args)
+            value = next(gen)
+            (ctx.teardowns if f.scope == "run" else teardowns).append(gen)
+        else:
+            value = f.fn(**args)
+    except BaseException as exc:
+        if f.scope == "run" and (isinstance(exc, Exception) or _is_outcome(exc)):
+            ctx.run_values[name] = (False, exc)
+        raise
+    if f.scope == "run":
+        ctx.run_values[name] = (True, value)
+    else:
+        local[name] = value
+    return value
+
+
+def _is_outcome(exc: BaseException) -> bool:
+    """pytest.skip/fail: BaseExceptions, but a check's outcome rather than a stop request."""
+    mod = sys.modules.get("_pytest.outcomes")
+    return mod is not None and isinstance(exc, mod.OutcomeException)
+
+
+def _finish(gens: list) -> None:
+    """Run generator fixtures' teardown, newest first. Its errors are not the learner's: they
+    neither change a result nor stop grading."""
+    for gen in reversed(gens):
+        try:
+            next(gen)
+        except StopIteration:
+            pass
+        except Exception:  # noqa: BLE001,S110 - see above
+            pass
+    gens.clear()
+
+
+def _one(check: Check, plan: Plan, ctx: Context, done: list[CheckResult]) -> CheckResult:
+    meta = check.meta
+    dep = _blocked(meta, done)
     if dep is not None and dep.state == UNAVAILABLE:
-        pytest.skip(_unavailable_after(dep))
+        return CheckResult.unavailable(check.id, meta.title, _unavailable_after(dep))
     if dep is not None:
-        raise CheckFailed(_not_yet(dep.title))
+        return CheckResult(check.id, meta.title, False, 0, meta.points, _not_yet(dep.title), meta.hint)
+    teardowns: list = []
+    skipped = _outcome("Skipped")
+    try:
+        with _time_limit(meta.title):
+            local: dict = {}
+            check.fn(**{n: _value(n, plan, ctx, local, teardowns) for n in check.needs})
+        ok, msg = True, ""
+    except BaseException as exc:  # noqa: BLE001 - a message, never a traceback
+        skipped = skipped or _outcome("Skipped")  # the check may have imported pytest just now
+        if skipped is not None and isinstance(exc, skipped):  # the backend cannot run it: listed, not scored
+            return CheckResult.unavailable(check.id, meta.title, _skip_reason(exc))
+        if not (isinstance(exc, Exception) or _is_outcome(exc)):
+            raise  # KeyboardInterrupt, SystemExit: the user's, not the check's
+        ok, msg = False, _message(exc)
+    finally:
+        _finish(teardowns)
+    return CheckResult(check.id, meta.title, ok, meta.points if ok else 0, meta.points, msg, "" if ok else meta.hint)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    meta: CheckMeta | None = getattr(getattr(item, "function", None), "_ckalab_check", None)
-    if meta is None or _CONTEXT is None:
-        return
-    if report.skipped and report.when in ("setup", "call"):
-        # A check skips itself where the backend cannot run it (no exec, no real traffic): it
-        # is listed as unavailable, worth 0 of 0, so bundles and renderings still name it.
-        _CONTEXT.results.append(CheckResult.unavailable(item.name, meta.title, _skip_reason(call.excinfo.value)))
-    elif report.when == "call" or (report.when == "setup" and report.failed):
-        passed = report.passed
-        message = "" if passed else _message(call.excinfo.value)
-        _CONTEXT.results.append(CheckResult(item.name, meta.title, passed, meta.points if passed else 0,
-                                            meta.points, message, "" if passed else meta.hint))
+def grade(ctx: Context) -> GradeResult:
+    """THE engine: run the checks of ctx.lab's grader in file order, honouring `after`, fixture
+    scopes, skips (-> unavailable) and the per-check time limit. Raises CkalabError when the
+    grader itself cannot run; a check's own error is a failed check with a readable message."""
+    start = time.monotonic()
+    plan = _plan(load_grader(ctx.lab.grader), ctx.lab.grader)
+    out: list[CheckResult] = []
+    try:
+        for c in plan.checks:
+            out.append(_one(c, plan, ctx, out))
+    finally:
+        _finish(ctx.teardowns)
+    return GradeResult.of(ctx.lab, out, time.monotonic() - start)
 
 
-def pytest_collectreport(report):
-    if report.failed and _CONTEXT is not None:
-        _CONTEXT.errors.append(str(report.longrepr)[-2000:])
-
-
-# --- the runner ------------------------------------------------------------------------------
-
-def run(lab, cluster) -> GradeResult:
-    """Grade `lab` on `cluster` in-process. Raises CkalabError when grading itself cannot happen."""
-    global _CONTEXT
-    if not lab.grader.is_file():
+def run(lab, cluster, kube=None) -> GradeResult:
+    """Grade `lab` on `cluster` (the CLI, notebook, exam, submit). Says how to start a cluster
+    that is not running; raises CkalabError when grading itself cannot happen."""
+    if not Path(lab.grader).is_file():
         raise CkalabError(f"No grader for lab '{lab.id}' at {lab.grader}.")
     status = cluster.status()
     if status.state != "running":
@@ -370,98 +536,42 @@ def run(lab, cluster) -> GradeResult:
 
         raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running ({status.state}): "
                                 f"run '{up_command(cluster.name)}'.")
-    start = time.monotonic()
-    # pytest reuses an already-imported module of the same name: drop it so the grader on disk
-    # is the one that runs (a notebook kernel lives across edits and across labs).
-    grader = str(lab.grader)
-    for name, mod in list(sys.modules.items()):
-        if name == lab.grader.stem or getattr(mod, "__file__", None) == grader:
-            del sys.modules[name]
-    _CONTEXT = _Context(lab, cluster)
-    try:
-        args = [str(lab.grader), "-p", "ckalab.grading", "-p", "no:terminal", "-p", "no:cacheprovider",
-                "-p", "no:timeout", "-p", "no:randomly",
-                # pytest's unraisable-exception plugin runs gc.collect() around every test:
-                # over a second per grader on a busy machine, for warnings we never show.
-                "-p", "no:unraisableexception", "--import-mode=importlib", "-s",
-                "-c", os.devnull, "--rootdir", str(lab.grader.parent), "-W", "ignore::DeprecationWarning"]
-        code = pytest.main(args)
-        ctx = _CONTEXT
-    finally:
-        _CONTEXT = None
-    if ctx.errors or (code not in (0, 1) and not ctx.results):
-        detail = "\n".join(ctx.errors) or f"pytest exit code {int(code)}"
-        raise CkalabError(f"The grader {lab.grader} could not run:\n{detail}")
-    return GradeResult.of(lab, ctx.results, time.monotonic() - start)
-
-
-# --- the direct runner: many gradings at once ------------------------------------------------
-
-FIXTURES = {"lab", "kube", "cluster", "workdir"}
-_MODULES: dict[str, object] = {}
-_ENGINE_LOCK = threading.Lock()
-
-
-def _fixture_fn(obj):
-    """The plain function behind a grader's own @pytest.fixture, or None for anything else."""
-    get = getattr(obj, "_get_wrapped_function", None)
-    return get() if callable(get) and type(obj).__name__ == "FixtureFunctionDefinition" else None
-
-
-def _checks(lab) -> tuple[list, dict] | None:
-    """The grader's check functions in pytest's order and its own fixtures, or None when it needs
-    the full engine (marks, parametrize, generator or scoped fixtures: beyond plain @check)."""
-    if lab.id not in _MODULES:
-        spec = importlib.util.spec_from_file_location(f"ckalab_grader_{lab.id.replace('-', '_')}", lab.grader)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses and the like look their module up there
-        spec.loader.exec_module(mod)
-        _MODULES[lab.id] = mod
-    mod = _MODULES[lab.id]
-    own = {n: _fixture_fn(o) for n, o in vars(mod).items() if _fixture_fn(o)}
-    if any(inspect.isgeneratorfunction(f) or not set(inspect.signature(f).parameters) <= FIXTURES
-           for f in own.values()):
-        return None
-    fns = [(n, f) for n, f in vars(mod).items() if n.startswith("test") and inspect.isfunction(f)]
-    plain = all(hasattr(f, "_ckalab_check") and not hasattr(f, "pytestmark")
-                and set(inspect.signature(f).parameters) <= FIXTURES | set(own) for _, f in fns)
-    return (fns, own) if plain and not hasattr(mod, "pytestmark") else None
+    return grade(Context(lab, cluster, kube))
 
 
 def run_direct(lab, cluster, kube) -> GradeResult:
-    """Grade like run() (same order, `after`, skips, messages) without a pytest session, so many
-    gradings can run at once from threads (a classroom). Falls back to run() when the grader
-    needs more than plain @check functions and simple fixtures of its own."""
-    found = _checks(lab)
-    if found is None:
-        with _ENGINE_LOCK:  # run() keeps its context in a module global
-            return run(lab, cluster)
-    fns, own = found
-    t0 = time.monotonic()
-    base = {"lab": lab, "kube": kube, "cluster": cluster, "workdir": lab.workdir}
-    out: list[CheckResult] = []
-    for name, fn in fns:
-        meta = fn._ckalab_check
-        blocked = _blocked(meta, out)
-        if blocked is not None and blocked.state == UNAVAILABLE:
-            out.append(CheckResult.unavailable(name, meta.title, _unavailable_after(blocked)))
+    """run() for callers that know their cluster answers and bring a Kube per thread (the
+    classroom grades many students at once): the same engine, without the status probe."""
+    return grade(Context(lab, cluster, kube))
+
+
+# --- `pytest -p ckalab.grading graders/x.py` -----------------------------------------------------
+
+def pytest_runtestloop(session):
+    """Graders are still pytest files: with `pytest -p ckalab.grading graders/<lab>.py` pytest
+    collects them and the engine above grades each one (the lab cluster of $CKALAB_CLUSTER, the
+    variant of $CKALAB_SEED), so there is no second engine whose results could differ."""
+    if session.config.option.collectonly or not session.items:
+        return None
+    from . import labs
+    from .cluster import get_cluster
+
+    report = session.config.pluginmanager.get_plugin("terminalreporter")
+    say = report.write_line if report is not None else print
+    cluster = get_cluster(os.environ.get("CKALAB_CLUSTER", "ckalab"))
+    failed = 0
+    for path in dict.fromkeys(Path(str(item.path)) for item in session.items):
+        try:
+            lab = labs.load(path.stem, os.environ.get("CKALAB_SEED"))
+            if Path(lab.grader).resolve() != path.resolve():
+                raise CkalabError(f"{path} is not the grader of lab '{lab.id}' ({lab.grader}): set "
+                                  "CKALAB_GRADERS_DIR to its folder.")
+            result = run(lab, cluster)
+        except CkalabError as exc:
+            say(f"error: {exc}")
+            failed += 1
             continue
-        if blocked:
-            ok, msg = False, _not_yet(blocked.title)
-        else:
-            try:
-                args = {}
-                with _time_limit(meta.title):
-                    for p in inspect.signature(fn).parameters:  # function-scoped, as in pytest
-                        f = own.get(p)
-                        args[p] = base[p] if f is None else f(**{q: base[q] for q in inspect.signature(f).parameters})
-                    fn(**args)
-                ok, msg = True, ""
-            except pytest.skip.Exception as exc:  # the backend cannot run it: listed, not scored
-                out.append(CheckResult.unavailable(name, meta.title, _skip_reason(exc)))
-                continue
-            except (Exception, pytest.fail.Exception) as exc:  # noqa: BLE001 - a message, never a traceback
-                ok, msg = False, _message(exc)
-        out.append(CheckResult(name, meta.title, ok, meta.points if ok else 0, meta.points, msg,
-                               "" if ok else meta.hint))
-    return GradeResult.of(lab, out, time.monotonic() - t0)
+        say(result.render())
+        failed += len(result.failed())
+    session.testsfailed = failed
+    return True

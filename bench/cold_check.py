@@ -1,0 +1,140 @@
+"""How fast a check is, against its floor, all measured in one run on one cluster:
+
+  (a) a Killercoda-style verify script for rbac-role: bash, one kubectl process per check
+      (get role, get rolebinding, auth can-i x5), the yardstick;
+  (b) a cold `ckalab check LAB`: a fresh process, as a learner types it, for every lab;
+  (c) the in-process check (grading.run in a process that has graded before: a notebook).
+
+    .venv/bin/python bench/cold_check.py [--rounds 7] [--home DIR --name CLUSTER]
+
+Without --name it starts a cluster of its own in a temporary CKALAB_HOME and stops it at the end;
+with --home/--name it uses that running cluster (e.g. a kept test cluster) and leaves it running.
+It prints medians, the machine's load average before and after, and the goals (figures on a busy
+machine say little: compare (b) with (a), which the same load slows alike):
+  cold rbac-role <= 0.75 x (a); every lab's cold check < 0.5 s; in-process <= 0.1 s per lab.
+The lab states it leaves: every lab started and solved (its own home), or, with --name, each lab
+reset to its fresh start afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+RBAC_VERIFY = """\
+set -e
+k() { "$KUBECTL" --kubeconfig "$KCFG" "$@"; }
+k get role "$ROLE" -n "$NS" -o name >/dev/null
+k get rolebinding "$BINDING" -n "$NS" -o name >/dev/null
+for verb in create list delete; do
+  [ "$(k auth can-i "$verb" pods --as "$USER_NAME" -n "$NS")" = yes ]
+done
+[ "$(k auth can-i get secrets --as "$USER_NAME" -n "$NS" || true)" = no ]
+[ "$(k auth can-i create deployments --as "$USER_NAME" -n "$NS" || true)" = no ]
+"""
+
+
+def _median(fn, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _kubectl() -> str:
+    local = VENV_BIN / "kubectl"
+    return str(local) if local.exists() else "kubectl"
+
+
+def verify_script(cluster, lab, rounds: int) -> float:
+    p = lab.params
+    env = dict(os.environ, KUBECTL=_kubectl(), KCFG=str(cluster.kubeconfig), ROLE=p["role"], NS=p["namespace"],
+               BINDING=p["binding"], USER_NAME=p["user"])
+
+    def once():
+        subprocess.run(["bash", "-c", RBAC_VERIFY], env=env, check=True)
+    return _median(once, rounds)
+
+
+def cold_check(lab_id: str, name: str, rounds: int) -> float:
+    cmd = [str(VENV_BIN / "ckalab"), "check", lab_id, "--name", name]
+
+    def once():
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode not in (0, 1):
+            raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}")
+    return _median(once, rounds)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--home", help="CKALAB_HOME of a running cluster to use (with --name)")
+    ap.add_argument("--name", help="that cluster's name; default: start one of our own")
+    ap.add_argument("--labs", nargs="+", help="only these labs for (b) and (c) (default: all)")
+    args = ap.parse_args()
+    own = args.name is None
+    os.environ["CKALAB_HOME"] = args.home or (os.environ["CKALAB_HOME"] if not own and "CKALAB_HOME" in os.environ
+                                              else tempfile.mkdtemp(prefix="ckalab-bench-"))
+    from ckalab import grading, labs
+    from ckalab.cluster import get_cluster
+
+    name = args.name or "bench"
+    cluster = get_cluster(name, "local")
+    if own:
+        cluster.up(progress=lambda m: None)
+    elif cluster.status().state != "running":
+        print(f"cluster '{name}' in {os.environ['CKALAB_HOME']} is not running", file=sys.stderr)
+        return 2
+    try:
+        print(f"{os.cpu_count()} cores, load average before: {_load()} (1, 5, 15 min); "
+              f"medians of {args.rounds} runs")
+        lab_ids = args.labs or labs.lab_ids()
+        for lab_id in dict.fromkeys(["rbac-role", *lab_ids]):
+            lab = labs.load(lab_id)
+            labs.start(lab, cluster)
+            labs.solve(lab, cluster)
+        rbac = labs.load("rbac-role")
+        a = verify_script(cluster, rbac, args.rounds)
+        print(f"(a) kubectl verify script, rbac-role (7 kubectl processes): {a:.3f} s")
+        b = {lab_id: cold_check(lab_id, name, args.rounds) for lab_id in dict.fromkeys(["rbac-role", *lab_ids])}
+        ratio = b["rbac-role"] / a
+        print(f"(b) cold `ckalab check rbac-role`: {b['rbac-role']:.3f} s = {ratio:.2f} x (a) "
+              f"[goal <= 0.75: {'met' if ratio <= 0.75 else 'NOT met'}]")
+        c = {}
+        for lab_id in lab_ids:
+            lab = labs.load(lab_id)
+            grading.run(lab, cluster)  # the first grading imports the grader, as a notebook's first click does
+            c[lab_id] = _median(lambda: grading.run(lab, cluster), args.rounds)
+        print(f"{'lab':<20} {'(b) cold CLI':>12} {'(c) in-process':>15}")
+        for lab_id in lab_ids:
+            print(f"{lab_id:<20} {b[lab_id]:>10.3f} s {c[lab_id]:>13.3f} s")
+        slow_b = [i for i in lab_ids if b[i] >= 0.5]
+        slow_c = [i for i in lab_ids if c[i] > 0.1]
+        print(f"every cold check < 0.5 s: {'met' if not slow_b else 'NOT met: ' + ', '.join(slow_b)}")
+        print(f"every in-process check <= 0.1 s: {'met' if not slow_c else 'NOT met: ' + ', '.join(slow_c)}")
+        print(f"load average after: {_load()}")
+    finally:
+        if own:
+            cluster.down(progress=lambda m: None)
+        else:
+            for lab_id in dict.fromkeys(["rbac-role", *(args.labs or labs.lab_ids())]):
+                labs.reset(labs.load(lab_id), cluster)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
