@@ -29,20 +29,11 @@ NOTEBOOKS = REPO / "notebooks"
 sys.path.insert(0, str(NOTEBOOKS / "_source"))
 import build  # noqa: E402  (the notebook generator)
 
-# notebook -> lab id, in teaching order (the number is the lab's `order` in lab.yaml)
-LAB_NOTEBOOKS = {
-    "03-tls-certificates": "tls-certificates",
-    "04-cluster-pki": "cluster-pki",
-    "05-rbac-role": "rbac-role",
-    "06-csr-approval": "csr-approval",
-    "07-kubeconfig": "kubeconfig",
-    "08-rbac-clusterrole": "rbac-clusterrole",
-    "09-service-accounts": "service-accounts",
-    "10-image-pull-secrets": "image-pull-secrets",
-    "11-security-contexts": "security-contexts",
-    "12-network-policies": "network-policies",
-    "13-security-quiz": "security-quiz",
-}
+# notebook -> lab id, in teaching order: derived from the lab data (the notebook's number is the
+# lab's `order`), so a new lab needs no entry here. Raw lab.yaml: a lab still missing its grader counts.
+LAB_NOTEBOOKS = dict(sorted(
+    (f"{d['order']:02d}-{d['id']}", d["id"])
+    for d in (yaml.safe_load(p.read_text()) for p in labs.labs_root().glob("*/lab.yaml"))))
 CONCEPT_NOTEBOOKS = ["00-welcome", "01-security-primitives", "02-tls-basics"]
 
 
@@ -107,7 +98,9 @@ def test_notebook_set_is_complete():
         data = yaml.safe_load(lab_yaml.read_text())  # raw: a lab still missing its grader counts too
         expected = f"{data['order']:02d}-{data['id']}"
         assert expected in names, f"lab '{data['id']}' (order {data['order']}) has no notebook {expected}.ipynb"
-        assert LAB_NOTEBOOKS.get(expected) == data["id"], f"{expected} is not in LAB_NOTEBOOKS"
+    # Every numbered notebook past the concept ones belongs to a lab.
+    numbered = {n for n in names if n[:2].isdigit()}
+    assert numbered - set(CONCEPT_NOTEBOOKS) == set(LAB_NOTEBOOKS), "a numbered notebook without a lab"
 
 
 def test_notebooks_are_built_from_source():
@@ -121,7 +114,8 @@ def test_solution_mode_passes(name, cluster, lab_harness, tmp_path, monkeypatch)
     nb, result = execute(_notebook(name), cluster.name, "solution", tmp_path, monkeypatch)
     assert result is not None, "the notebook's Check did not run"
     assert result["lab"] == lab.id
-    failed = [f"{c['title']}: {c['message']}" for c in result["checks"] if not c["passed"]]
+    # A check this backend cannot run is "unavailable" (0 of 0 points), not a failure.
+    failed = [f"{c['title']}: {c['message']}" for c in result["checks"] if c["state"] == "failed"]
     assert result["passed"] and not failed, failed
     assert result["score"] == result["max_score"] > 0
     text = outputs_text(nb)
