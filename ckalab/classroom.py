@@ -39,7 +39,6 @@ from kubernetes.client.rest import ApiException
 from . import grading, home, labs, results
 from .cluster.base import ClusterStatus
 from .errors import CkalabError
-from .exam import with_params
 from .kube import Kube, api_error_text
 from .waiting import wait_for
 
@@ -191,8 +190,7 @@ def _variant(lab_id: str, seed: str | None) -> labs.Lab:
     """labs.load(lab_id, seed) with the lab's data read and validated once, not per student."""
     if lab_id not in _LABS:
         _LABS[lab_id] = labs.load(lab_id)
-    base = _LABS[lab_id]
-    return dataclasses.replace(base, params=labs.resolve_params(base.data.get("params"), lab_id, seed), seed=seed)
+    return _LABS[lab_id].variant(seed)
 
 
 # Parameters that name cluster-wide identities. Namespaces keep students' objects apart, but a
@@ -206,7 +204,7 @@ IDENTITY_PARAMS = ("user",)
 def student_lab(lab_id: str, st: Student, class_name: str) -> StudentLab:
     lab = _variant(lab_id, st.id)
     own = {p: f"{lab.params[p]}-{class_name}-{st.slug}" for p in IDENTITY_PARAMS if p in lab.params}
-    lab = with_params(lab, namespace=st.namespace, **own)
+    lab = lab.with_params(namespace=st.namespace, **own)
     base = {f.name: getattr(lab, f.name) for f in dataclasses.fields(labs.Lab)}
     return StudentLab(**base, base=classroom_dir(class_name) / "work" / st.slug,
                       extra_labels={CLASS_LABEL: class_name, STUDENT_LABEL: st.slug})
@@ -341,8 +339,8 @@ def admission_problem(kube: Kube, cluster, class_name: str, lab_id: str, pod_sec
     _namespace(kube, class_name, probe, pod_security)
     lab = student_lab(lab_id, probe, class_name)
     try:
-        labs.reset(lab, cluster)
-        labs.solve(lab, cluster)
+        labs.reset(lab, cluster, kube)
+        labs.solve(lab, cluster, kube)
     except ApiException as exc:
         return f"its solution is refused in a student namespace: {api_error_text(exc)}"
     except CkalabError as exc:
@@ -373,19 +371,10 @@ def _up_student(kube: Kube, cluster, class_name: str, st: Student, lab_ids: list
              f"Use your kubeconfig: export KUBECONFIG=$PWD/kubeconfig  (namespace {st.namespace})\n"]
     for lab_id in lab_ids:
         lab = student_lab(lab_id, st, class_name)
-        start_lab(kube, lab, cluster)
+        labs.start(lab, cluster, kube)
         tasks.append(lab.task.rstrip() + "\n")
     (d / "tasks.md").write_text("\n".join(tasks))
     return str(kc)
-
-
-def start_lab(kube: Kube, lab: labs.Lab, cluster) -> None:
-    """labs.start with the caller's client: labs.start builds a new client (a kubeconfig parse)
-    per call, the main cost of `up` for a large class."""
-    lab.workdir.mkdir(parents=True, exist_ok=True)
-    kube.apply_all(lab.manifests("setup"), lab.label)
-    labs._run_script(lab, "setup", cluster.kubeconfig, cluster.pki_dir)
-    (lab.workdir / ".ckalab-lab.json").write_text(json.dumps({"lab": lab.id, "seed": lab.seed, "params": lab.params}))
 
 
 def up(kubeconfig: str | Path, roster: str | Path, class_name: str = "workshop", lab_ids: list[str] | None = None,

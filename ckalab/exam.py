@@ -23,7 +23,6 @@ from pathlib import Path
 
 from . import __version__, grading, home, labs
 from .errors import CkalabError, ClusterNotRunning
-from .kube import Kube
 
 DEFAULT_WEIGHT = 5     # a typical CKA task weight (%), for labs without `exam: {weight}`
 DEFAULT_MINUTES = 8
@@ -82,29 +81,13 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-# --- variants shared with the classroom ------------------------------------------------------
-
-def with_params(lab: labs.Lab, **overrides) -> labs.Lab:
-    """The same lab and seed with some parameters replaced (e.g. moved into another namespace).
-    Task text, setup, targets and grader all read lab.params, so they all follow."""
-    return dataclasses.replace(lab, params={**lab.params, **overrides})
-
-
-def footprint(lab: labs.Lab) -> set[tuple[str, str, str]]:
-    """(kind, namespace, name) of every object the lab's setup, solution and targets touch."""
-    objs = lab.manifests("setup") + lab.manifests("solution") + lab.targets
-    out = set()
-    for o in objs:
-        md = o.get("metadata") or o
-        if o.get("kind") != "Namespace":
-            out.add((o["kind"], md.get("namespace", ""), md["name"]))
-    return out
-
+# --- tasks ------------------------------------------------------------------------------------
 
 def task_lab(task: dict) -> labs.Lab:
     """The Lab of an exam task, with the parameters recorded at `start` (namespace included)."""
     lab = labs.load(task["lab"], task["seed"])
-    return with_params(lab, **{k: v for k, v in task["params"].items() if k in lab.params})
+    return dataclasses.replace(lab.with_params(**{k: v for k, v in task["params"].items() if k in lab.params}),
+                               exam_task=True)
 
 
 # --- lifecycle -------------------------------------------------------------------------------
@@ -161,8 +144,8 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
     for n, lab_id in enumerate(chosen, 1):
         lab = labs.load(lab_id, seed)
         if lab.params.get("namespace") == "default":
-            lab = with_params(lab, namespace=f"exam-{lab.id}")
-        for key in footprint(lab):
+            lab = lab.with_params(namespace=f"exam-{lab.id}")
+        for key in lab.footprint():
             if key in owner:
                 raise CkalabError(f"Labs '{owner[key]}' and '{lab.id}' would both use {key[0]} '{key[2]}'"
                                   f"{' in ' + key[1] if key[1] else ''}; pick other labs or another --seed.")
@@ -172,7 +155,7 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
                       "weight": int(exam.get("weight", DEFAULT_WEIGHT)),
                       "minutes": int(exam.get("minutes", DEFAULT_MINUTES)), "digest": lab.files_digest()})
     exam_id = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%d-%H%M%S")
-    kube = Kube(cluster.kubeconfig)
+    kube = labs.client(cluster)  # refuses a stopped cluster with its name
     for t in tasks:
         lab = task_lab(t)
         labs.set_aside(lab.workdir, f"before-exam-{exam_id}")  # practice files must not answer a task
@@ -180,7 +163,7 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
         if ns and ns.startswith("exam-") and kube.get("v1", "Namespace", ns) is None:
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
                        {EXAM_LABEL: "true"})
-        labs.reset(lab, cluster)  # a fresh task: earlier practice on this lab does not count
+        labs.reset(lab, cluster, kube)  # a fresh task: earlier practice on this lab does not count
     state = {"id": exam_id,
              "version": __version__, "cluster": cluster.name, "seed": seed, "started_at": now,
              "duration_min": duration, "deadline": now + duration * 60, "tasks": tasks}
@@ -238,7 +221,7 @@ def grade(state: dict, cluster, ended_at: float, reason: str) -> dict:
     for t in state["tasks"]:
         entry = {k: t[k] for k in ("n", "lab", "title", "weight", "minutes", "seed", "params")}
         try:
-            r = grading.run(task_lab(t), cluster)
+            r = labs.check(task_lab(t), cluster)  # the exam's own copy: allowed while it runs
             entry.update(score=r.score, max_score=r.max_score, passed=r.passed, duration_s=r.duration_s,
                          checks=[dataclasses.asdict(c) for c in r.checks], error=None)
         except ClusterNotRunning:

@@ -1,9 +1,14 @@
 """The lab catalogue: lab data (labs/<id>/lab.yaml + files), validation, and the lifecycle verbs
-start / reset / solve / hint. A task is data; the only Python logic per lab is its grader.
+start / reset / solve / check / hint. A task is data; the only Python logic per lab is its grader.
+
+Every verb takes the cluster and, optionally, a Kube client the caller already holds (a classroom
+sets up hundreds of variants with one client). The mock exam's rule, no feedback on a running
+exam's tasks, is kept here, so every front end (CLI, lab bar, results.submit) gets it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,7 +29,13 @@ from .kube import LAB_LABEL, Kube
 from .waiting import wait_for
 
 SCHEMA = "ckalab/v1"
-REPO = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+# A checkout keeps labs/, graders/ and kind/ beside the package; a built wheel carries copies in
+# ckalab/_data (setup.py puts them there). CKALAB_DATA_DIR points at another root holding all three.
+PACKAGED_DATA = PACKAGE / "_data"
+REPO = PACKAGE.parent
+# The file `start` leaves in a lab's work directory: the lab, seed and parameters it was started with.
+MARKER = ".ckalab-lab.json"
 TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 LAB_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -36,24 +47,46 @@ FIELDS: dict[str, tuple[bool, type | tuple, str]] = {
     "title": (True, str, "one line shown in `ckalab labs`"),
     "order": (True, int, "teaching order (notebook number)"),
     "topic": (True, str, "curriculum topic"),
-    "task": (True, str, "file with the task text (Markdown), relative to the lab folder"),
+    "task": (True, str, "the task text (Markdown, what to do, not how): always `task.md`"),
     "hints": (True, list, "progressive hints: a nudge first, then the command family"),
     "params": (False, dict, "name -> {default, choices | range}: names the task uses (randomised per seed)"),
-    "setup": (False, dict, "{manifests: [files], script: file}: preconditions, labelled with the lab"),
-    "solution": (True, dict, "{manifests: [files], script: file}: the reference solution"),
-    "targets": (False, list, "objects the task asks the learner to create; `reset` removes them"),
+    "setup": (False, dict, "preconditions, labelled with the lab: files under setup/ (fields below)"),
+    "solution": (True, dict, "the reference solution: files under solution/ (fields below)"),
+    "targets": (False, list, "`{apiVersion, kind, name, namespace}` of objects the task asks for; `reset` removes them"),
     "needs": (False, list, "cluster features the lab needs to be complete: exec, netpol-enforcement"),
+    "data": (False, dict, "name -> file under data/: extra files the lab's grader or scripts read"),
     "exam": (False, dict, "{weight: int, minutes: int}: how the lab counts in a mock exam"),
 }
-STEP_FIELDS = {"manifests": list, "script": str}
+# The fields of `setup` and `solution`.
+STEP_FIELDS: dict[str, tuple[type, str]] = {
+    "manifests": (list, "files applied with server-side apply and the lab label"),
+    "script": (str, "the step's bash script (setup/setup.sh, solution/solve.sh)"),
+    "creates": (list, "`{apiVersion, kind}` of labelled objects the script creates; `reset` sweeps them"),
+}
+# The one folder layout: every file in a lab folder is one of these and is named by lab.yaml.
+LAYOUT: dict[str, str] = {
+    "lab.yaml": "the lab's fields (below)",
+    "task.md": "the task text, named by `task`",
+    "setup/": "preconditions: manifests and `setup.sh`, named by `setup`",
+    "solution/": "the reference solution: manifests and `solve.sh`, named by `solution`",
+    "data/": "extra files named by `data` (e.g. the quiz's questions)",
+}
+STEP_SCRIPT = {"setup": "setup/setup.sh", "solution": "solution/solve.sh"}
+
+
+def data_root() -> Path:
+    """Where labs/, graders/ and kind/ are: $CKALAB_DATA_DIR, the installed copy, or the checkout."""
+    if os.environ.get("CKALAB_DATA_DIR"):
+        return Path(os.environ["CKALAB_DATA_DIR"])
+    return PACKAGED_DATA if (PACKAGED_DATA / "labs").is_dir() else REPO
 
 
 def labs_root() -> Path:
-    return Path(os.environ.get("CKALAB_LABS_DIR") or REPO / "labs")
+    return Path(os.environ.get("CKALAB_LABS_DIR") or data_root() / "labs")
 
 
 def graders_root() -> Path:
-    return Path(os.environ.get("CKALAB_GRADERS_DIR") or REPO / "graders")
+    return Path(os.environ.get("CKALAB_GRADERS_DIR") or data_root() / "graders")
 
 
 @dataclass
@@ -63,6 +96,9 @@ class Lab:
     data: dict
     params: dict[str, Any] = field(default_factory=dict)
     seed: str | None = None
+    # True for the mock exam's own copy of a task (exam.task_lab): the exam sets it up and grades
+    # it, so the no-feedback rule, which is for practice copies, does not stop it.
+    exam_task: bool = False
 
     @property
     def title(self) -> str:
@@ -120,6 +156,45 @@ class Lab:
     @property
     def targets(self) -> list[dict]:
         return [json.loads(self.render(json.dumps(t))) for t in self.data.get("targets") or []]
+
+    def data_file(self, name: str) -> Path:
+        """The path of an extra file the lab names under `data` (read it with learner-proof code)."""
+        rel = (self.data.get("data") or {}).get(name)
+        if not rel:
+            raise CkalabError(f"Lab '{self.id}' names no data file '{name}' in its lab.yaml.")
+        return self.dir / rel
+
+    # --- variants: all derived from the data read once ----------------------------------------
+
+    def variant(self, seed: str | None) -> Lab:
+        """This lab with the parameters `seed` picks (None: the defaults), without reading it again."""
+        return dataclasses.replace(self, params=resolve_params(self.data.get("params"), self.id, seed), seed=seed)
+
+    def with_params(self, **overrides) -> Lab:
+        """The same lab and seed with some parameters replaced (e.g. moved into another namespace).
+        Task text, setup, targets and grader all read lab.params, so they all follow."""
+        return dataclasses.replace(self, params={**self.params, **overrides})
+
+    def _objects(self) -> list[dict]:
+        return self.manifests("setup") + self.manifests("solution") + self.targets
+
+    def footprint(self) -> set[tuple[str, str, str]]:
+        """(kind, namespace, name) of every object the lab's setup, solution and targets name."""
+        out = set()
+        for o in self._objects():
+            md = o.get("metadata") or o
+            if o.get("kind") != "Namespace":
+                out.add((o["kind"], md.get("namespace", ""), md["name"]))
+        return out
+
+    def kinds(self) -> set[tuple[str, str]]:
+        """(apiVersion, kind) of everything the lab creates: what `reset` sweeps by label.
+        Namespaces are left out: they may hold the learner's other work."""
+        created = [c for step in ("setup", "solution") for c in (self.data.get(step) or {}).get("creates") or []]
+        return {(o["apiVersion"], o["kind"]) for o in self._objects() + created if o.get("kind") != "Namespace"}
+
+    def started(self) -> bool:
+        return (self.workdir / MARKER).is_file()
 
     def files_digest(self) -> str:
         """sha256 over the lab's files and its grader: identifies exactly what was graded."""
@@ -184,10 +259,31 @@ def validate(lab_dir: Path, data: Any) -> list[str]:
         for k, v in s.items():
             if k not in STEP_FIELDS:
                 problems.append(f"{where}: {step}.{k} is unknown (known: {', '.join(STEP_FIELDS)})")
-            elif not isinstance(v, STEP_FIELDS[k]):
-                problems.append(f"{where}: {step}.{k} should be {STEP_FIELDS[k].__name__}")
+            elif not isinstance(v, STEP_FIELDS[k][0]):
+                problems.append(f"{where}: {step}.{k} should be {STEP_FIELDS[k][0].__name__}")
+            elif k == "creates":
+                if not all(isinstance(c, dict) and {"apiVersion", "kind"} <= set(c) for c in v):
+                    problems.append(f"{where}: {step}.creates lists {{apiVersion, kind}} mappings")
             else:
-                files += v if isinstance(v, list) else [v]
+                for rel in v if isinstance(v, list) else [v]:
+                    files.append(rel)
+                    if k == "script" and rel != STEP_SCRIPT[step]:
+                        problems.append(f"{where}: {step}.script is '{rel}'; the layout wants '{STEP_SCRIPT[step]}'")
+                    elif not str(rel).startswith(f"{step}/"):
+                        problems.append(f"{where}: {step} file '{rel}' belongs in the folder {step}/")
+    extra = data.get("data") if isinstance(data.get("data"), dict) else {}
+    for name, rel in extra.items():
+        if not (isinstance(rel, str) and rel.startswith("data/")):
+            problems.append(f"{where}: data.{name} should be a file under data/, not {rel!r}")
+        else:
+            files.append(rel)
+    if isinstance(data.get("task"), str) and data["task"] != "task.md":
+        problems.append(f"{where}: task is '{data['task']}'; the layout wants 'task.md'")
+    named = {str(f) for f in files} | {"lab.yaml"}
+    for path in sorted(p for p in lab_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(lab_dir).as_posix()
+        if rel not in named:
+            problems.append(f"{where}: '{rel}' is in the lab folder but lab.yaml does not name it")
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
     for pname, p in params.items():
         if not isinstance(p, dict) or "default" not in p:
@@ -258,7 +354,7 @@ def load(lab_id: str, seed: str | None = None) -> Lab:
     errs = errs or validate(d, data)
     if errs:
         raise CkalabError(f"Lab '{lab_id}' has invalid data:\n  " + "\n  ".join(errs))
-    return Lab(lab_id, d, data, resolve_params(data.get("params"), lab_id, seed), seed)
+    return Lab(lab_id, d, data).variant(seed)
 
 
 def catalogue() -> list[Lab]:
@@ -266,46 +362,6 @@ def catalogue() -> list[Lab]:
 
 
 # --- lifecycle -------------------------------------------------------------------------------
-
-def _run_script(lab: Lab, step: str, kubeconfig: Path, pki_dir: str) -> None:
-    text = lab.script(step)
-    if not text:
-        return
-    lab.workdir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig), CKALAB_LAB=lab.id, CKALAB_WORKDIR=str(lab.workdir),
-               CKALAB_LAB_DIR=str(lab.dir),
-               CKALAB_PKI_DIR=pki_dir, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
-        f.write(text)
-    try:
-        proc = subprocess.run(["bash", "-euo", "pipefail", f.name], cwd=lab.workdir, env=env,
-                              capture_output=True, text=True, timeout=300)
-    finally:
-        os.unlink(f.name)
-    if proc.returncode != 0:
-        raise CkalabError(f"The {step} script of lab '{lab.id}' failed (exit {proc.returncode}):\n"
-                          f"{(proc.stdout + proc.stderr)[-2000:]}")
-
-
-def _cluster_ctx(cluster) -> tuple[Kube, Path, str]:
-    from .cluster.base import up_command
-
-    if cluster.status().state != "running":
-        from .errors import ClusterNotRunning
-
-        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running: run '{up_command(cluster.name)}'.")
-    return Kube(cluster.kubeconfig), cluster.kubeconfig, cluster.pki_dir
-
-
-def start(lab: Lab, cluster) -> Path:
-    """Create the lab's preconditions (idempotent; everything carries the lab label)."""
-    kube, kubeconfig, pki_dir = _cluster_ctx(cluster)
-    lab.workdir.mkdir(parents=True, exist_ok=True)
-    kube.apply_all(lab.manifests("setup"), lab.label)
-    _run_script(lab, "setup", kubeconfig, pki_dir)
-    (lab.workdir / ".ckalab-lab.json").write_text(json.dumps({"lab": lab.id, "seed": lab.seed, "params": lab.params}))
-    return lab.workdir
-
 
 # What each `needs` entry requires, and which backends provide it.
 NEEDS = {
@@ -323,30 +379,75 @@ def backend_note(lab: Lab, backend: str) -> str:
             "out and everything else is graded. Use 'ckalab up --backend kind' on a Docker machine for all.")
 
 
-def solve(lab: Lab, cluster) -> None:
-    """Apply the reference solution (for instructors and tests)."""
-    kube, kubeconfig, pki_dir = _cluster_ctx(cluster)
+def guard_exam(lab: Lab) -> None:
+    """Feedback (check, hint, solve) is off for a running mock exam's tasks; the exam grades them itself."""
+    from . import exam  # exam builds on this module
+
+    if not lab.exam_task:
+        exam.guard_practice(lab.id)
+
+
+def client(cluster, kube: Kube | None = None) -> Kube:
+    """The caller's client, or a new one for a cluster that must be running."""
+    if kube is not None:
+        return kube
+    if cluster.status().state != "running":
+        from .cluster.base import up_command
+        from .errors import ClusterNotRunning
+
+        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running: run '{up_command(cluster.name)}'.")
+    return Kube(cluster.kubeconfig)
+
+
+def _run_script(lab: Lab, step: str, cluster) -> None:
+    text = lab.script(step)
+    if not text:
+        return
+    lab.workdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), CKALAB_LAB=lab.id, CKALAB_WORKDIR=str(lab.workdir),
+               CKALAB_LAB_DIR=str(lab.dir), CKALAB_PKI_DIR=str(cluster.pki_dir),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
+        f.write(text)
+    try:
+        proc = subprocess.run(["bash", "-euo", "pipefail", f.name], cwd=lab.workdir, env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        raise CkalabError(f"The {step} script of lab '{lab.id}' failed (exit {proc.returncode}):\n"
+                          f"{(proc.stdout + proc.stderr)[-2000:]}")
+
+
+def start(lab: Lab, cluster, kube: Kube | None = None) -> Path:
+    """Create the lab's preconditions (idempotent; everything carries the lab label)."""
+    kube = client(cluster, kube)
+    lab.workdir.mkdir(parents=True, exist_ok=True)
+    kube.apply_all(lab.manifests("setup"), lab.label)
+    _run_script(lab, "setup", cluster)
+    (lab.workdir / MARKER).write_text(json.dumps({"lab": lab.id, "seed": lab.seed, "params": lab.params}))
+    return lab.workdir
+
+
+def solve(lab: Lab, cluster, kube: Kube | None = None) -> None:
+    """Apply the reference solution (for instructors and tests; not during an exam on this lab)."""
+    guard_exam(lab)
+    kube = client(cluster, kube)
     kube.apply_all(lab.manifests("solution"), lab.label)
-    _run_script(lab, "solution", kubeconfig, pki_dir)
+    _run_script(lab, "solution", cluster)
 
 
-# Kinds that setup scripts create (their objects are labelled but not visible in manifests).
-SWEPT_KINDS = {
-    ("v1", "Pod"), ("v1", "Secret"), ("v1", "ConfigMap"), ("v1", "ServiceAccount"), ("apps/v1", "Deployment"),
-    ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("certificates.k8s.io/v1", "CertificateSigningRequest"), ("networking.k8s.io/v1", "NetworkPolicy"),
-}
+def check(lab: Lab, cluster, kube: Kube | None = None):
+    """Grade the learner's work (a grading.GradeResult); not during a running exam on this lab."""
+    from . import grading  # grading imports this module for the lab data
 
-
-def _kinds(lab: Lab) -> set[tuple[str, str]]:
-    objs = lab.manifests("setup") + lab.manifests("solution") + lab.targets
-    return {(o["apiVersion"], o["kind"]) for o in objs if o.get("kind") != "Namespace"} | SWEPT_KINDS
+    guard_exam(lab)
+    return grading.run(lab, cluster, kube)
 
 
 def set_aside(workdir: Path, tag: str) -> Path | None:
     """Move a work directory that holds the learner's files to <dir>.<tag>[-n]: never delete them."""
-    if not (workdir.is_dir() and any(p.name != ".ckalab-lab.json" for p in workdir.iterdir())):
+    if not (workdir.is_dir() and any(p.name != MARKER for p in workdir.iterdir())):
         return None
     n, target = 1, workdir.with_name(f"{workdir.name}.{tag}")
     while target.exists():
@@ -356,21 +457,21 @@ def set_aside(workdir: Path, tag: str) -> Path | None:
     return target
 
 
-def reset(lab: Lab, cluster, clean: bool = False) -> list[str]:
+def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> list[str]:
     """Remove the task's targets and every object labelled with this lab, then start again.
 
     Namespaces are never deleted (they may hold the learner's other work); objects without the
     lab label, other than the targets the task told the learner to create, are left alone.
     With `clean`, the work directory's files are moved aside (to <lab>.before-reset[-n]) first.
     """
-    kube, _, _ = _cluster_ctx(cluster)
+    kube = client(cluster, kube)
     if clean:
         set_aside(lab.workdir, "before-reset")
     gone: list[tuple[str, str, str, str | None]] = []
     for t in lab.targets:
         if kube.delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")):
             gone.append((t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")))
-    for api_version, kind in sorted(_kinds(lab)):
+    for api_version, kind in sorted(lab.kinds()):
         for obj in kube.list(api_version, kind, label_selector=f"{LAB_LABEL}={lab.id}"):
             md = obj["metadata"]
             if kube.delete(api_version, kind, md["name"], md.get("namespace")):
@@ -378,7 +479,7 @@ def reset(lab: Lab, cluster, clean: bool = False) -> list[str]:
     # Pods and objects with finalizers linger after a delete; setup must not find them half-gone.
     wait_for(lambda: all(kube.get(*g) is None for g in gone), 60, "the lab's old objects to be deleted")
     hint_state(lab.id, reset=True)
-    start(lab, cluster)
+    start(lab, cluster, kube)
     return [f"{kind}/{name}" for _, kind, name, _ in gone]
 
 
@@ -407,6 +508,7 @@ def hint_state(lab_id: str, reset: bool = False, advance: bool = False) -> int:
 
 def next_hint(lab: Lab) -> tuple[int, str]:
     """The next hint (1-based number and text); the last one repeats once all are shown."""
+    guard_exam(lab)
     hints = lab.hints
     n = min(hint_state(lab.id, advance=True), len(hints))
     return n, hints[n - 1]

@@ -112,7 +112,7 @@ def started_labs() -> dict[str, str | None]:
     """lab id -> the seed it was started with, from the marker `start` leaves in each work dir."""
     out = {}
     root = home.work_root()
-    for marker in sorted(root.glob("*/.ckalab-lab.json")) if root.is_dir() else []:
+    for marker in sorted(root.glob(f"*/{labs.MARKER}")) if root.is_dir() else []:
         try:
             rec = json.loads(marker.read_text())
             if rec["lab"] == marker.parent.name:  # not a copy set aside (e.g. before an exam)
@@ -149,12 +149,14 @@ def submit(student: str, cluster, out: str | Path, key_file: str | Path | None =
     if not ids:
         raise CkalabError("No lab has been started here, so there is nothing to submit. "
                           "Start one with 'ckalab start LAB --seed YOUR-ID', or name them with --labs.")
+    chosen = [labs.load(i, seed if seed is not None else started.get(i)) for i in ids]
+    for lab in chosen:  # refuse before grading anything: a running exam's task gets no grade here
+        labs.guard_exam(lab)
     entries = []
-    for lab_id in ids:
-        lab = labs.load(lab_id, seed if seed is not None else started.get(lab_id))
-        marker = lab.workdir / ".ckalab-lab.json"
+    for lab in chosen:
+        marker = lab.workdir / labs.MARKER
         t0 = marker.stat().st_mtime if marker.exists() else None
-        entries.append(lab_entry(lab, grading.run(lab, cluster), t0))
+        entries.append(lab_entry(lab, labs.check(lab, cluster), t0))
     bundle = make_bundle(student, entries, key, {"backend": getattr(cluster, "backend", "?")})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Grader for security-quiz: one check per question in labs/security-quiz/questions.yaml.
+"""Grader for security-quiz: one check per question in its data file, data/questions.yaml.
 
 The questions are data. At import this module turns each one into a @check function with its
 own name and title (pytest's parametrize would give every question the same title). Questions
@@ -7,7 +7,7 @@ never against a stored key. The setup script imports this module too, to write t
 template and the question sheet, so questions.yaml has exactly one reader. Variants differ in
 the order of each question's choices (lab param `shuffle`, see questions_for): the sheet, the
 template, the grading and the diagnoses all use the variant's order. A wrong answer's check says
-what is wrong with it and where to look, never the right answer (that is in solution.sh).
+what is wrong with it and where to look, never the right answer (that is in solution/solve.sh).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ckalab import labs, learner_files, pki
 from ckalab.grading import check, expect, fail
 
 LAB_ID = "security-quiz"
-QUESTIONS_FILE = labs.labs_root() / LAB_ID / "questions.yaml"
+QUESTIONS_FILE = labs.load(LAB_ID).data_file("questions")  # named in lab.yaml under data
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 QID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

@@ -24,10 +24,10 @@ params:
   cm: {default: answer, choices: [answer, reply, response]}
 hints: ["look at {{ cm }}", "kubectl get cm {{ cm }}"]
 setup:
-  manifests: [setup.yaml]
-  script: setup.sh
+  manifests: [setup/setup.yaml]
+  script: setup/setup.sh
 solution:
-  script: solve.sh
+  script: solution/solve.sh
 targets:
   - {apiVersion: v1, kind: ConfigMap, name: "{{ cm }}", namespace: engine-test}
 """
@@ -89,11 +89,13 @@ def sample(tmp_path, monkeypatch, cluster):
     lab_dir.mkdir(parents=True)
     (lab_dir / "lab.yaml").write_text(LAB_YAML)
     (lab_dir / "task.md").write_text("Create ConfigMap {{ cm }} with value=42.\n")
-    (lab_dir / "setup.yaml").write_text(
+    (lab_dir / "setup").mkdir()
+    (lab_dir / "solution").mkdir()
+    (lab_dir / "setup" / "setup.yaml").write_text(
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: engine-test}\n---\n"
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: given, namespace: engine-test}\ndata: {a: b}\n")
-    (lab_dir / "setup.sh").write_text("[ -f notes.txt ] || echo 'setup ran' > notes.txt\n")
-    (lab_dir / "solve.sh").write_text("kubectl -n engine-test create configmap {{ cm }} --from-literal=value=42\n")
+    (lab_dir / "setup" / "setup.sh").write_text("[ -f notes.txt ] || echo 'setup ran' > notes.txt\n")
+    (lab_dir / "solution" / "solve.sh").write_text("kubectl -n engine-test create configmap {{ cm }} --from-literal=value=42\n")
     graders = tmp_path / "graders"
     graders.mkdir()
     (graders / "sample.py").write_text(GRADER)

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from .. import labs
 from ..errors import CkalabError, ClusterNotRunning
 from .base import Cluster, ClusterStatus, ComponentStatus, Progress, docker_works
 
-CONFIG = Path(__file__).resolve().parents[2] / "kind" / "cluster.yaml"
+# kind/ sits beside labs/: in the checkout, or in the package data of an installed wheel.
+CONFIG = labs.data_root() / "kind" / "cluster.yaml"
 KIND_VERSION = "v0.33.0"
 
 

@@ -15,7 +15,7 @@ from ckalab.grading import CheckFailed
 from conftest import check_of, failed_ids
 
 LAB = "security-quiz"
-QUESTIONS = yaml.safe_load((Path(__file__).resolve().parents[2] / "labs" / LAB / "questions.yaml").read_text())
+QUESTIONS = yaml.safe_load(labs.load(LAB).data_file("questions").read_text())
 IDS = [q["id"] for q in QUESTIONS]
 CHECKS = {q["id"]: "test_" + q["id"].replace("-", "_") for q in QUESTIONS}
 NOT_CHECKED = 'Not checked yet: first fix "the answers file can be read".'

@@ -1,7 +1,7 @@
-# The answers template and questions.md are rendered from questions.yaml by the grader module,
+# The answers template and questions.md are rendered from data/questions.yaml by the grader module,
 # so the questions have one source. An existing {{ answers_file }} is the learner's: it is
 # never replaced (start twice equals start once).
-# The second argument, the lab's shuffle param, orders the choices (0: as in questions.yaml).
+# The second argument, the lab's shuffle param, orders the choices (0: as in data/questions.yaml).
 python - "{{ answers_file }}" "{{ shuffle }}" <<'PY'
 import importlib.util
 import sys
