@@ -33,7 +33,8 @@ notebooks: install   # regenerate notebooks/*.ipynb from notebooks/_source/*.md
 
 test: install binaries
 	$(BIN)/ckalab validate
-	@if [ -f tools/check_notebooks.py ]; then $(BIN)/python tools/check_notebooks.py; fi
+	$(BIN)/python tools/check_notebooks.py
+	$(BIN)/python tools/schema_table.py --check
 	$(BIN)/pytest tests
 
 bench: install binaries

@@ -108,7 +108,7 @@ def cmd_check(args):
 
     exam.guard_practice(args.lab)
     lab, cluster = _lab(args), _cluster(args)
-    if not (lab.workdir / ".ckalab-lab.json").is_file():
+    if not lab.started():
         # Its checks would report the setup's objects as missing, as if the learner had broken them.
         raise CkalabError(f"Lab '{lab.id}' has not been started here: 'ckalab start {lab.id}' sets it up "
                           "and prints the task.")

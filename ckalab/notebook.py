@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import home, labs
 from .cluster import get_cluster
+from .cluster.base import up_command
 from .errors import CkalabError, ClusterNotRunning
 from .grading import FAILED, PASSED, UNAVAILABLE, UNAVAILABLE_TEXT, CheckResult, GradeResult, printable
 
@@ -228,11 +229,11 @@ def status_line(cluster) -> tuple[str, bool]:
     try:
         st = cluster.status()
     except Exception as exc:  # a broken status must not break the notebook
-        return f"Cluster '{cluster.name}': status unknown ({exc}). Start it with: ckalab up", False
+        return f"Cluster '{cluster.name}': status unknown ({exc}). Start it with: {up_command(cluster.name)}", False
     if st.state == "running":
         return f"Cluster '{st.name}' ({st.backend} backend) is running.", True
     return (f"Cluster '{st.name}' ({st.backend} backend) is {st.state}. Start it in a terminal with: "
-            f"ckalab up{'' if st.name == home.DEFAULT_CLUSTER else ' --name ' + st.name}"), False
+            f"{up_command(st.name)}"), False
 
 
 def show_status(name: str | None = None) -> bool:

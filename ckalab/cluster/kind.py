@@ -14,7 +14,7 @@ import yaml
 
 from .. import labs
 from ..errors import CkalabError, ClusterNotRunning
-from .base import Cluster, ClusterStatus, ComponentStatus, Progress, docker_works
+from .base import Cluster, ClusterStatus, ComponentStatus, Progress, docker_works, up_command
 
 # kind/ sits beside labs/: in the checkout, or in the package data of an installed wheel.
 CONFIG = labs.data_root() / "kind" / "cluster.yaml"
@@ -79,10 +79,10 @@ class KindCluster(Cluster):
     def status(self) -> ClusterStatus:
         if not shutil.which("kind") or not docker_works():
             return ClusterStatus(self.name, self.backend, "stopped",
-                                 message="kind or Docker is not available: start Docker, then 'ckalab up'.")
+                                 message=f"kind or Docker is not available: start Docker, then '{up_command(self.name)}'.")
         if not self._exists():
             return ClusterStatus(self.name, self.backend, "absent",
-                                 message=f"Cluster '{self.name}' does not exist: run 'ckalab up --backend kind'.")
+                                 message=f"Cluster '{self.name}' does not exist: run '{up_command(self.name)} --backend kind'.")
         ps = _run(["docker", "ps", "--filter", f"label=io.x-k8s.kind.cluster={self.name}",
                    "--format", "{{.Names}} {{.State}}"], 60)
         comps = [ComponentStatus(n, "running" if s == "running" else "exited")

@@ -20,7 +20,7 @@ from pathlib import Path
 from ... import home
 from ...errors import CkalabError
 
-# Kubernetes 1.36 is what kind v0.32 ships, so both backends teach the same version.
+# Kubernetes 1.36 is what kind v0.33.0 (kind/cluster.yaml) ships, so both backends teach the same version.
 K8S_VERSION = "v1.36.3"
 # etcd 3.6 is the line kubeadm 1.36 deploys.
 ETCD_VERSION = "v3.6.16"
