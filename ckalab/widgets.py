@@ -2,8 +2,8 @@
 the mock exam panel (Start, countdown, tasks, Finish with a confirmation, the report).
 
 It is deliberately thin: every button calls the same library function as the CLI verb
-(labs.start, grading.run, labs.next_hint, labs.reset, labs.solve), so a notebook and
-`ckalab check` can never disagree. Every action is also a method (bar.start(), bar.check(), ...)
+(labs.start, labs.check, labs.next_hint, labs.reset, labs.solve), so a notebook and
+`ckalab check` can never disagree; those also refuse feedback on a running mock exam's tasks. Every action is also a method (bar.start(), bar.check(), ...)
 so a headless run (nbclient, CI) drives the same code as a click.
 
 Errors never escape as bare tracebacks into the learner's face: CkalabError (which includes
@@ -27,7 +27,7 @@ import traceback
 import ipywidgets as w
 from IPython.display import HTML, Markdown, display
 
-from . import exam, grading, labs
+from . import exam, labs
 from . import notebook as nb
 from .errors import CkalabError, ClusterNotRunning
 from .grading import GradeResult
@@ -108,8 +108,7 @@ class LabBar:
 
     @_friendly
     def check(self) -> GradeResult | None:
-        exam.guard_practice(self.lab.id)  # no feedback on a running mock exam's tasks
-        result = grading.run(self.lab, self.cluster)
+        result = labs.check(self.lab, self.cluster)
         self.last_result = result
         nb.record(result)
         display(HTML(nb.result_html(result)))
@@ -117,7 +116,6 @@ class LabBar:
 
     @_friendly
     def hint(self) -> str | None:
-        exam.guard_practice(self.lab.id)  # no feedback on a running mock exam's tasks
         n, text = labs.next_hint(self.lab)
         display(HTML(nb.message_html(f"Hint {n}/{len(self.lab.hints)}: {text}", "info")))
         return text
@@ -133,7 +131,6 @@ class LabBar:
 
     @_friendly
     def solve(self):
-        exam.guard_practice(self.lab.id)  # no feedback on a running mock exam's tasks
         labs.solve(self.lab, self.cluster)
         display(HTML(nb.message_html(f"Applied the reference solution of '{self.lab.id}'.", "warn")))
         return True
