@@ -4,7 +4,8 @@ the mock exam panel (Start, countdown, tasks, Finish with a confirmation, the re
 It is deliberately thin: every button calls the same library function as the CLI verb
 (labs.start, labs.check, labs.next_hint, labs.reset, labs.solve), so a notebook and
 `ckalab check` can never disagree, and those refuse feedback on a running mock exam's tasks.
-Every action is also a method (bar.start(), bar.check(), ...) so a headless run (nbclient, CI) drives the same code as a click.
+Every action is also a method (bar.start(), bar.check(), ...) so a headless run (nbclient, CI)
+drives the same code as a click.
 
 Errors never escape as bare tracebacks into the learner's face: CkalabError (which includes
 ClusterNotRunning) carries a message that says what to do, and is shown as such; anything else
