@@ -31,7 +31,6 @@ import csv
 import hashlib
 import hmac
 import io
-import importlib.util
 import json
 import os
 import re
@@ -183,11 +182,7 @@ class Catalogue:
     def grader(self, lab_id: str) -> dict[str, grading.CheckMeta]:
         """check id -> its @check metadata (title, points), from the grader (trusted instructor code)."""
         if lab_id not in self._checks:
-            path = labs.graders_root() / f"{lab_id}.py"
-            spec = importlib.util.spec_from_file_location(f"ckalab_gradebook_{lab_id.replace('-', '_')}", path)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = mod  # dataclasses and the like look their module up there
-            spec.loader.exec_module(mod)
+            mod = grading.load_grader(labs.graders_root() / f"{lab_id}.py")
             self._checks[lab_id] = {name: fn._ckalab_check for name, fn in vars(mod).items()
                                     if callable(fn) and hasattr(fn, "_ckalab_check")}
         return self._checks[lab_id]
