@@ -102,17 +102,17 @@ def cmd_start(args):
 
 
 def cmd_check(args):
-    from . import exam, grading
+    from . import exam, labs
     from .cluster.base import command
     from .errors import ClusterNotRunning
 
-    exam.guard_practice(args.lab)
+    exam.guard_practice(args.lab)  # the exam rule first, before any other word about the lab
     lab, cluster = _lab(args), _cluster(args)
     if not lab.started():
         # Its checks would report the setup's objects as missing, as if the learner had broken them.
         raise CkalabError(f"Lab '{lab.id}' has not been started here: 'ckalab start {lab.id}' sets it up "
                           "and prints the task.")
-    result = grading.run(lab, cluster)
+    result = labs.check(lab, cluster)
     if not result.passed and cluster.status().state != "running":
         # The API server went away during the checks: their failures say nothing about the answer.
         raise ClusterNotRunning(f"Cluster '{cluster.name}' stopped answering during the check, so it could "

@@ -353,3 +353,120 @@ def test_reset_clean_moves_the_learners_files_aside(sample, cluster):
     assert not (sample.workdir / "mine.txt").exists()
     assert (sample.workdir / "notes.txt").read_text() == "setup ran\n"  # setup ran in a fresh dir
     assert sample.workdir.with_name("sample.before-reset-2").is_dir()  # setup's own file, moved not deleted
+
+
+SCOPED_GRADER = '''
+import pytest
+
+from ckalab.grading import check, expect
+
+CALLS = []
+
+
+@pytest.fixture(scope="module")
+def once(lab):
+    CALLS.append("once")
+    yield len(CALLS)
+    CALLS.append("once-down")
+
+
+@pytest.fixture
+def each(once):
+    CALLS.append("each")
+    yield once
+    CALLS.append("each-down")
+
+
+@pytest.fixture(scope="session")
+def missing():
+    CALLS.append("missing")
+    pytest.skip("not on this backend")
+
+
+@check(1, "first")
+def test_first(once, each):
+    expect(each == once, f"each saw {each}, not {once}")
+
+
+@check(1, "second")
+def test_second(each):
+    pass
+
+
+@check(1, "skips through a run-scoped fixture")
+def test_third(missing):
+    pass
+
+
+@check(1, "skips through it again")
+def test_fourth(missing):
+    pass
+
+
+def _make(n):
+    @check(1, f"generated {n}")
+    def test(lab):
+        expect(n != 2, f"generated check {n} fails")
+    test.__name__ = f"test_generated_{n}"
+    return test
+
+
+for _n in (1, 2):
+    globals()[f"test_generated_{_n}"] = _make(_n)
+'''
+
+
+def test_fixture_scopes_teardown_and_generated_checks(sample, cluster, kube):
+    """Function scope per check, module/session scope once per grading run (its skip too), a
+    generator fixture's teardown after its scope, checks built in a loop in file order."""
+    sample.grader.write_text(SCOPED_GRADER)
+    for run in (1, 2):
+        r = grading.run_direct(sample, cluster, kube)
+        assert [(c.id, c.state) for c in r.checks] == [
+            ("test_first", "passed"), ("test_second", "passed"), ("test_third", "unavailable"),
+            ("test_fourth", "unavailable"), ("test_generated_1", "passed"), ("test_generated_2", "failed")]
+        assert r.checks[3].message == "not on this backend" and r.checks[5].message == "generated check 2 fails"
+    calls = grading.load_grader(sample.grader).CALLS  # the same module both runs: the file did not change
+    one_run = ["once", "each", "each-down", "each", "each-down", "missing", "once-down"]
+    assert calls == one_run * 2
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("@pytest.fixture(scope='class')\ndef f(lab):\n    return 1\n\n@check(1, 't')\ndef test_t(f):\n    pass\n",
+     "fixture 'f' has scope 'class' (supported: function, module, package, session)"),
+    ("@pytest.fixture(params=[1, 2])\ndef f():\n    return 1\n\n@check(1, 't')\ndef test_t(f):\n    pass\n",
+     "fixture 'f' is parametrized (not supported)"),
+    ("@pytest.mark.parametrize('x', [1])\n@check(1, 't')\ndef test_t(x):\n    pass\n",
+     "check test_t has marks (parametrize), which are not supported\n"
+     "check test_t asks for fixture 'x', which does not exist (known: cluster, kube, lab, workdir)"),
+    ("@check(1, 't')\ndef test_t(nope):\n    pass\n",
+     "check test_t asks for fixture 'nope', which does not exist (known: cluster, kube, lab, workdir)"),
+    ("def test_plain():\n    pass\n", "grader tests without @check: test_plain"),
+    ("X = 1\n", "it has no @check functions"),
+])
+def test_what_the_engine_does_not_honour_is_refused_by_name(sample, cluster, source, problem):
+    sample.grader.write_text(f"import pytest\nfrom ckalab.grading import check\n\n{source}")
+    with pytest.raises(CkalabError) as err:
+        grading.run(sample, cluster)
+    assert str(err.value) == f"The grader {sample.grader} could not run:\n{problem}"
+
+
+def test_an_edited_grader_is_imported_again(sample, cluster, kube):
+    sample.grader.write_text(GRADER.replace('"ConfigMap exists"', '"ConfigMap is there"'))
+    assert grading.run_direct(sample, cluster, kube).checks[0].title == "ConfigMap is there"
+    sample.grader.write_text(GRADER)
+    assert grading.run_direct(sample, cluster, kube).checks[0].title == "ConfigMap exists"
+
+
+def test_pytest_runs_a_grader_through_the_engine(cluster):
+    """`pytest -p ckalab.grading graders/<lab>.py` still works: pytest collects, the engine grades."""
+    from conftest import TEST_CLUSTER
+
+    lab = labs.load("rbac-role")
+    labs.reset(lab, cluster)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "ckalab.grading", "-p", "no:cacheprovider",
+                          str(lab.grader)], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, CKALAB_CLUSTER=TEST_CLUSTER))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "rbac-role: 0/10 points, 5 of 5 checks failed" in out.stdout
+    assert "✘ [0/2] Role exists" in out.stdout
