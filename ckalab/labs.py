@@ -30,8 +30,8 @@ from .waiting import wait_for
 
 SCHEMA = "ckalab/v1"
 PACKAGE = Path(__file__).resolve().parent
-# A checkout keeps labs/, graders/ and kind/ beside the package; a built wheel carries copies in
-# ckalab/_data (setup.py puts them there). CKALAB_DATA_DIR points at another root holding all three.
+# A checkout keeps labs/, graders/, kind/ and notebooks/ beside the package; a built wheel carries
+# copies in ckalab/_data (setup.py puts them there). CKALAB_DATA_DIR names another such root.
 PACKAGED_DATA = PACKAGE / "_data"
 REPO = PACKAGE.parent
 # The file `start` leaves in a lab's work directory: the lab, seed and parameters it was started with.
@@ -52,7 +52,8 @@ FIELDS: dict[str, tuple[bool, type | tuple, str]] = {
     "params": (False, dict, "name -> {default, choices | range}: names the task uses (randomised per seed)"),
     "setup": (False, dict, "preconditions, labelled with the lab: files under setup/ (fields below)"),
     "solution": (True, dict, "the reference solution: files under solution/ (fields below)"),
-    "targets": (False, list, "`{apiVersion, kind, name, namespace}` of objects the task asks for; `reset` removes them"),
+    "targets": (False, list,
+                "`{apiVersion, kind, name, namespace}` of objects the task asks for; `reset` removes them"),
     "needs": (False, list, "cluster features the lab needs to be complete: exec, netpol-enforcement"),
     "data": (False, dict, "name -> file under data/: extra files the lab's grader or scripts read"),
     "exam": (False, dict, "{weight: int, minutes: int}: how the lab counts in a mock exam"),
@@ -75,7 +76,7 @@ STEP_SCRIPT = {"setup": "setup/setup.sh", "solution": "solution/solve.sh"}
 
 
 def data_root() -> Path:
-    """Where labs/, graders/ and kind/ are: $CKALAB_DATA_DIR, the installed copy, or the checkout."""
+    """Where labs/, graders/, kind/ and notebooks/ are: $CKALAB_DATA_DIR, the wheel's copy or the checkout."""
     if os.environ.get("CKALAB_DATA_DIR"):
         return Path(os.environ["CKALAB_DATA_DIR"])
     return PACKAGED_DATA if (PACKAGED_DATA / "labs").is_dir() else REPO

@@ -255,7 +255,7 @@ def show_status(name: str | None = None) -> bool:
 
 # --- the learner's copy of the notebooks -------------------------------------------------------
 
-SHIPPED = labs.REPO / "notebooks"
+SHIPPED = labs.data_root() / "notebooks"  # the checkout's, or the copy an installed wheel carries
 LEDGER = ".ckalab-shipped.json"  # name -> sha256 of the version last copied (hidden in JupyterLab)
 
 

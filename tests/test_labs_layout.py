@@ -186,8 +186,8 @@ def test_a_wheel_install_finds_its_labs_outside_the_checkout(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in"):
         shutil.copy(REPO / name, src / name)
-    for name in ("ckalab", "labs", "graders", "kind"):
-        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    for name in ("ckalab", "labs", "graders", "kind", "notebooks"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "_data", ".*"))
     pip = [sys.executable, "-m", "pip"]
     subprocess.run([*pip, "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)], check=True,
                    cwd=tmp_path, capture_output=True, timeout=600)
@@ -207,9 +207,11 @@ def test_a_wheel_install_finds_its_labs_outside_the_checkout(tmp_path):
         return subprocess.run([str(venv / "bin" / "ckalab"), *args], cwd=elsewhere, env=env,
                               capture_output=True, text=True, timeout=120)
 
-    listed, valid = ckalab("labs"), ckalab("validate")
+    listed, valid, copied = ckalab("labs"), ckalab("validate"), ckalab("notebooks", "--dir", str(elsewhere / "nb"))
     assert listed.returncode == 0 and "rbac-role" in listed.stdout, listed.stderr
-    assert valid.returncode == 0 and f"{len(labs.lab_ids())} labs, 0 problems" in valid.stdout, valid.stdout + valid.stderr
+    assert copied.returncode == 0 and (elsewhere / "nb" / "00-welcome.ipynb").is_file(), copied.stdout + copied.stderr
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    assert f"{len(labs.lab_ids())} labs, 0 problems" in valid.stdout
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import json; from ckalab import labs; from ckalab.cluster import kind; "
                             "print(json.dumps([str(labs.labs_root()), str(kind.CONFIG), kind.CONFIG.is_file()]))"],
