@@ -156,7 +156,7 @@ def _grader_uses(lab: labs.Lab) -> set[str]:
 def qualification(lab: labs.Lab, kube: Kube) -> str | None:
     """None when the lab can run per student in one namespace, else why it cannot."""
     own = lab.params.get("namespace")
-    for o in lab.manifests("setup") + lab.manifests("solution") + lab.targets:
+    for o in lab.objects():
         if o.get("kind") == "Namespace" or not kube.resource(o["apiVersion"], o["kind"]).namespaced:
             return f"it needs cluster-scoped objects ({o['kind']}), which a namespace-limited student cannot create"
         ns = (o.get("metadata") or o).get("namespace", "default")
@@ -596,7 +596,7 @@ def read_audit(path: str | Path) -> list[dict]:
 def _lab_resources(lab_id: str, st: Student, class_name: str) -> set[str]:
     """The resources (lowercase plurals) of a lab's objects, to narrow a timeline to one lab."""
     lab = student_lab(lab_id, st, class_name)
-    kinds = {o["kind"] for o in lab.manifests("setup") + lab.manifests("solution") + lab.targets}
+    kinds = {kind for _, kind in lab.kinds()}
     return {k.lower()[:-1] + "ies" if k.endswith("y") else k.lower() + "s" for k in kinds}
 
 

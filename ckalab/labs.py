@@ -176,13 +176,14 @@ class Lab:
         Task text, setup, targets and grader all read lab.params, so they all follow."""
         return dataclasses.replace(self, params={**self.params, **overrides})
 
-    def _objects(self) -> list[dict]:
+    def objects(self) -> list[dict]:
+        """Every object the lab names: its setup and solution manifests and its targets."""
         return self.manifests("setup") + self.manifests("solution") + self.targets
 
     def footprint(self) -> set[tuple[str, str, str]]:
         """(kind, namespace, name) of every object the lab's setup, solution and targets name."""
         out = set()
-        for o in self._objects():
+        for o in self.objects():
             md = o.get("metadata") or o
             if o.get("kind") != "Namespace":
                 out.add((o["kind"], md.get("namespace", ""), md["name"]))
@@ -192,7 +193,7 @@ class Lab:
         """(apiVersion, kind) of everything the lab creates: what `reset` sweeps by label.
         Namespaces are left out: they may hold the learner's other work."""
         created = [c for step in ("setup", "solution") for c in (self.data.get(step) or {}).get("creates") or []]
-        return {(o["apiVersion"], o["kind"]) for o in self._objects() + created if o.get("kind") != "Namespace"}
+        return {(o["apiVersion"], o["kind"]) for o in self.objects() + created if o.get("kind") != "Namespace"}
 
     def started(self) -> bool:
         return (self.workdir / MARKER).is_file()
