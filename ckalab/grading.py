@@ -414,22 +414,49 @@ class Context:
     may run at once, from threads. `kube` is made on first use (a check that never asks for it
     costs no API client)."""
 
-    def __init__(self, lab, cluster, kube=None):
-        self.lab, self.cluster, self._kube = lab, cluster, kube
+    def __init__(self, lab, cluster, kube=None, reuse_client: bool = False):
+        self.lab, self.cluster, self._kube, self.reuse_client = lab, cluster, kube, reuse_client
         self.run_values: dict[str, tuple[bool, object]] = {}  # fixture -> (ok, value or exception)
         self.teardowns: list = []                               # run-scoped generator fixtures
 
     @property
     def kube(self):
         if self._kube is None:
-            from .kube import Kube
-
-            self._kube = Kube(self.cluster.kubeconfig)
+            make = _client if self.reuse_client else _new_client
+            self._kube = make(self.cluster.kubeconfig)
         return self._kube
 
     def builtin(self, name: str):
         return {"lab": lambda: self.lab, "cluster": lambda: self.cluster, "kube": lambda: self.kube,
                 "workdir": lambda: self.lab.workdir}[name]()
+
+
+def _new_client(kubeconfig):
+    from .kube import Kube
+
+    return Kube(kubeconfig)
+
+
+_CLIENTS = threading.local()
+
+
+def _client(kubeconfig):
+    """A Kube kept per thread and kubeconfig file version: a notebook grades the same cluster
+    again and again, and a new client costs a TLS handshake and API discovery every time. A
+    rewritten kubeconfig (a new cluster) gets a new client."""
+    path = Path(kubeconfig)
+    try:
+        st = path.stat()
+    except OSError:
+        return _new_client(path)  # says which kubeconfig is missing
+    key = (st.st_mtime_ns, st.st_size)
+    kept = getattr(_CLIENTS, "by_path", None)
+    if kept is None:
+        kept = _CLIENTS.by_path = {}
+    hit = kept.get(str(path))
+    if hit is None or hit[0] != key:
+        hit = kept[str(path)] = (key, _new_client(path))
+    return hit[1]
 
 
 def _value(name: str, plan: Plan, ctx: Context, local: dict, teardowns: list):
@@ -536,7 +563,7 @@ def run(lab, cluster, kube=None) -> GradeResult:
 
         raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running ({status.state}): "
                                 f"run '{up_command(cluster.name)}'.")
-    return grade(Context(lab, cluster, kube))
+    return grade(Context(lab, cluster, kube, reuse_client=True))
 
 
 def run_direct(lab, cluster, kube) -> GradeResult:
