@@ -3,13 +3,11 @@
 # never replaced (start twice equals start once).
 # The second argument, the lab's shuffle param, orders the choices (0: as in data/questions.yaml).
 python - "{{ answers_file }}" "{{ shuffle }}" <<'PY'
-import importlib.util
 import sys
 
 from ckalab import labs
+from ckalab.grading import load_grader
 
-spec = importlib.util.spec_from_file_location("security_quiz_grader", labs.graders_root() / "security-quiz.py")
-grader = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses need it
-spec.loader.exec_module(grader)
+grader = load_grader(labs.graders_root() / "security-quiz.py")
 grader.write_workdir_files(sys.argv[1], int(sys.argv[2]))
 PY

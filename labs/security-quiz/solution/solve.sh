@@ -25,14 +25,12 @@ issuer=$(node_file "${cert:-$CKALAB_PKI_DIR/apiserver.crt}" | openssl x509 -noou
 # The right choices, by their text; the letters that show them differ per variant, so ask the
 # grader module (which ordered questions.md) where this variant's shuffle put each one.
 read -r chain kubelet csr binding netpol scoped < <(python - "{{ shuffle }}" <<'PY'
-import importlib.util
 import sys
 
 from ckalab import labs
+from ckalab.grading import load_grader
 
-spec = importlib.util.spec_from_file_location("security_quiz_grader", labs.graders_root() / "security-quiz.py")
-grader = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(grader)
+grader = load_grader(labs.graders_root() / "security-quiz.py")
 right = {
     "authorizer-chain": ["No authorizer allowed it, so the API server answers 403 Forbidden."],
     "kubelet-client-certificate": ["apiserver-kubelet-client.crt and apiserver-kubelet-client.key"],
