@@ -185,7 +185,7 @@ def _outcome(name: str):
     return getattr(mod, name, None) if mod is not None else None
 
 
-def _message(exc: BaseException) -> str:
+def _message(exc: BaseException, cluster=None) -> str:
     if isinstance(exc, CheckFailed):
         return str(exc)
     failed = _outcome("Failed")
@@ -210,8 +210,19 @@ def _message(exc: BaseException) -> str:
 
         return f"The API server answered {exc.status} ({exc.reason}): {api_error_text(exc)}"
     if isinstance(exc, (HTTPError, ConnectionError)):
-        return "Cannot reach the cluster's API server: check it with 'ckalab status' and start it with 'ckalab up'."
+        return _unreachable(cluster)
     return f"This check could not run ({type(exc).__name__}: {exc}). This is a bug in the grader; please report it."
+
+
+def _unreachable(cluster) -> str:
+    """Name the commands for this very cluster: a bare 'ckalab up' starts the default one. A shared
+    (classroom) cluster is not ckalab's to start, so only say how to look at it."""
+    if cluster is None or getattr(cluster, "backend", "") not in ("local", "kind"):
+        return "Cannot reach the cluster's API server: check it with 'kubectl cluster-info'."
+    from .cluster.base import command, up_command
+
+    return (f"Cannot reach the cluster's API server: check it with '{command('status', cluster.name)}' "
+            f"and start it with '{up_command(cluster.name)}'.")
 
 
 class CheckTimeout(CkalabError):
@@ -531,7 +542,7 @@ def _one(check: Check, plan: Plan, ctx: Context, done: list[CheckResult]) -> Che
             return CheckResult.unavailable(check.id, meta.title, _skip_reason(exc))
         if not (isinstance(exc, Exception) or _is_outcome(exc)):
             raise  # KeyboardInterrupt, SystemExit: the user's, not the check's
-        ok, msg = False, _message(exc)
+        ok, msg = False, _message(exc, ctx.cluster)
     finally:
         _finish(teardowns)
     return CheckResult(check.id, meta.title, ok, meta.points if ok else 0, meta.points, msg, "" if ok else meta.hint)

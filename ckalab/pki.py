@@ -132,11 +132,6 @@ def load_key(data: bytes | str | Path):
     return serialization.load_pem_private_key(raw, password=None)
 
 
-def load_csr(data: bytes | str | Path) -> x509.CertificateSigningRequest:
-    raw = Path(data).read_bytes() if isinstance(data, (str, Path)) else data
-    return x509.load_pem_x509_csr(raw)
-
-
 def make_csr(key, cn: str, orgs=()) -> x509.CertificateSigningRequest:
     return x509.CertificateSigningRequestBuilder().subject_name(name(cn, orgs)).sign(key, hashes.SHA256())
 

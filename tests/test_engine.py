@@ -332,6 +332,17 @@ def test_backend_note_names_what_the_local_backend_lacks():
     assert labs.backend_note(labs.load("rbac-role"), "local") == ""
 
 
+def test_unreachable_api_server_names_this_cluster():
+    """A bare 'ckalab up' would start the default cluster, not the one the learner grades on."""
+    said = grading._message(ConnectionError("refused"), get_cluster("not-started"))
+    assert said == ("Cannot reach the cluster's API server: check it with 'ckalab status --name not-started' "
+                    "and start it with 'ckalab up --name not-started'.")
+    from ckalab.classroom import ExternalCluster  # a shared cluster: not ours to start
+
+    assert grading._message(ConnectionError("refused"), ExternalCluster("/nonexistent")) == (
+        "Cannot reach the cluster's API server: check it with 'kubectl cluster-info'.")
+
+
 def test_unknown_needs_are_reported(tmp_path):
     d = tmp_path / "x"
     d.mkdir()

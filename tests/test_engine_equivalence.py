@@ -48,7 +48,7 @@ class _Reference:
         if report.skipped and item.name not in self.outcomes:
             self.outcomes[item.name] = (grading.UNAVAILABLE, grading._skip_reason(call.excinfo.value))
         elif report.failed and item.name not in self.outcomes:
-            self.outcomes[item.name] = (grading.FAILED, grading._message(call.excinfo.value))
+            self.outcomes[item.name] = (grading.FAILED, grading._message(call.excinfo.value, self._cluster))
         elif report.when == "call" and report.passed:
             self.outcomes[item.name] = (grading.PASSED, "")
 

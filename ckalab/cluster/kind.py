@@ -43,10 +43,10 @@ class KindCluster(Cluster):
     def _require(self) -> None:
         if not shutil.which("kind"):
             raise CkalabError(f"'kind' is not installed: go install sigs.k8s.io/kind@{KIND_VERSION}, "
-                              "or use 'ckalab up --backend local'.")
+                              f"or use '{up_command(self.name)} --backend local'.")
         if not docker_works():
             raise CkalabError("Docker is not running ('docker info' failed): start Docker, "
-                              "or use 'ckalab up --backend local'.")
+                              f"or use '{up_command(self.name)} --backend local'.")
 
     def _exists(self) -> bool:
         out = _run(["kind", "get", "clusters"], 60)

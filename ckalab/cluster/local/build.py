@@ -39,7 +39,6 @@ GROUPS = {
     "etcd": (ETCD_VERSION, "etcd", ["."], ["etcd"]),
     "kwok": (KWOK_VERSION, "kwok", ["sigs.k8s.io/kwok/cmd/kwok"], ["kwok"]),
 }
-BINARIES = [b for g in GROUPS.values() for b in g[3]]
 
 # --- real nodes (opt-in: `ckalab up --nodes real`, ckalab/cluster/nodes) -------------------------
 # Never built by ensure_binaries(): the default cluster (kwok nodes) does not need them.
