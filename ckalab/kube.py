@@ -18,6 +18,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from .errors import ClusterNotRunning, CkalabError
+from .waiting import wait_for
 
 LAB_LABEL = "ckalab.io/lab"
 FIELD_MANAGER = "ckalab"
@@ -113,7 +114,15 @@ class Kube:
     def apply_all(self, objs: Iterable[dict], labels: dict[str, str] | None = None) -> list[dict]:
         # Namespaces first so namespaced objects in the same batch have somewhere to go.
         objs = sorted(objs, key=lambda o: o.get("kind") != "Namespace")
-        return [self.apply(o, labels) for o in objs]
+        out = [self.apply(o, labels) for o in objs if o.get("kind") == "Namespace"]
+        # A new namespace gets its `default` ServiceAccount from the controller manager a moment
+        # later, and until then the API server refuses pods there ("error looking up service
+        # account"): wait for it before the rest of the batch.
+        for ns in out:
+            name = ns["metadata"]["name"]
+            wait_for(lambda: self.get("v1", "ServiceAccount", "default", name), 60,
+                     f"the default ServiceAccount of namespace '{name}'")
+        return out + [self.apply(o, labels) for o in objs if o.get("kind") != "Namespace"]
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete one object; False when it was already gone (delete is like rm -f)."""
