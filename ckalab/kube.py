@@ -78,7 +78,8 @@ class Kube:
         """The object as a plain dict, or None when it does not exist."""
         res = self.resource(api_version, kind)
         try:
-            obj = res.get(name=name, namespace=namespace if res.namespaced else None)
+            obj = res.get(name=name, namespace=namespace if res.namespaced else None,
+                          _request_timeout=self.timeout)
         except NotFoundError:
             return None
         return obj.to_dict()
@@ -86,7 +87,10 @@ class Kube:
     def list(self, api_version: str, kind: str, namespace: str | None = None,
              label_selector: str | None = None) -> list[dict]:
         res = self.resource(api_version, kind)
-        kw = {"label_selector": label_selector} if label_selector else {}
+        # Bounded like every read here: a check must not hang on an API server that stopped answering.
+        kw = {"_request_timeout": self.timeout}
+        if label_selector:
+            kw["label_selector"] = label_selector
         if res.namespaced and namespace:
             kw["namespace"] = namespace
         return [i.to_dict() for i in res.get(**kw).items]

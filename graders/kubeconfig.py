@@ -232,11 +232,11 @@ def test_authenticates_as_user(lab, cluster):
 def test_lists_pods(lab, cluster, kube):
     p = lab.params
     try:
-        pods = _login(lab).core.list_namespaced_pod(p["namespace"], _request_timeout=3).items
+        pods = _login(lab).list("v1", "Pod", p["namespace"])
     except ApiException as exc:
         fail(f"'{p['user']}' cannot list pods in '{p['namespace']}' ({exc.status} {exc.reason}): "
              f"{api_error_text(exc)}. Check: kubectl auth can-i list pods --as {p['user']} -n {p['namespace']}")
-    expected = {i.metadata.name for i in kube.core.list_namespaced_pod(p["namespace"]).items}
-    seen = {i.metadata.name for i in pods}
+    expected = {i["metadata"]["name"] for i in kube.list("v1", "Pod", p["namespace"])}
+    seen = {i["metadata"]["name"] for i in pods}
     expect(seen == expected, f"Listing pods in '{p['namespace']}' as '{p['user']}' returned {sorted(seen)}; "
            f"the namespace holds {sorted(expected)}.")

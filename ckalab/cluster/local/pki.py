@@ -11,8 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ... import home, pki
-from ...pki import CLIENT_AUTH, SERVER_AUTH
+from ... import home
 
 # kubeadm >= 1.29 gives admin.conf the group kubeadm:cluster-admins (bound to cluster-admin
 # by a ClusterRoleBinding) and keeps system:masters for super-admin.conf only.
@@ -22,14 +21,31 @@ SERVICE_IP = "10.96.0.1"  # its first address: the `kubernetes` Service, hence a
 CLUSTER_NAME = "kubernetes"
 
 
+def _pki():
+    """ckalab.pki, loaded on first use: it imports `cryptography` (30-45 ms), and a cold check
+    reaches this module (through the local backend) without making or reading a certificate."""
+    from ... import pki
+
+    return pki
+
+
+def __getattr__(name: str):
+    # `kpki.pki` keeps working for callers that load the CA themselves.
+    if name == "pki":
+        return _pki()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _write_pair(d: Path, base: str, key, cert) -> None:
     """base.key is created 0600 (never readable by others, not even for a moment), then base.crt:
     a crash in between leaves no certificate without its key."""
+    pki = _pki()
     home.write_atomic(d / f"{base}.key", pki.key_pem(key), private=True)
     home.write_atomic(d / f"{base}.crt", pki.cert_pem(cert))
 
 
 def _load_or_make_ca(d: Path, base: str, cn: str):
+    pki = _pki()
     if (d / f"{base}.crt").exists() and (d / f"{base}.key").exists():
         return pki.load_key(d / f"{base}.key"), pki.load_cert(d / f"{base}.crt")
     key, cert = pki.make_ca(cn)
@@ -38,6 +54,7 @@ def _load_or_make_ca(d: Path, base: str, cn: str):
 
 
 def _leaf(d: Path, base: str, ca, cn: str, **kw) -> None:
+    pki = _pki()
     if (d / f"{base}.crt").exists() and (d / f"{base}.key").exists():
         return
     key, cert = pki.sign(ca[0], ca[1], cn, **kw)
@@ -46,10 +63,12 @@ def _leaf(d: Path, base: str, ca, cn: str, **kw) -> None:
 
 def generate(etc: Path, node: str, advertise_ip: str) -> Path:
     """Create etc/kubernetes/pki (and etcd/) as kubeadm does; return the pki dir."""
+    pki = _pki()
     d = etc / "pki"
     e = d / "etcd"
     d.mkdir(parents=True, exist_ok=True)
     e.mkdir(parents=True, exist_ok=True)
+    SERVER_AUTH, CLIENT_AUTH = pki.SERVER_AUTH, pki.CLIENT_AUTH
 
     ca = _load_or_make_ca(d, "ca", "kubernetes")
     _leaf(d, "apiserver", ca, "kube-apiserver", usages=(SERVER_AUTH,),
@@ -103,6 +122,7 @@ def kubeconfig_dict(server: str, ca_pem: bytes, user: str, cert_pem: bytes, key_
 
 def write_kubeconfig(path: Path, server: str, ca, user: str, cn: str, orgs=()) -> None:
     """Write a kubeconfig with embedded credentials; an existing one only gets its server updated."""
+    pki = _pki()
     if path.exists():
         data = yaml.safe_load(path.read_text())
         for c in data.get("clusters", []):
@@ -114,6 +134,7 @@ def write_kubeconfig(path: Path, server: str, ca, user: str, cn: str, orgs=()) -
 
 
 def write_kubeconfigs(etc: Path, server: str, extra: dict[str, tuple[str, str, tuple]] | None = None) -> None:
+    pki = _pki()
     d = etc / "pki"
     ca = (pki.load_key(d / "ca.key"), pki.load_cert(d / "ca.crt"))
     for fname, (user, cn, orgs) in {**KUBECONFIGS, **(extra or {})}.items():
