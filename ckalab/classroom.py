@@ -63,6 +63,10 @@ class ExternalCluster:
 
     backend = "external"
     pki_dir = ""
+    features: frozenset[str] = frozenset()  # a shared cluster's nodes are not ckalab's to reach
+
+    def offers(self, feature: str) -> bool:
+        return feature in self.features
 
     def __init__(self, kubeconfig: str | Path, name: str = "classroom"):
         self.kubeconfig = Path(kubeconfig).resolve()

@@ -49,6 +49,17 @@ def cmd_kubeconfig(args):
     print(_cluster(args).kubeconfig)
 
 
+def cmd_node_file(args):
+    # One way for setup/solve scripts (and learners) to read a control-plane file on any backend
+    # that offers "node-files": the backend knows where its node's files live.
+    cluster = _cluster(args)
+    if not cluster.offers("node-files"):
+        raise CkalabError(f"Reading node files is not available on the {cluster.backend} backend "
+                          f"(cluster '{cluster.name}').")
+    sys.stdout.buffer.write(cluster.read_file(args.path))
+    sys.stdout.flush()
+
+
 def cmd_env(args):
     import shlex
 
@@ -227,13 +238,17 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
         return verb in (None, name)
 
     up = add("up", cmd_up, "start (or reuse) the lab cluster and wait until it is ready")
-    up.add_argument("--backend", default="auto", choices=["auto", "local", "kind"])
+    from .cluster import BACKENDS
+
+    up.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
     up.add_argument("--nodes", choices=["kwok", "real"], default=None,
                     help="local backend: kwok nodes (default) or, EXPERIMENTAL, a real kubelet + containerd "
                          "node01 (root; see docs/real-nodes.md); the choice is kept for later `up`s")
     add("down", cmd_down, "stop the cluster (succeeds when already stopped)")
     add("status", cmd_status, "show the cluster and its components").add_argument("--json", action="store_true")
     add("kubeconfig", cmd_kubeconfig, "print the path of the lab's admin kubeconfig")
+    add("node-file", cmd_node_file, "print a file of the cluster's control-plane node (a path as "
+        "kubeadm lays it out, or relative to the PKI directory)").add_argument("path")
     add("env", cmd_env, "print 'export KUBECONFIG=...' for a shell")
     add("labs", cmd_labs, "list the labs")
     add("validate", cmd_validate, "check every lab's data and report all problems")

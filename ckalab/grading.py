@@ -217,7 +217,9 @@ def _message(exc: BaseException, cluster=None) -> str:
 def _unreachable(cluster) -> str:
     """Name the commands for this very cluster: a bare 'ckalab up' starts the default one. A shared
     (classroom) cluster is not ckalab's to start, so only say how to look at it."""
-    if cluster is None or getattr(cluster, "backend", "") not in ("local", "kind"):
+    from .cluster import BACKENDS
+
+    if cluster is None or getattr(cluster, "backend", "") not in BACKENDS:
         return "Cannot reach the cluster's API server: check it with 'kubectl cluster-info'."
     from .cluster.base import command, up_command
 

@@ -365,16 +365,24 @@ def catalogue() -> list[Lab]:
 
 # --- lifecycle -------------------------------------------------------------------------------
 
-# What each `needs` entry requires, and which backends provide it.
+# A lab's `needs` name what some of its checks require, each mapped to the cluster feature
+# (Cluster.features) that provides it; backends are never named here.
 NEEDS = {
-    "exec": ("running containers (kubectl exec)", {"kind"}),
-    "netpol-enforcement": ("a CNI that enforces NetworkPolicy, for real traffic probes", {"kind"}),
+    "exec": ("running containers (kubectl exec)", "exec"),
+    "netpol-enforcement": ("a CNI that enforces NetworkPolicy, for real traffic probes", "netpol-enforcement"),
 }
+
+
+def lacking(lab: Lab, features: frozenset[str]) -> list[str]:
+    """The lab's needs that a cluster offering `features` does not meet."""
+    return [n for n in lab.needs if n in NEEDS and NEEDS[n][1] not in features]
 
 
 def backend_note(lab: Lab, backend: str) -> str:
     """A line telling the learner which checks this backend cannot run (they are left out)."""
-    missing = [NEEDS[n][0] for n in lab.needs if n in NEEDS and backend not in NEEDS[n][1]]
+    from .cluster import features_of
+
+    missing = [NEEDS[n][0] for n in lacking(lab, features_of(backend))]
     if not missing:
         return ""
     return (f"Note: the {backend} backend lacks {' and '.join(missing)}; the checks that need it are left "
@@ -406,7 +414,7 @@ def _run_script(lab: Lab, step: str, cluster) -> None:
     if not text:
         return
     lab.workdir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), CKALAB_LAB=lab.id, CKALAB_WORKDIR=str(lab.workdir),
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), CKALAB_CLUSTER=cluster.name, CKALAB_LAB=lab.id, CKALAB_WORKDIR=str(lab.workdir),
                CKALAB_LAB_DIR=str(lab.dir), CKALAB_PKI_DIR=str(cluster.pki_dir),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:

@@ -197,7 +197,9 @@ class Catalogue:
 
     def lacks(self, lab_id: str, backend) -> list[str]:
         """The lab's needs that `backend` does not provide: only then may a check be unavailable."""
-        return [n for n in labs.load(lab_id).needs if n in labs.NEEDS and backend not in labs.NEEDS[n][1]]
+        from .cluster import features_of
+
+        return labs.lacking(labs.load(lab_id), features_of(backend))
 
 
 def _is_int(v) -> bool:

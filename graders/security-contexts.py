@@ -33,7 +33,6 @@ RUNTIME_DEFAULT_CAPS = {"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "N
                         "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
 HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
 CAP_BITS = {"SYS_TIME": 25, "NET_ADMIN": 12}  # bit numbers in /proc/<pid>/status CapEff
-EXEC_BACKENDS = ("kind",)
 
 
 def _pod(kube, lab, key):
@@ -248,7 +247,7 @@ def exec_in(cluster, kube):
     These checks have no `after=`: the engine would report "Not checked yet" for them before this
     skip could happen, as if the local backend could ever run them. They compare with the
     spec-level checks themselves instead (see _spec_first)."""
-    if cluster.backend not in EXEC_BACKENDS:
+    if not cluster.offers("exec"):
         pytest.skip(f"the {cluster.backend} backend has no container runtime to exec into")
     from kubernetes.stream import stream
 

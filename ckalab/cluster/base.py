@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 from .. import home
-from ..errors import CkalabError
 
 Progress = Callable[[str], None]
 
@@ -67,7 +66,9 @@ def up_command(name: str) -> str:
 def _state_problem(data) -> str | None:
     if not isinstance(data, dict):
         return f"expected an object, found {type(data).__name__}"
-    if data.get("backend") not in (None, "local", "kind"):
+    from . import BACKENDS  # the registry imports this module first
+
+    if data.get("backend") not in (None, *BACKENDS):
         return f"unknown backend {data['backend']!r}"
     ports = data.get("ports")
     if ports is not None and not (isinstance(ports, dict) and all(
@@ -88,6 +89,18 @@ class Cluster(abc.ABC):
     """A lab cluster. Subclasses: LocalCluster (embedded control plane), KindCluster."""
 
     backend = "?"
+    # What this backend offers checks and scripts: "exec" (run commands in containers), "traffic"
+    # (pods carry real packets), "netpol-enforcement" (a CNI enforces NetworkPolicy),
+    # "node-files" (read_file reaches the control-plane node's files). A check asks offers().
+    features: frozenset[str] = frozenset()
+
+    @classmethod
+    def usable(cls) -> bool:
+        """Whether this machine can run the backend (auto detection asks in AUTO_ORDER)."""
+        return True
+
+    def offers(self, feature: str) -> bool:
+        return feature in self.features
 
     def __init__(self, name: str = home.DEFAULT_CLUSTER):
         self.name = name
@@ -171,27 +184,3 @@ def docker_works() -> bool:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=15).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
-
-
-def choose_backend(requested: str = "auto") -> str:
-    """auto = kind when both `kind` and a working Docker engine exist, otherwise local."""
-    if requested not in ("auto", "local", "kind"):
-        raise CkalabError(f"Unknown backend '{requested}': choose auto, local or kind.")
-    if requested != "auto":
-        return requested
-    return "kind" if shutil.which("kind") and docker_works() else "local"
-
-
-def get_cluster(name: str = home.DEFAULT_CLUSTER, backend: str | None = None) -> Cluster:
-    """The cluster called `name`; its backend is the one it was created with unless given."""
-    if backend is None or backend == "auto":
-        backend = read_cluster_state(name).get("backend") or choose_backend(backend or "auto")
-    if backend == "kind":
-        from .kind import KindCluster
-
-        return KindCluster(name)
-    if backend == "local":
-        from .local import LocalCluster
-
-        return LocalCluster(name)
-    raise CkalabError(f"Unknown backend '{backend}': choose auto, local or kind.")

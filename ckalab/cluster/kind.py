@@ -27,6 +27,11 @@ def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
 
 class KindCluster(Cluster):
     backend = "kind"
+    features = frozenset({"exec", "traffic", "netpol-enforcement", "node-files"})
+
+    @classmethod
+    def usable(cls) -> bool:
+        return bool(shutil.which("kind")) and docker_works()
 
     @property
     def kubeconfig(self) -> Path:

@@ -88,6 +88,8 @@ def _pick_ports(n: int, avoid: set[int]) -> list[int]:
 
 class LocalCluster(Cluster):
     backend = "local"
+    # kwok nodes run no containers: no exec, no traffic; the control plane's files are on this host
+    features = frozenset({"node-files"})
 
     @property
     def etc(self) -> Path:

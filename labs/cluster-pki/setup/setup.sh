@@ -14,12 +14,11 @@ PKI directory (kubeadm: /etc/kubernetes/pki):              $CKALAB_PKI_DIR   (li
 Static Pod manifests (kubeadm: /etc/kubernetes/manifests): $manifests   (link: manifests/)
 NOTE
 else
-  # kind backend: the files live inside the control-plane node container
+  # the files are not on this machine (e.g. inside a kind node container): ckalab reads them
   node=$(kubectl get nodes -l node-role.kubernetes.io/control-plane -o jsonpath='{.items[0].metadata.name}')
   cat > WHERE.txt <<NOTE
-The PKI and manifests are inside the control-plane node '$node':
-  docker exec -it $node bash
-  ls $CKALAB_PKI_DIR $manifests
+The PKI ($CKALAB_PKI_DIR) and manifests ($manifests) are on the control-plane node '$node'.
+Print one of its files with: ckalab node-file $CKALAB_PKI_DIR/apiserver.crt
 NOTE
 fi
 

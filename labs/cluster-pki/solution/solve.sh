@@ -1,14 +1,13 @@
 # Reference solution: read the answers off the cluster as a learner would, with grep and openssl.
 pki=$CKALAB_PKI_DIR
 manifests="$(dirname "$pki")/manifests"
-if [ -d "$pki" ]; then
-  rd() { cat "$1"; }
-else  # kind: the files are inside the control-plane node
-  node=$(kubectl get nodes -l node-role.kubernetes.io/control-plane -o jsonpath='{.items[0].metadata.name}')
-  rd() { docker exec "$node" cat "$1"; }
-fi
+# the files live on the control-plane node, wherever the backend keeps it: ckalab reads them
+rd() { ckalab node-file "$1"; }
+# each manifest is read once (every read starts ckalab), then searched many times
+declare -A manifest
+for c in kube-apiserver etcd; do manifest[$c]=$(rd "$manifests/$c.yaml"); done
 # flag COMPONENT NAME: the value of --NAME in the component's static Pod manifest
-flag() { rd "$manifests/$1.yaml" | grep -E -- "^\s*- --$2=" | head -n1 | sed 's/^[^=]*=//'; }
+flag() { grep -E -- "^\s*- --$2=" <<<"${manifest[$1]}" | head -n1 | sed 's/^[^=]*=//'; }
 # x509 FILE ARGS...: openssl x509 on a file of the control plane
 x509() { rd "$1" | openssl x509 -noout "${@:2}"; }
 cn() { sed -n 's/.*CN=\([^,]*\).*/\1/p'; }

@@ -2,17 +2,13 @@
 # them: grep the API server's static Pod manifest and ask openssl about its certificate.
 etc="$CKALAB_PKI_DIR/.."
 
-node_file() {  # a control-plane file: on this machine (local backend) or inside the kind node
-  if [ -r "$1" ]; then
-    cat "$1"
-  else
-    docker exec "$(kubectl get nodes -l node-role.kubernetes.io/control-plane \
-      -o jsonpath='{.items[0].metadata.name}')" cat "$1"
-  fi
+node_file() {  # a control-plane file, read by ckalab wherever the backend keeps the node
+  ckalab node-file "$1"
 }
 
+apiserver=$(node_file "$etc/manifests/kube-apiserver.yaml")  # read once: each read starts ckalab
 flag() {  # the value of --NAME=value in kube-apiserver's command line, empty when absent
-  node_file "$etc/manifests/kube-apiserver.yaml" | grep -oE -- "--$1=[^\"' ]+" | head -n1 | cut -d= -f2- || true
+  grep -oE -- "--$1=[^\"' ]+" <<<"$apiserver" | head -n1 | cut -d= -f2- || true
 }
 
 modes=$(flag authorization-mode)
