@@ -234,32 +234,51 @@ class CheckTimeout(CkalabError):
 CHECK_SECONDS = float(os.environ.get("CKALAB_CHECK_SECONDS", "60"))
 
 
+def _timeout_text() -> str:
+    return (f"This check took longer than {CHECK_SECONDS:g} s and was stopped: something it reads never ends (a "
+            "pipe, a huge file or a request that hangs). Look at the files and objects this check names.")
+
+
 class _time_limit:
-    """Stop one check (its fixtures included) after CHECK_SECONDS with a CheckTimeout. Uses
-    SIGALRM, so it applies where the check runs on the main thread (the CLI, a notebook, an exam);
-    the classroom's threads rely on the bounded reads of ckalab.learner_files and the clients'
-    own timeouts."""
+    """Stop one check (its fixtures included) after CHECK_SECONDS with a CheckTimeout. On the
+    main thread (the CLI, a notebook, an exam) SIGALRM interrupts the check itself; elsewhere (the
+    classroom's worker threads, where signals cannot reach) the check runs in a helper thread
+    that the grading stops waiting for, so the result still comes back in time."""
 
     def __init__(self, title: str):
         self.title = title
-        self.armed = threading.current_thread() is threading.main_thread() and CHECK_SECONDS > 0
+        self.main = threading.current_thread() is threading.main_thread()
 
     def _fire(self, *_):
-        raise CheckTimeout(f"This check took longer than {CHECK_SECONDS:g} s and was stopped: something it reads "
-                           "never ends (a pipe, a huge file or a request that hangs). Look at the files and objects "
-                           "this check names.")
+        raise CheckTimeout(_timeout_text())
 
-    def __enter__(self):
-        if self.armed:
-            self.old = signal.signal(signal.SIGALRM, self._fire)
+    def call(self, fn) -> None:
+        if CHECK_SECONDS <= 0:
+            fn()
+        elif self.main:
+            old = signal.signal(signal.SIGALRM, self._fire)
             signal.setitimer(signal.ITIMER_REAL, CHECK_SECONDS)
-        return self
+            try:
+                fn()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old)
+        else:
+            box: dict = {}
 
-    def __exit__(self, *exc):
-        if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.old)
-        return False
+            def target():
+                try:
+                    fn()
+                except BaseException as exc:  # noqa: BLE001 - handed back to the grading thread
+                    box["exc"] = exc
+
+            worker = threading.Thread(target=target, name=f"ckalab-check: {self.title}", daemon=True)
+            worker.start()
+            worker.join(CHECK_SECONDS)
+            if worker.is_alive():  # left to finish on its own; its result is not used
+                raise CheckTimeout(_timeout_text())
+            if "exc" in box:
+                raise box["exc"]
 
 
 def _not_yet(title: str) -> str:
@@ -534,9 +553,9 @@ def _one(check: Check, plan: Plan, ctx: Context, done: list[CheckResult]) -> Che
     teardowns: list = []
     skipped = _outcome("Skipped")
     try:
-        with _time_limit(meta.title):
-            local: dict = {}
-            check.fn(**{n: _value(n, plan, ctx, local, teardowns) for n in check.needs})
+        local: dict = {}
+        _time_limit(meta.title).call(
+            lambda: check.fn(**{n: _value(n, plan, ctx, local, teardowns) for n in check.needs}))
         ok, msg = True, ""
     except BaseException as exc:  # noqa: BLE001 - a message, never a traceback
         skipped = skipped or _outcome("Skipped")  # the check may have imported pytest just now
