@@ -493,38 +493,6 @@ def down(class_name: str = "workshop", kubeconfig: str | Path | None = None) -> 
     return gone
 
 
-# --- CLI entry points ------------------------------------------------------------------------
-
-def cli_up(kubeconfig, roster, class_name="workshop", lab_ids=None, token_hours=12, server=None,
-           pod_security="baseline") -> int:
-    if not kubeconfig or not roster:
-        raise CkalabError("classroom up needs --kubeconfig (the instructor's) and --roster (a CSV of students).")
-    st = up(kubeconfig, roster, class_name, lab_ids, token_hours, server, pod_security=pod_security)
-    d = classroom_dir(class_name)
-    print(f"Classroom '{class_name}': {len(st['kubeconfigs'])} students ready, {len(st['failed'])} failed.")
-    print(f"Labs per student: {', '.join(st['labs']) or 'none'}")
-    for lab_id, why in st["excluded"].items():
-        print(f"  not per student: {lab_id}: {why}")
-    for sid, err in st["failed"].items():
-        print(f"  FAILED {sid}: {err}")
-    print(f"Hand out {d}/students/<id>/kubeconfig and tasks.md. Grade: ckalab classroom grade --class {class_name}")
-    return 1 if st["failed"] else 0
-
-
-def cli_grade(class_name="workshop", out_dir=None, workers=8) -> int:
-    t0 = time.monotonic()
-    book = grade(class_name, out_dir, workers)
-    print(f"Graded {len(book.rows)} students x {len(book.lab_ids)} labs in {time.monotonic() - t0:.1f}s")
-    print(book.render())
-    return 0
-
-
-def cli_down(class_name="workshop") -> int:
-    gone = down(class_name)
-    print(f"Deleted {len(gone)} namespaces/objects of classroom '{class_name}': {', '.join(gone) or 'nothing'}")
-    return 0
-
-
 # --- process evidence: the API server's audit log ---------------------------------------------
 #
 # What it proves: which identity made which API calls, when, from which address and with which
@@ -563,13 +531,6 @@ class AuditCall:
     @property
     def write(self) -> bool:
         return self.verb in WRITE_VERBS
-
-    def line(self) -> str:
-        what = f"{self.resource}/{self.name}" if self.name else self.resource
-        where = f" -n {self.namespace}" if self.namespace else ""
-        flags = (" DENIED" if self.denied else "") + ("" if self.own else f"  [other identity: {self.user}]")
-        return grading.printable(f"{self.time[11:23]}  {self.verb:<7} {what}{where}  {self.code}  "
-                                 f"{self.agent.split(' ')[0][:40]}  {self.ip}{flags}", oneline=True)
 
 
 def read_audit(path: str | Path) -> list[dict]:
@@ -685,29 +646,3 @@ def evidence(class_name: str, audit_log: str | Path, student: str | None = None,
                         "bursts": bursts([c for c in calls if c.own]), "agents": sorted({c.agent.split(" ")[0] for c in calls if c.own}),
                         "ips": sorted({c.ip for c in calls if c.own})}}
     return out
-
-
-def render_evidence(ev: dict[str, dict], lab_id: str | None = None) -> str:
-    lines = []
-    for sid, d in ev.items():
-        s = d["summary"]
-        lines.append(f"== {sid} (namespace {d['namespace']}){' lab ' + lab_id if lab_id else ''}")
-        if not d["calls"]:
-            lines.append("  no API calls with this student's identity in the log")
-        lines += ["  " + c.line() for c in d["calls"]]
-        span = f"{s['first'][11:19]} .. {s['last'][11:19]} UTC" if s["first"] else "-"
-        lines.append(f"  summary: {s['calls']} calls ({span}), {s['writes']} writes, {s['denied']} denied, "
-                     f"{s['other_identity_writes']} writes by other identities in the namespace; "
-                     f"{d['setup_writes']} writes by ckalab (setup, grading) not listed")
-        if s["agents"]:
-            lines.append(f"  clients: {', '.join(s['agents'])}; from {', '.join(s['ips'])}")
-        lines += [f"  burst: {n} writes within {secs:.1f} s at {t[11:19]}" for t, n, secs in s["bursts"]]
-    lines.append(EVIDENCE_CAVEAT)
-    return "\n".join(grading.printable(x, oneline=True) for x in lines)
-
-
-def cli_evidence(class_name="workshop", audit_log=None, student=None, lab_id=None) -> int:
-    if not audit_log:
-        raise CkalabError("classroom evidence needs --audit-log (the API server's audit log, JSON lines).")
-    print(render_evidence(evidence(class_name, audit_log, student, lab_id), lab_id))
-    return 0

@@ -1,4 +1,5 @@
-"""`ckalab` command line: argument parsing only; every verb is a one-line call into the library.
+"""`ckalab` command line: argument parsing, and the verbs: each calls the library (which returns
+data and prints nothing) and prints what it got, through ckalab.render for results.
 
 A verb imports what it needs when it runs, and the parser fills in the options of the verb being
 run only: a cold `ckalab check` should not pay for the classroom, the gradebook or the notebook
@@ -128,7 +129,12 @@ def cmd_check(args):
         # The API server went away during the checks: their failures say nothing about the answer.
         raise ClusterNotRunning(f"Cluster '{cluster.name}' stopped answering during the check, so it could "
                                 f"not be graded: see '{command('status', cluster.name)}'.")
-    print(result.to_json() if args.json else result.render())
+    if args.json:
+        print(result.to_json())
+    else:
+        from .render import result_text
+
+        print(result_text(result))
     return 0 if result.passed else 1
 
 
@@ -164,37 +170,101 @@ def cmd_workdir(args):
 
 
 def cmd_notebooks(args):
+    from pathlib import Path
+
     from . import notebook
 
-    return notebook.cli_notebooks(args.dir)
+    # Messages on stderr, the folder alone on stdout: `make lab` reads it.
+    folder, messages = notebook.copy_notebooks(Path(args.dir) if args.dir else None)
+    for m in messages:
+        print(m, file=sys.stderr)
+    print(folder)
 
 
 def cmd_exam(args):
     from . import exam
 
-    c = _cluster(args)
-    return {"start": lambda: exam.cli_start(c, args.labs, args.count, args.duration, args.seed, args.force),
-            "status": lambda: exam.cli_status(c, args.json), "task": lambda: exam.cli_task(args.n),
-            "finish": lambda: exam.cli_finish(c, args.json)}[args.action]()
+    return {"start": exam_start, "status": exam_status, "task": exam_task, "finish": exam_finish}[args.action](
+        args, exam)
+
+
+def exam_start(args, exam):
+    from . import render
+
+    state = exam.start(_cluster(args), args.labs, args.count, args.duration, args.seed, args.force)
+    print(render.exam_tasks_text(state, exam.PASS_MARK, task_labs=[exam.task_lab(t) for t in state["tasks"]]))
+    print("The timer is running. Time left: ckalab exam status    Grade: ckalab exam finish")
+
+
+def _exam_report(exam, report: dict, as_json: bool, over: str = "") -> int:
+    import json
+
+    from . import render
+
+    print(json.dumps(report, indent=2) if as_json else
+          f"{over}{render.exam_report_text(report)}\n\nReports: {exam.exam_dir()}/report.{{txt,json,xml}}")
+    return 0 if report["total"]["passed"] else 1
+
+
+def exam_status(args, exam):
+    import json
+    import time
+
+    from . import render
+
+    state, report = exam.status(_cluster(args))
+    if report:
+        return _exam_report(exam, report, args.json, "The exam is over.\n\n")
+    print(json.dumps({"id": state["id"], "time_left_s": round(state["deadline"] - time.time()),
+                      "tasks": len(state["tasks"])}) if args.json else render.exam_tasks_text(state, exam.PASS_MARK))
+    return 0
+
+
+def exam_task(args, exam):
+    from . import render
+
+    state = exam.current()
+    task = exam.find_task(state, args.n)
+    print(render.exam_task_text(state, task, exam.task_lab(task)))
+
+
+def exam_finish(args, exam):
+    return _exam_report(exam, exam.finish(_cluster(args)), args.json)
 
 
 def cmd_submit(args):
-    from . import results
+    from . import render, results
+    from .grading import printable
 
-    return results.cli_submit(args.student, _cluster(args), args.out, args.key_file, args.labs, args.seed)
+    b = results.submit(args.student, _cluster(args), args.out, args.key_file, args.labs, args.seed)
+    print(render.bundle_text(b))
+    print(f"Wrote {args.out} for {printable(b['student'], oneline=True)} ({len(b['labs'])} labs, signed). "
+          "Hand this file in.")
 
 
 def cmd_gradebook(args):
-    from . import results
+    from . import render, results
+    from .grading import printable
 
-    return results.cli_gradebook(args.dir, args.key_file, args.out, args.duplicates, args.seeds, args.per_check,
-                                 args.canvas, args.canvas_template, args.moodle)
+    book, notes = results.gradebook_and_exports(args.dir, args.key_file, args.out, args.duplicates, args.seeds,
+                                                args.per_check, args.canvas, args.canvas_template, args.moodle)
+    print(render.gradebook_text(book))
+    for n in notes:
+        print(f"  canvas: {printable(n, oneline=True)}")
+    return 1 if book.rejected or book.flagged() else 0
 
 
 def cmd_gradescope_verify(args):
     from . import results
+    from .grading import printable
 
-    return results.cli_gradescope_verify(args.bundle, args.key_file, args.out, args.labs, args.seeds, args.metadata)
+    res, written, unread = results.gradescope_verify(args.bundle, args.key_file, args.out, args.labs, args.seeds,
+                                                     args.metadata)
+    if unread:
+        print(unread, file=sys.stderr)
+    print(printable(res["output"]))
+    print(f"Wrote {written}: {res['score']} points, {len(res['tests'])} tests.")
+    return 0 if results.bundle_verified(res) else 1
 
 
 def cmd_keygen(args):
@@ -204,16 +274,78 @@ def cmd_keygen(args):
 
 
 def cmd_classroom(args):
-    from . import classroom, dashboard
+    return {"up": classroom_up, "grade": classroom_grade, "down": classroom_down, "watch": classroom_watch,
+            "evidence": classroom_evidence}[args.action](args)
 
-    return {"up": lambda: classroom.cli_up(args.kubeconfig, args.roster, args.class_name, args.labs,
-                                           args.token_hours, args.server, args.pod_security),
-            "grade": lambda: classroom.cli_grade(args.class_name, args.out, args.workers),
-            "down": lambda: classroom.cli_down(args.class_name),
-            "watch": lambda: dashboard.cli_watch(args.class_name, args.port, args.interval, args.export,
-                                                 args.duration, args.workers),
-            "evidence": lambda: classroom.cli_evidence(args.class_name, args.audit_log, args.student, args.lab),
-            }[args.action]()
+
+def classroom_up(args):
+    from . import classroom
+
+    if not args.kubeconfig or not args.roster:
+        raise CkalabError("classroom up needs --kubeconfig (the instructor's) and --roster (a CSV of students).")
+    name = args.class_name
+    st = classroom.up(args.kubeconfig, args.roster, name, args.labs, args.token_hours, args.server,
+                      pod_security=args.pod_security)
+    print(f"Classroom '{name}': {len(st['kubeconfigs'])} students ready, {len(st['failed'])} failed.")
+    print(f"Labs per student: {', '.join(st['labs']) or 'none'}")
+    for lab_id, why in st["excluded"].items():
+        print(f"  not per student: {lab_id}: {why}")
+    for sid, err in st["failed"].items():
+        print(f"  FAILED {sid}: {err}")
+    print(f"Hand out {classroom.classroom_dir(name)}/students/<id>/kubeconfig and tasks.md. "
+          f"Grade: ckalab classroom grade --class {name}")
+    return 1 if st["failed"] else 0
+
+
+def classroom_grade(args):
+    import time
+
+    from . import classroom, render
+
+    t0 = time.monotonic()
+    book = classroom.grade(args.class_name, args.out, args.workers)
+    print(f"Graded {len(book.rows)} students x {len(book.lab_ids)} labs in {time.monotonic() - t0:.1f}s")
+    print(render.gradebook_text(book))
+
+
+def classroom_down(args):
+    from . import classroom
+
+    gone = classroom.down(args.class_name)
+    print(f"Deleted {len(gone)} namespaces/objects of classroom '{args.class_name}': {', '.join(gone) or 'nothing'}")
+
+
+def classroom_watch(args):
+    import time
+
+    from . import dashboard
+
+    w = dashboard.Watch(args.class_name, args.port, args.interval, args.workers).start()
+    print(f"Class view of '{args.class_name}' on {w.url} (regraded every {args.interval:g} s); Ctrl-C stops it.",
+          flush=True)
+    try:
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2 if deadline else 1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        w.stop()
+    if args.export:
+        if w.grid is None:
+            raise CkalabError(f"Nothing was graded, so nothing was exported{': ' + w.error if w.error else ''}.")
+        print(f"Wrote the last grid ({w.grid['graded_at']}) to {dashboard.export(w.grid, args.export)}")
+    if w.error:
+        print(f"The last round failed: {w.error}")
+
+
+def classroom_evidence(args):
+    from . import classroom, render
+
+    if not args.audit_log:
+        raise CkalabError("classroom evidence needs --audit-log (the API server's audit log, JSON lines).")
+    ev = classroom.evidence(args.class_name, args.audit_log, args.student, args.lab)
+    print(render.evidence_text(ev, classroom.EVIDENCE_CAVEAT, args.lab))
 
 
 def parser(verb: str | None = None) -> argparse.ArgumentParser:

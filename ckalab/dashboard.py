@@ -299,23 +299,3 @@ class Watch:
         self.server.server_close()
         for t in self._threads:
             t.join(timeout=30)
-
-
-def cli_watch(class_name="workshop", port=8765, interval=5.0, export_to=None, duration=None, workers=8) -> int:
-    w = Watch(class_name, port, interval, workers).start()
-    print(f"Class view of '{class_name}' on {w.url} (regraded every {interval:g} s); Ctrl-C stops it.", flush=True)
-    try:
-        deadline = time.monotonic() + duration if duration else None
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2 if deadline else 1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        w.stop()
-    if export_to:
-        if w.grid is None:
-            raise CkalabError(f"Nothing was graded, so nothing was exported{': ' + w.error if w.error else ''}.")
-        print(f"Wrote the last grid ({w.grid['graded_at']}) to {export(w.grid, export_to)}")
-    if w.error:
-        print(f"The last round failed: {w.error}")
-    return 0

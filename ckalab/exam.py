@@ -17,12 +17,12 @@ import dataclasses
 import json
 import random
 import time
-import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__, grading, home, labs
+from . import __version__, home, labs, render
 from .errors import CkalabError, ClusterNotRunning
+from .grading import GradeResult
 
 DEFAULT_WEIGHT = 5     # a typical CKA task weight (%), for labs without `exam: {weight}`
 DEFAULT_MINUTES = 8
@@ -70,15 +70,6 @@ def _save(state: dict) -> None:
     tmp = _state_path().with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(_state_path())
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _clock(seconds: float) -> str:
-    s = max(0, int(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -134,7 +125,7 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
     if running(old) and not force:
         left = old["deadline"] - now
         raise CkalabError(
-            f"An exam is already running ({_clock(left)} left, started {_iso(old['started_at'])}). "
+            f"An exam is already running ({render.clock(left)} left, started {render.iso(old['started_at'])}). "
             "Finish it with 'ckalab exam finish', or start a new one with --force (the old one is "
             "dropped without a grade).")
     if duration <= 0:
@@ -176,9 +167,7 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
 def status(cluster, now: float | None = None) -> tuple[dict, dict | None]:
     """The exam state and, when time is up (graded now if not yet) or it is finished, the report."""
     now = time.time() if now is None else now
-    state = load_state()
-    if not state:
-        raise CkalabError("No exam has been started: run 'ckalab exam start'.")
+    state = current()
     if running(state) and now >= state["deadline"]:
         return state, finish(cluster, now=now, reason="time up")
     return state, state.get("report")
@@ -187,9 +176,7 @@ def status(cluster, now: float | None = None) -> tuple[dict, dict | None]:
 def finish(cluster, now: float | None = None, reason: str = "finished") -> dict:
     """Grade every task once and write the report; later calls return the same report."""
     now = time.time() if now is None else now
-    state = load_state()
-    if not state:
-        raise CkalabError("No exam has been started: run 'ckalab exam start'.")
+    state = current()
     if state.get("report"):
         return state["report"]
     if now >= state["deadline"]:
@@ -221,20 +208,20 @@ def grade(state: dict, cluster, ended_at: float, reason: str) -> dict:
     for t in state["tasks"]:
         entry = {k: t[k] for k in ("n", "lab", "title", "weight", "minutes", "seed", "params")}
         try:
-            r = labs.check(task_lab(t), cluster)  # the exam's own copy: allowed while it runs
-            entry.update(score=r.score, max_score=r.max_score, passed=r.passed, duration_s=r.duration_s,
-                         checks=[dataclasses.asdict(c) for c in r.checks], error=None)
+            r, error = labs.check(task_lab(t), cluster), None  # the exam's own copy: allowed while it runs
         except ClusterNotRunning:
             raise  # not the task's fault: finish refuses and the exam stays open
         except CkalabError as exc:  # a grader that cannot run costs the task, not the report
-            entry.update(score=0, max_score=0, passed=False, duration_s=0.0, checks=[], error=str(exc))
+            r, error = GradeResult(t["lab"], False, 0, 0, 0.0, [], t["seed"]), str(exc)
+        # The task entry is the GradeResult's own record (render reads it back with from_dict).
+        entry.update({k: v for k, v in r.to_dict().items() if k not in entry}, error=error)
         entry["percent"] = round(100.0 * entry["score"] / entry["max_score"], 1) if entry["max_score"] else 0.0
         out_tasks.append(entry)
     weights = sum(t["weight"] for t in out_tasks) or 1
     percent = round(sum(t["weight"] * t["percent"] for t in out_tasks) / weights, 1)
     return {
         "exam": {"id": state["id"], "seed": state["seed"], "cluster": state["cluster"],
-                 "started_at": _iso(state["started_at"]), "ended_at": _iso(ended_at), "ended_by": reason,
+                 "started_at": render.iso(state["started_at"]), "ended_at": render.iso(ended_at), "ended_by": reason,
                  "duration_min": state["duration_min"],
                  "time_used_s": round(ended_at - state["started_at"], 1), "ckalab_version": __version__},
         "tasks": out_tasks,
@@ -252,134 +239,29 @@ def guard_practice(lab_id: str) -> None:
                           "See the time left with 'ckalab exam status'; grade with 'ckalab exam finish'.")
 
 
-# --- rendering -------------------------------------------------------------------------------
+# --- reading the state ---------------------------------------------------------------------------
 
-def render_tasks(state: dict, now: float | None = None, full: bool = False) -> str:
-    now = time.time() if now is None else now
-    left = state["deadline"] - now
-    lines = [f"Mock exam {state['id']}: {len(state['tasks'])} tasks, {state['duration_min']:g} minutes, "
-             f"time left {_clock(left)} (ends {_iso(state['deadline'])}).",
-             "No feedback until the end. Pass mark: " f"{PASS_MARK:g}%.", ""]
-    total = sum(t["weight"] for t in state["tasks"])
-    for t in state["tasks"]:
-        lines.append(f"  {t['n']:>2}. [{t['weight']:>2} of {total}] {t['title']} ({t['lab']}, ~{t['minutes']} min)")
-        if full:
-            lab = task_lab(t)
-            lines += [f"      {line}" for line in lab.task.rstrip().splitlines()]
-            lines += [f"      Work directory: {lab.workdir}", ""]
-    if not full:
-        lines += ["", "Show a task: ckalab exam task N    Finish and grade: ckalab exam finish"]
-    return "\n".join(lines)
-
-
-def render_task(state: dict, n: int) -> str:
-    for t in state["tasks"]:
-        if t["n"] == n:
-            lab = task_lab(t)
-            return (f"Task {n} ({t['weight']} points of {sum(x['weight'] for x in state['tasks'])}, "
-                    f"~{t['minutes']} min): {t['title']}\n\n{lab.task.rstrip()}\n\nWork directory: {lab.workdir}")
-    raise CkalabError(f"No task {n}: the exam has tasks 1 to {len(state['tasks'])}.")
-
-
-def render_report(report: dict) -> str:
-    e, total = report["exam"], report["total"]
-    verdict = "PASSED" if total["passed"] else "NOT PASSED"
-    lines = [f"Mock exam {e['id']}: {total['percent']:.1f}% (pass mark {total['pass_mark']:g}%): {verdict}",
-             f"  time used {_clock(e['time_used_s'])} of {_clock(e['duration_min'] * 60)} ({e['ended_by']})", ""]
-    for t in report["tasks"]:
-        mark = "✔" if t["passed"] else "✘"
-        lines.append(f"{mark} {t['n']}. {t['title']} ({t['lab']}): {t['score']}/{t['max_score']} points, "
-                     f"{t['percent']:.0f}% of weight {t['weight']}")
-        if t["error"]:
-            lines.append(f"      could not grade: {t['error']}")
-        for c in t["checks"]:
-            lines.append(f"    {grading.check_line(_state(c), c['points'], c['max_points'], c['title'])}")
-            if not c["passed"]:
-                lines += [f"        {line}" for line in c["message"].splitlines()]
-    return grading.printable("\n".join(lines))
-
-
-def _state(check: dict) -> str:
-    """passed, failed or unavailable (reports written before states existed have only `passed`)."""
-    return check.get("state") or (grading.PASSED if check["passed"] else grading.FAILED)
-
-
-def junit(report: dict) -> str:
-    """JUnit XML: a testsuite per task, a testcase per check (CI dashboards read it)."""
-    total = report["total"]
-    root = ET.Element("testsuites", name=f"ckalab mock exam {report['exam']['id']}",
-                      tests=str(sum(max(1, len(t["checks"])) for t in report["tasks"])),
-                      failures=str(sum(1 for t in report["tasks"] for c in t["checks"] if _state(c) == grading.FAILED)),
-                      errors=str(sum(1 for t in report["tasks"] if t["error"])),
-                      time=str(report["exam"]["time_used_s"]))
-    props = ET.SubElement(root, "properties")
-    for k, v in (("percent", total["percent"]), ("pass_mark", total["pass_mark"]), ("passed", total["passed"])):
-        ET.SubElement(props, "property", name=k, value=str(v))
-    for t in report["tasks"]:
-        suite = ET.SubElement(root, "testsuite", name=f"{t['n']}. {t['lab']}", tests=str(max(1, len(t["checks"]))),
-                              failures=str(sum(1 for c in t["checks"] if _state(c) == grading.FAILED)),
-                              errors="1" if t["error"] else "0", time=str(t["duration_s"]))
-        sp = ET.SubElement(suite, "properties")
-        for k in ("weight", "score", "max_score", "percent"):
-            ET.SubElement(sp, "property", name=k, value=str(t[k]))
-        if t["error"]:
-            case = ET.SubElement(suite, "testcase", classname=t["lab"], name="grader")
-            ET.SubElement(case, "error", message=t["error"][:200]).text = t["error"]
-        for c in t["checks"]:
-            case = ET.SubElement(suite, "testcase", classname=t["lab"], name=c["title"])
-            if _state(c) == grading.UNAVAILABLE:
-                ET.SubElement(case, "skipped", message=f"{grading.UNAVAILABLE_TEXT}: {c['message']}"[:200])
-            elif not c["passed"]:
-                ET.SubElement(case, "failure", message=c["message"].splitlines()[0][:200] if c["message"] else "",
-                              type=c["id"]).text = c["message"] + (f"\nhint: {c['hint']}" if c["hint"] else "")
-    grading.xml_safe(root)
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def write_reports(report: dict, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"report.txt": render_report(report) + "\n", "report.json": json.dumps(report, indent=2) + "\n",
-             "report.xml": junit(report)}
-    for name, text in files.items():
-        (out / name).write_text(text)
-    return [out / n for n in files]
-
-
-# --- CLI entry points (cli.py calls these in one line each) ---------------------------------
-
-def cli_start(cluster, labs_=None, count=None, duration=DEFAULT_DURATION, seed=None, force=False) -> int:
-    state = start(cluster, labs_, count, duration, seed, force)
-    print(render_tasks(state, full=True))
-    print("The timer is running. Time left: ckalab exam status    Grade: ckalab exam finish")
-    return 0
-
-
-def cli_status(cluster, as_json=False) -> int:
-    state, report = status(cluster)
-    if report:
-        print(json.dumps(report, indent=2) if as_json else
-              "The exam is over.\n\n" + render_report(report) + f"\n\nReports: {exam_dir()}/report.{{txt,json,xml}}")
-        return 0 if report["total"]["passed"] else 1
-    left = state["deadline"] - time.time()
-    print(json.dumps({"id": state["id"], "time_left_s": round(left), "tasks": len(state["tasks"])})
-          if as_json else render_tasks(state))
-    return 0
-
-
-def cli_task(n: int) -> int:
+def current() -> dict:
+    """The exam state; a CkalabError before the first exam."""
     state = load_state()
     if not state:
         raise CkalabError("No exam has been started: run 'ckalab exam start'.")
-    print(render_task(state, n))
-    return 0
+    return state
 
 
-def cli_finish(cluster, as_json=False) -> int:
-    report = finish(cluster)
-    print(json.dumps(report, indent=2) if as_json else
-          render_report(report) + f"\n\nReports: {exam_dir()}/report.{{txt,json,xml}}")
-    return 0 if report["total"]["passed"] else 1
+def find_task(state: dict, n: int) -> dict:
+    """Task `n` of the exam (numbered from 1)."""
+    for t in state["tasks"]:
+        if t["n"] == n:
+            return t
+    raise CkalabError(f"No task {n}: the exam has tasks 1 to {len(state['tasks'])}.")
 
 
-# The notebook panel (notebooks/exam.ipynb) is widgets.ExamPanel; its HTML report is notebook.report_html.
+def write_reports(report: dict, out: Path) -> list[Path]:
+    """report.txt, report.json and report.xml (JUnit) of a graded exam, into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"report.txt": render.exam_report_text(report) + "\n",
+             "report.json": json.dumps(report, indent=2) + "\n", "report.xml": render.exam_junit(report)}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return [out / n for n in files]

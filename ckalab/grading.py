@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -97,8 +97,21 @@ def xml_safe(root):
 
 PASSED, FAILED, UNAVAILABLE = "passed", "failed", "unavailable"
 STATES = (PASSED, FAILED, UNAVAILABLE)
-MARKS = {PASSED: "✔", FAILED: "✘", UNAVAILABLE: "–"}
 UNAVAILABLE_TEXT = "not available on this backend"
+
+
+def _record(cls, data, what: str) -> dict:
+    """The fields of dataclass `cls` found in `data` (a record read back from JSON): unknown
+    keys are left out, so a record written by a newer ckalab still reads; a missing required
+    field is a CkalabError naming it, not a TypeError."""
+    if not isinstance(data, dict):
+        raise CkalabError(f"A {what} record is not an object ({type(data).__name__}).")
+    names = {f.name for f in fields(cls)}
+    missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+               and f.name not in data]
+    if missing:
+        raise CkalabError(f"A {what} record has no {', '.join(missing)}.")
+    return {k: v for k, v in data.items() if k in names}
 
 
 @dataclass
@@ -123,16 +136,22 @@ class CheckResult:
     def unavailable(cls, check_id: str, title: str, reason: str) -> "CheckResult":
         return cls(check_id, title, False, 0, 0, reason, "", UNAVAILABLE)
 
+    def to_dict(self) -> dict:
+        return asdict(self)
 
-def check_line(state: str, points, max_points, title: str) -> str:
-    """The one-line form of a check shared by the text renderings (check, exam report)."""
-    if state == UNAVAILABLE:
-        return f"{MARKS[UNAVAILABLE]} [-] {title}: {UNAVAILABLE_TEXT}"
-    return f"{MARKS.get(state, MARKS[FAILED])} [{points}/{max_points}] {title}"
+    @classmethod
+    def from_dict(cls, data: dict) -> "CheckResult":
+        """A check as stored in an exam report or a result bundle. Older records read too: one
+        without `state` (written before states existed) gets it from `passed`, one without
+        `hint` (bundles before v2 carried no hints) an empty hint."""
+        return cls(**_record(cls, data, "check result"))
 
 
 @dataclass
 class GradeResult:
+    """One grading of one lab: the only shape of a lab result. The CLI, the notebook, the exam
+    report and the result bundles all hold (or store, with to_dict) this; ckalab.render turns it
+    into text, HTML or JUnit."""
     lab: str
     passed: bool
     score: int
@@ -155,6 +174,16 @@ class GradeResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "GradeResult":
+        """A lab result as stored (an exam report's task, a bundle's lab entry: their extra keys
+        are ignored), checks included."""
+        fields_ = _record(cls, data, "lab result")
+        checks = fields_.get("checks") or []
+        if not isinstance(checks, list):
+            raise CkalabError(f"The checks of lab result '{fields_['lab']}' are not a list.")
+        return cls(**{**fields_, "checks": [CheckResult.from_dict(c) for c in checks]})
+
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if c.state == FAILED]
 
@@ -162,18 +191,10 @@ class GradeResult:
         return [c for c in self.checks if c.state == UNAVAILABLE]
 
     def render(self) -> str:
-        counted = len(self.checks) - len(self.unavailable())
-        head = "all checks passed" if self.passed else f"{len(self.failed())} of {counted} checks failed"
-        if self.unavailable():
-            head += f", {len(self.unavailable())} {UNAVAILABLE_TEXT}"
-        lines = [f"{self.lab}: {self.score}/{self.max_score} points, {head} ({self.duration_s:.2f}s)"]
-        for c in self.checks:
-            lines.append(f"  {check_line(c.state, c.points, c.max_points, c.title)}")
-            if c.state != PASSED:
-                lines += [f"      {line}" for line in c.message.splitlines()]
-                if c.hint and c.state == FAILED:
-                    lines.append(f"      hint: {c.hint}")
-        return printable("\n".join(lines))
+        """The terminal text of this result (see render.result_text), for tests and assertions."""
+        from .render import result_text  # render reads these shapes: imported when asked, no cycle at import
+
+        return result_text(self)
 
 
 # --- messages and the time limit ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Kernel-side helpers for the notebooks: point the kernel at the lab cluster, and render results.
+"""Kernel-side helpers for the notebooks: point the kernel at the lab cluster, copy the notebooks.
 
 A notebook cell such as `!kubectl get pods` must behave like the exam terminal: it talks to the
 lab cluster with its admin kubeconfig and runs in the lab's work directory. `use_lab` arranges
@@ -23,11 +23,11 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from . import home, labs
+from . import home, labs, render
 from .cluster import get_cluster
 from .cluster.base import up_command
 from .errors import CkalabError, ClusterNotRunning
-from .grading import FAILED, PASSED, UNAVAILABLE, UNAVAILABLE_TEXT, CheckResult, GradeResult, printable
+from .grading import GradeResult, printable
 
 SOLUTION = "solution"
 
@@ -144,86 +144,6 @@ def record(result: GradeResult) -> None:
         Path(target).write_text(result.to_json())
 
 
-# --- HTML rendering (the lab bar and programmatic calls share it) ----------------------------
-
-def _esc(text: str) -> str:
-    return html.escape(printable(text))
-
-
-def result_html(result: GradeResult) -> str:
-    """The GradeResult as HTML: a score line, then one row per check, ✔/✘, points, message and hint."""
-    colour = "#1a7f37" if result.passed else "#b35900"
-    counted = len(result.checks) - len(result.unavailable())
-    head = ("All checks passed" if result.passed
-            else f"{len(result.failed())} of {counted} checks not passed yet")
-    if result.unavailable():
-        head += f", {len(result.unavailable())} {UNAVAILABLE_TEXT}"
-    return (f'<div class="ckalab-result" data-passed="{str(result.passed).lower()}">'
-            f'<div style="font-weight:bold;color:{colour}">Score {result.score}/{result.max_score}: {head}'
-            f' <span style="color:#57606a;font-weight:normal">({result.duration_s:.2f}s)</span></div>'
-            f'{check_rows_html(result.checks)}</div>')
-
-
-def check_rows_html(checks: list[CheckResult]) -> str:
-    """One row per check: ✔ (green), ✘ (red) or – (grey, not available on this backend), the title,
-    for a failed check its message and hint, and the points. The lab bar and the exam report share it."""
-    marks = {PASSED: ("#1a7f37", "✔"), FAILED: ("#cf222e", "✘"), UNAVAILABLE: ("#57606a", "–")}
-    rows = []
-    for c in checks:
-        colour, sign = marks[c.state]
-        mark = f'<span style="color:{colour}">{sign}</span>'
-        detail = ""
-        if c.state == UNAVAILABLE:
-            detail = f'<div style="color:#57606a">{UNAVAILABLE_TEXT}: {_esc(c.message)}</div>'
-        elif not c.passed:
-            detail = f'<div style="white-space:pre-wrap">{_esc(c.message)}</div>'
-            if c.hint:
-                detail += f'<div style="color:#57606a">hint: <code>{_esc(c.hint)}</code></div>'
-        points = "–" if c.state == UNAVAILABLE else f"{c.points}/{c.max_points}"
-        # Plain divs, not a table: JupyterLab's rendered-HTML CSS centres and squeezes tables.
-        rows.append(f'<div class="ckalab-check-row" data-passed="{str(c.passed).lower()}" data-state="{c.state}" '
-                    f'style="display:flex;gap:10px;padding:3px 4px;border-bottom:1px solid #eaeef2">'
-                    f'<div style="width:1.4em;font-size:1.15em">{mark}</div>'
-                    f'<div style="flex:1;text-align:left"><b>{_esc(c.title)}</b>{detail}</div>'
-                    f'<div style="white-space:nowrap">{points}</div></div>')
-    return f'<div>{"".join(rows)}</div>'
-
-
-def report_html(report: dict) -> str:
-    """A graded mock exam: the verdict, then per task a header line and its checks as in the lab bar."""
-    total = report["total"]
-    colour = "#1a7f37" if total["passed"] else "#cf222e"
-    fields = CheckResult.__dataclass_fields__
-    tasks = []
-    for t in report["tasks"]:
-        checks = [CheckResult(**{k: v for k, v in c.items() if k in fields}) for c in t["checks"]]
-        sign, tcolour = ("✔", "#1a7f37") if t["passed"] else ("✘", "#cf222e")
-        err = (f'<div class="ckalab-msg ckalab-error" style="white-space:pre-wrap">could not grade: '
-               f'{_esc(t["error"])}</div>') if t["error"] else ""
-        tasks.append(f'<div class="ckalab-exam-task-result" data-passed="{str(t["passed"]).lower()}" '
-                     f'style="margin-top:10px">'
-                     f'<div style="display:flex;gap:10px;font-weight:bold;border-bottom:2px solid #d0d7de">'
-                     f'<span style="color:{tcolour}">{sign}</span>'
-                     f'<span style="flex:1">{t["n"]}. {_esc(t["title"])} '
-                     f'<span style="font-weight:normal;color:#57606a">({_esc(t["lab"])})</span></span>'
-                     f'<span style="white-space:nowrap">{t["score"]}/{t["max_score"]} points · '
-                     f'{t["percent"]:.0f}% of weight {t["weight"]}</span></div>{err}{check_rows_html(checks)}</div>')
-    e = report["exam"]
-    from .exam import _clock, exam_dir  # the exam's own h:mm:ss and folder, as in its text report
-    return (f'<div class="ckalab-exam-report" data-passed="{str(total["passed"]).lower()}">'
-            f'<div style="font-size:1.2em;font-weight:bold;color:{colour}">{total["percent"]:.1f}% '
-            f'(pass mark {total["pass_mark"]:g}%): {"passed" if total["passed"] else "not passed"}</div>'
-            f'<div style="color:#57606a">Time used {_clock(e["time_used_s"])} '
-            f'({_esc(e["ended_by"])}). Reports: {_esc(str(exam_dir()))}/report.{{txt,json,xml}}</div>'
-            f'{"".join(tasks)}</div>')
-
-
-def message_html(text: str, kind: str = "info") -> str:
-    colour = {"info": "#0969da", "error": "#cf222e", "ok": "#1a7f37", "warn": "#b35900"}[kind]
-    return (f'<div class="ckalab-msg ckalab-{kind}" style="border-left:4px solid {colour};padding:2px 8px;'
-            f'white-space:pre-wrap">{_esc(text)}</div>')
-
-
 def status_line(cluster) -> tuple[str, bool]:
     """One line about the cluster, and whether it is usable; says how to start it when not."""
     try:
@@ -243,10 +163,10 @@ def show_status(name: str | None = None) -> bool:
 
     cluster = use_cluster(name, require=False)
     line, ok = status_line(cluster)
-    display(HTML(message_html(line, "ok" if ok else "warn")))
+    display(HTML(render.message_html(line, "ok" if ok else "warn")))
     try:
         st = cluster.status()
-        display(HTML(f"<pre>{_esc(st.render())}</pre>"))
+        display(HTML(f"<pre>{html.escape(printable(st.render()))}</pre>"))
     except Exception:
         pass
     require_running(cluster)
@@ -319,12 +239,3 @@ def copy_notebooks(dest: Path | None = None, source: Path | None = None) -> tupl
                            + ", ".join(added))
     _write(ledger_path, (json.dumps(ledger, indent=1, sort_keys=True) + "\n").encode())
     return dest, messages
-
-
-def cli_notebooks(dest: str | None = None) -> int:
-    """`ckalab notebooks [--dir D]`: messages on stderr, the folder alone on stdout (for `make lab`)."""
-    folder, messages = copy_notebooks(Path(dest) if dest else None)
-    for m in messages:
-        print(m, file=sys.stderr)
-    print(folder)
-    return 0

@@ -35,14 +35,12 @@ import json
 import os
 import re
 import secrets
-import sys
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__, grading, home, labs
+from . import __version__, grading, home, labs, render
 from .errors import CkalabError
 
 FORMAT = "ckalab-result/v2"
@@ -123,11 +121,10 @@ def started_labs() -> dict[str, str | None]:
 
 def lab_entry(lab: labs.Lab, result: grading.GradeResult, started_at: float | None = None,
               digest: str | None = None) -> dict:
-    return {"lab": lab.id, "seed": lab.seed, "params": lab.params, "digest": digest or lab.files_digest(),
-            "started_at": started_at, "graded_at": round(time.time(), 3), "duration_s": result.duration_s,
-            "score": result.score, "max_score": result.max_score, "passed": result.passed,
-            "checks": [{"id": c.id, "title": c.title, "state": c.state, "passed": c.passed, "points": c.points,
-                        "max_points": c.max_points, "message": c.message} for c in result.checks]}
+    """A bundle's record of one lab: the GradeResult's own record (GradeResult.from_dict reads it
+    back), plus what the gradebook verifies it against (seed, parameters, digest) and when."""
+    return {**result.to_dict(), "lab": lab.id, "seed": lab.seed, "params": lab.params,
+            "digest": digest or lab.files_digest(), "started_at": started_at, "graded_at": round(time.time(), 3)}
 
 
 def make_bundle(student: str, entries: list[dict], key: bytes, extra: dict | None = None) -> dict:
@@ -415,22 +412,6 @@ class Gradebook:
                "best": "best"}[self.rule]
         return f"{', '.join(one(c) for c in cands)}; kept {kept.source or '?'} ({how})"
 
-    def render(self) -> str:
-        dups = self.duplicates()
-        lines = [f"{len(self.rows)} students, {len(self.lab_ids)} labs, {len(self.rejected)} rejected bundles, "
-                 f"{len(dups)} duplicates"]
-        lines += [f"  rejected {f}: {why}" for f, why in self.rejected]
-        lines += [f"  duplicate {s} / {lab}: {self.duplicate_note(cands, kept)}" for s, lab, cands, kept in dups]
-        missing: dict[tuple[str, str, str], int] = {}
-        for s in self.rows:
-            for lab_id, c in self.unavailable(s):
-                k = (lab_id, c["title"], self.backend_of(s, lab_id))
-                missing[k] = missing.get(k, 0) + 1
-        lines += [f"  {grading.UNAVAILABLE_TEXT} ({b or '?'}): {lab_id}: {title} ({n} student{'s' * (n != 1)}; "
-                  "not counted in their maximum)" for (lab_id, title, b), n in sorted(missing.items())]
-        lines += [f"  wrote {p}" for p in self.files]
-        return "\n".join(grading.printable(line, oneline=True) for line in lines)
-
 
 def cell(value):
     """A CSV cell: numbers as they are; text made printable on one line and, when a spreadsheet
@@ -469,45 +450,8 @@ def write(book: Gradebook, out_dir: Path, cat: Catalogue | None = None, per_chec
                 round(100 * total / mx, 1) if mx else 0, sum(1 for i in book.lab_ids if i in r and r[i]["passed"]),
                 " ".join(backends), "; ".join(f"{lab}/{c['id']}" for lab, c in book.unavailable(student)),
                 " | ".join(dups), *check_cells(r, checks))])
-    root = ET.Element("testsuites", name="ckalab gradebook")
-    for student in sorted(book.rows):
-        r = book.rows[student]
-        suite = ET.SubElement(root, "testsuite", name=student, tests=str(len(book.lab_ids)),
-                              failures=str(sum(1 for i in book.lab_ids if i in r and not r[i]["passed"])),
-                              skipped=str(sum(1 for i in book.lab_ids if i not in r)))
-        for lab_id in book.lab_ids:
-            case = ET.SubElement(suite, "testcase", classname=student, name=lab_id,
-                                 time=str((r.get(lab_id) or {}).get("duration_s") or 0))
-            e = r.get(lab_id)
-            if e is None:
-                ET.SubElement(case, "skipped", message="not submitted")
-                continue
-            if not e["passed"]:
-                failed = [c for c in e["checks"] if not c["passed"] and c.get("state") != grading.UNAVAILABLE]
-                ET.SubElement(case, "failure", message=f"{e['score']}/{e['max_score']} points").text = \
-                    "\n".join(f"{c['title']}: {c['message']}" for c in failed)
-            gone = [c for c in e["checks"] if c.get("state") == grading.UNAVAILABLE]
-            if gone:
-                ET.SubElement(case, "system-out").text = "\n".join(
-                    f"{grading.UNAVAILABLE_TEXT} ({book.backend_of(student, lab_id) or '?'}): {c['title']}: "
-                    f"{c['message']}" for c in gone)
-    for title, items in (("rejected bundles", [(n, "rejected", why) for n, why in book.rejected]),
-                         ("duplicate bundles", [(f"{s} / {lab}", "duplicate", book.duplicate_note(c, k))
-                                                for s, lab, c, k in book.duplicates()])):
-        if not items:
-            continue
-        errors = len(items) if title == "rejected bundles" or book.rule == "flag" else 0
-        suite = ET.SubElement(root, "testsuite", name=title, tests=str(len(items)), errors=str(errors))
-        for name, kind, why in items:
-            case = ET.SubElement(suite, "testcase", classname=kind, name=name)
-            if errors:
-                ET.SubElement(case, "error", message=why[:200]).text = why
-            else:
-                ET.SubElement(case, "system-out").text = why
-    grading.xml_safe(root)
-    ET.indent(root)
     xml_path = out_dir / "gradebook.xml"
-    xml_path.write_text(ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n", encoding="utf-8")
+    xml_path.write_text(render.gradebook_junit(book), encoding="utf-8")
     book.files = [csv_path, xml_path]
     return book.files
 
@@ -557,36 +501,6 @@ def gradebook(directory: str | Path, key_file: str | Path | None, out_dir: str |
             book.rejected.append((name, "; ".join(reasons)))
     write(book, Path(out_dir) if out_dir else d, cat, per_check)
     return book
-
-
-def cli_gradebook(directory, key_file, out_dir=None, duplicates="flag", seeds="any", per_check=False,
-                  canvas=False, canvas_template=None, moodle=None) -> int:
-    out = Path(out_dir or directory)
-    if canvas_template:   # read before grading: a wrong template is found before any work is done
-        canvas_template = read_canvas_template(canvas_template)
-    book = gradebook(directory, key_file, out_dir, duplicates=duplicates, seeds=seeds, per_check=per_check)
-    notes = []
-    if canvas or canvas_template:
-        notes += write_canvas(book, out / "canvas.csv", canvas_template)
-        book.files.append(out / "canvas.csv")
-    if moodle:
-        write_moodle(book, out / "moodle.csv", moodle, per_check)
-        book.files.append(out / "moodle.csv")
-    print(book.render())
-    for n in notes:
-        print(f"  canvas: {grading.printable(n, oneline=True)}")
-    return 1 if book.rejected or book.flagged() else 0
-
-
-def cli_submit(student, cluster, out, key_file=None, lab_ids=None, seed=None) -> int:
-    b = submit(student, cluster, out, key_file, lab_ids, seed)
-    for e in b["labs"]:
-        gone = sum(1 for c in e["checks"] if c["state"] == grading.UNAVAILABLE)
-        note = f" ({gone} {grading.UNAVAILABLE_TEXT})" if gone else ""
-        print(f"  {e['lab']:<22} {e['score']:>3}/{e['max_score']:<3} {'passed' if e['passed'] else 'not passed'}{note}")
-    print(f"Wrote {out} for {grading.printable(b['student'], oneline=True)} ({len(b['labs'])} labs, signed). "
-          "Hand this file in.")
-    return 0
 
 
 # --- exports for learning platforms ------------------------------------------------------------
@@ -818,18 +732,41 @@ def _metadata_students(path: str | Path | None) -> list[str]:
         raise CkalabError(f"Cannot read the submission metadata {path}: {exc}") from None
 
 
-def cli_gradescope_verify(bundle, key_file, out, lab_ids=None, seeds="any", metadata=None) -> int:
+def gradescope_verify(bundle, key_file, out, lab_ids=None, seeds="any", metadata=None) -> tuple[dict, Path, str]:
+    """Verify one uploaded bundle (a file, or a submission folder holding one) and write
+    Gradescope's results.json to `out`. Returns the results, the file written and, when the
+    bundle could not be read at all, why (the results then say it was not accepted)."""
     key = read_key(key_file)
     src = _submission_file(Path(bundle))
     try:
-        raw = _read_capped(src)
+        raw, unread = _read_capped(src), ""
     except OSError as exc:
-        raw = b""
-        print(f"Cannot read {src}: {exc.strerror}", file=sys.stderr)
+        raw, unread = b"", f"Cannot read {src}: {exc.strerror}"
     res = gradescope_results(raw, key, lab_ids, seeds, _metadata_students(metadata))
     outp = Path(out)
     outp.parent.mkdir(parents=True, exist_ok=True)
     outp.write_text(json.dumps(res, indent=2) + "\n")
-    print(grading.printable(res["output"]))
-    print(f"Wrote {outp}: {res['score']} points, {len(res['tests'])} tests.")
-    return 0 if res["tests"] and res["tests"][0]["name"] != "Result bundle verifies" else 1
+    return res, outp, unread
+
+
+def bundle_verified(res: dict) -> bool:
+    """Whether Gradescope results hold the bundle's checks (not only the one failed verification)."""
+    return bool(res["tests"]) and res["tests"][0]["name"] != "Result bundle verifies"
+
+
+def gradebook_and_exports(directory, key_file, out_dir=None, duplicates="flag", seeds="any", per_check=False,
+                          canvas=False, canvas_template=None, moodle=None) -> tuple[Gradebook, list[str]]:
+    """`ckalab gradebook`: the gradebook, then the Canvas and Moodle files asked for (listed in
+    book.files); returns the book and notes for the instructor (Canvas columns or rows not found)."""
+    out = Path(out_dir or directory)
+    if canvas_template:   # read before grading: a wrong template is found before any work is done
+        canvas_template = read_canvas_template(canvas_template)
+    book = gradebook(directory, key_file, out_dir, duplicates=duplicates, seeds=seeds, per_check=per_check)
+    notes = []
+    if canvas or canvas_template:
+        notes += write_canvas(book, out / "canvas.csv", canvas_template)
+        book.files.append(out / "canvas.csv")
+    if moodle:
+        write_moodle(book, out / "moodle.csv", moodle, per_check)
+        book.files.append(out / "moodle.csv")
+    return book, notes

@@ -28,7 +28,7 @@ import traceback
 import ipywidgets as w
 from IPython.display import HTML, Markdown, display
 
-from . import exam, labs
+from . import exam, labs, render
 from . import notebook as nb
 from .errors import CkalabError, ClusterNotRunning
 from .grading import GradeResult
@@ -46,7 +46,7 @@ def _friendly(fn):
             text = str(exc)
             if isinstance(exc, ClusterNotRunning) and not self._clicking:
                 raise nb.StopHere(text) from None
-            display(HTML(nb.message_html(text, "error")))
+            display(HTML(render.message_html(text, "error")))
             return None
         finally:
             self._refresh_status()
@@ -100,10 +100,10 @@ class LabBar:
         workdir = labs.start(self.lab, self.cluster)
         os.chdir(workdir)
         self._refresh_status()
-        display(HTML(nb.message_html(f"Lab '{self.lab.id}' is set up. Work directory: {workdir}\n"
+        display(HTML(render.message_html(f"Lab '{self.lab.id}' is set up. Work directory: {workdir}\n"
                                      "Cells in this notebook run there, with the lab cluster's kubeconfig.", "ok")))
         if note := labs.backend_note(self.lab, self.cluster.backend):
-            display(HTML(nb.message_html(note, "info")))
+            display(HTML(render.message_html(note, "info")))
         self.show_task()
         return workdir
 
@@ -112,13 +112,13 @@ class LabBar:
         result = labs.check(self.lab, self.cluster)
         self.last_result = result
         nb.record(result)
-        display(HTML(nb.result_html(result)))
+        display(HTML(render.result_html(result)))
         return result
 
     @_friendly
     def hint(self) -> str | None:
         n, text = labs.next_hint(self.lab)
-        display(HTML(nb.message_html(f"Hint {n}/{len(self.lab.hints)}: {text}", "info")))
+        display(HTML(render.message_html(f"Hint {n}/{len(self.lab.hints)}: {text}", "info")))
         return text
 
     @_friendly
@@ -126,14 +126,14 @@ class LabBar:
         """Reset at once (calling it from code is the confirmation; the button asks first)."""
         removed = labs.reset(self.lab, self.cluster)
         self._refresh_status()
-        display(HTML(nb.message_html(f"Reset '{self.lab.id}': removed {', '.join(removed) or 'nothing'}; "
+        display(HTML(render.message_html(f"Reset '{self.lab.id}': removed {', '.join(removed) or 'nothing'}; "
                                      "setup applied again.", "ok")))
         return removed
 
     @_friendly
     def solve(self):
         labs.solve(self.lab, self.cluster)
-        display(HTML(nb.message_html(f"Applied the reference solution of '{self.lab.id}'.", "warn")))
+        display(HTML(render.message_html(f"Applied the reference solution of '{self.lab.id}'.", "warn")))
         return True
 
     def autosolve(self):
@@ -161,7 +161,7 @@ class LabBar:
                     action()
                 except Exception as exc:  # noqa: BLE001 - shown to the learner, not swallowed
                     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                    display(HTML(nb.message_html(f"Something went wrong: {text}", "error")))
+                    display(HTML(render.message_html(f"Something went wrong: {text}", "error")))
         finally:
             self._clicking = False
             for b in self.buttons.values():
@@ -183,7 +183,7 @@ class LabBar:
 
     def _refresh_status(self):
         line, ok = nb.status_line(self.cluster)
-        self.status.value = nb.message_html(line, "ok" if ok else "warn")
+        self.status.value = render.message_html(line, "ok" if ok else "warn")
         self.status.add_class("ckalab-status")
 
     def _solution_accordion(self) -> w.Accordion:
@@ -259,7 +259,7 @@ class ExamPanel:
     def finish(self) -> dict | None:
         """Grade now (the confirmation's Yes calls this); the exam stays open if grading cannot run."""
         self._hide_confirm()
-        self.clock.value = nb.message_html("Grading ...", "info")
+        self.clock.value = render.message_html("Grading ...", "info")
         report = self._guard(lambda: exam.finish(self.cluster))
         if report:
             self._show_report(report)
@@ -271,10 +271,10 @@ class ExamPanel:
         """The report if the exam is graded, else a note; safe in "Run All"."""
         state = exam.load_state()
         if state and state.get("report"):
-            return HTML(nb.report_html(state["report"]))
+            return HTML(render.exam_report_html(state["report"], exam.exam_dir()))
         if exam.running(state):
-            return HTML(nb.message_html("The exam is still running: press 'Finish and grade' above when done.", "info"))
-        return HTML(nb.message_html("No exam has been graded yet: press 'Start the exam' above to begin.", "info"))
+            return HTML(render.message_html("The exam is still running: press 'Finish and grade' above when done.", "info"))
+        return HTML(render.message_html("No exam has been graded yet: press 'Start the exam' above to begin.", "info"))
 
     # --- rendering ----------------------------------------------------------------------------
 
@@ -290,8 +290,8 @@ class ExamPanel:
         self.start_button.layout.display = "inline-flex"
         self.finish_button.layout.display = "none"
         if state and state.get("report"):
-            self.report_box.value = ("<div style='margin-top:8px;color:#57606a'>The last exam's report:</div>"
-                                     + nb.report_html(state["report"]))
+            self.report_box.value = (f"<div style='margin-top:8px;color:{render.MUTED}'>The last exam's report:</div>"
+                                     + render.exam_report_html(state["report"], exam.exam_dir()))
 
     def _show_running(self, state: dict):
         n = len(state["tasks"])
@@ -324,22 +324,22 @@ class ExamPanel:
         self.finish_button.disabled = True
         self.finish_button.layout.display = "none"
         self._hide_confirm()
-        self.clock.value = nb.message_html("The exam is over: the report is below the tasks.", "info")
+        self.clock.value = render.message_html("The exam is over: the report is below the tasks.", "info")
         self.intro.value = ""
-        self.report_box.value = nb.report_html(report)
+        self.report_box.value = render.exam_report_html(report, exam.exam_dir())
 
     def _tick_once(self, state: dict) -> bool:
         """Update the countdown; grade when time is up. True while the exam runs."""
         left = state["deadline"] - time.time()
         if left > 0:
             self.clock.value = (f'<div class="ckalab-countdown" style="font-size:1.4em;font-weight:bold">'
-                                f'Time left {exam._clock(left)}</div>')
+                                f'Time left {render.clock(left)}</div>')
             return True
         try:
             self._show_report(exam.status(self.cluster)[1])
             return False
         except CkalabError as exc:  # not graded yet (e.g. the cluster is stopped): say so, retry
-            self.clock.value = nb.message_html(str(exc), "error")
+            self.clock.value = render.message_html(str(exc), "error")
             return True
 
     def _tick(self):
@@ -370,7 +370,7 @@ class ExamPanel:
                 action()
             except Exception as exc:  # noqa: BLE001 - shown to the learner, not swallowed
                 text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                display(HTML(nb.message_html(f"Something went wrong: {text}", "error")))
+                display(HTML(render.message_html(f"Something went wrong: {text}", "error")))
 
     def _guard(self, fn):
         """Run a domain call; show a CkalabError's message in the panel and return None."""
@@ -378,7 +378,7 @@ class ExamPanel:
             return fn()
         except CkalabError as exc:
             self.messages.clear_output()
-            self.messages.append_display_data(HTML(nb.message_html(str(exc), "error")))
+            self.messages.append_display_data(HTML(render.message_html(str(exc), "error")))
             return None
 
     def _ask_finish(self):

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ckalab import cli, exam, labs
+from ckalab import cli, exam, labs, render
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_two_tasks_weighted_report(fresh, capsys):
     # No feedback while it runs: status has no report, practice verbs refuse the exam's labs.
     st, report = exam.status(cluster, now=t0 + 60)
     assert report is None
-    assert "time left 0:29:00" in exam.render_tasks(st, now=t0 + 60)
+    assert "time left 0:29:00" in render.exam_tasks_text(st, exam.PASS_MARK, now=t0 + 60)
     assert cli.main(["check", "rbac-role", "--name", cluster.name]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: 'rbac-role' is a task of the running mock exam: no feedback until the end. "

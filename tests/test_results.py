@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ckalab import cli, grading, labs, results
+from ckalab import cli, grading, labs, render, results
 from ckalab.errors import CkalabError
 
 
@@ -216,7 +216,7 @@ def test_every_lab_bundle_is_accepted_with_its_backend_maximum(lab_harness, clus
         cat.checks(lab)[i] for lab, ids in gone.items() for i in ids)
     assert row["not_available"].split("; ") == [f"{lab}/{i}" for lab, ids in sorted(gone.items()) for i in ids]
     assert ("not available on this backend (local): network-policies: real connections between the lab's pods "
-            "follow the policy (1 student; not counted in their maximum)") in book.render()
+            "follow the policy (1 student; not counted in their maximum)") in render.gradebook_text(book)
     case = ET.parse(tmp_path / "out" / "gradebook.xml").getroot().find(
         "testsuite[@name='all-labs']/testcase[@name='network-policies']")
     assert case.find("failure") is None
@@ -343,8 +343,6 @@ def test_seeds_per_student(bundles, key_file, tmp_path):
 def test_every_rendering_marks_unavailable_checks_and_drops_control_characters():
     """The exam report (text, JUnit, HTML) and the notebook's lab bar, from one graded lab with a
     passed, a failed (echoing a hostile value) and an unavailable check."""
-    from ckalab import exam, notebook
-
     checks = [grading.CheckResult("test_a", "exists", True, 2, 2),
               grading.CheckResult("test_b", "value", False, 0, 3, "value is '\x1b[2J\x00boom'", "kubectl get cm"),
               grading.CheckResult.unavailable("test_c", "real traffic", "no pod traffic on this backend")]
@@ -356,22 +354,22 @@ def test_every_rendering_marks_unavailable_checks_and_drops_control_characters()
                        "ended_by": "finished", "duration_min": 10, "time_used_s": 60, "ckalab_version": "x"},
               "tasks": [task], "total": {"percent": 40.0, "pass_mark": 66.0, "passed": False, "weight": 5,
                                          "score": 2, "max_score": 5}}
-    text = exam.render_report(report)
+    text = render.exam_report_text(report)
     assert "\x1b" not in text and "\x00" not in text
     assert text.splitlines()[-5:] == ["    ✔ [2/2] exists", "    ✘ [0/3] value", "        value is '\\x1b[2Jboom'",
                                       "    – [-] real traffic: not available on this backend",
                                       "        no pod traffic on this backend"]
-    suite = ET.fromstring(exam.junit(report)).find("testsuite")
+    suite = ET.fromstring(render.exam_junit(report)).find("testsuite")
     assert suite.get("failures") == "1"
     assert suite.find("testcase[@name='real traffic']/skipped").get("message") == (
         "not available on this backend: no pod traffic on this backend")
     assert suite.find("testcase[@name='value']/failure").get("message") == "value is '\\x1b[2Jboom'"
-    page = notebook.result_html(r) + notebook.report_html(report)
+    page = render.result_html(r) + render.exam_report_html(report)
     assert "\x1b" not in page and "\x00" not in page
-    assert 'data-state="unavailable"' in notebook.result_html(r)
-    assert "not available on this backend: no pod traffic on this backend" in notebook.result_html(r)
-    assert "1 of 2 checks not passed yet, 1 not available on this backend" in notebook.result_html(r)
-    exam_page = notebook.report_html(report)  # the exam report lists checks like the lab bar
+    assert 'data-state="unavailable"' in render.result_html(r)
+    assert "not available on this backend: no pod traffic on this backend" in render.result_html(r)
+    assert "1 of 2 checks not passed yet, 1 not available on this backend" in render.result_html(r)
+    exam_page = render.exam_report_html(report)  # the exam report lists checks like the lab bar
     assert 'data-state="unavailable"' in exam_page
     assert "not available on this backend: no pod traffic on this backend" in exam_page
 
