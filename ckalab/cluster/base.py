@@ -33,6 +33,7 @@ class ClusterStatus:
     kubeconfig: str | None = None
     components: list[ComponentStatus] = field(default_factory=list)
     message: str = ""
+    mode: str = ""  # how the control plane and the nodes run (the local backend has two modes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,11 +44,13 @@ class ClusterStatus:
             lines.append(f"  server:     {self.server}")
         if self.kubeconfig:
             lines.append(f"  kubeconfig: {self.kubeconfig}")
+        if self.mode:
+            lines.append(f"  mode:       {self.mode}")
         for c in self.components:
             pid = f" (pid {c.pid})" if c.pid else ""
-            lines.append(f"  {c.name:<24} {c.state}{pid}")
+            lines.append(f"  {c.name:<38} {c.state}{pid}")
             if c.state == "exited" and c.log_tail:
-                lines.append(f"    last lines of {c.log}:")
+                lines.append(f"    last lines of {c.log}:" if c.log else "    last lines of its log:")
                 lines.extend(f"      {line}" for line in c.log_tail)
         if self.message:
             lines.append(self.message)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import ssl
@@ -43,7 +44,28 @@ from . import pki as kpki
 NODE = "controlplane"
 WORKERS = ("node01", "node02")
 ADVERTISE = "127.0.0.1"  # everything listens on loopback only
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+COMPONENTS = (*CONTROL_PLANE, "kwok")
+# The first line of a manifest written for the process mode: a description, never read by a
+# kubelet, which the real-node mode replaces by a static pod (and never any other file).
+PROCESS_HEADER = "# Written by ckalab's local backend. On a kubeadm node the kubelet runs this as a\n"
+STATIC_HEADER = ("# Written by ckalab for the controlplane node: its kubelet runs this static Pod and\n"
+                 "# restarts it when this file changes. `ckalab restore-manifests` brings ckalab's version back.\n")
+# Host paths each component's static pod mounts, as kubeadm's manifests do:
+# (volume name, path, hostPath type, read-only).
+STATIC_VOLUMES = {
+    "etcd": [("etcd-certs", "/etc/kubernetes/pki/etcd", "DirectoryOrCreate", False),
+             ("etcd-data", "/var/lib/etcd", "DirectoryOrCreate", False)],
+    "kube-apiserver": [("k8s-certs", "/etc/kubernetes/pki", "DirectoryOrCreate", True),
+                       ("audit-policy", "/etc/kubernetes/audit-policy.yaml", "File", True),
+                       ("audit-log", "/var/log/kubernetes/audit", "DirectoryOrCreate", False)],
+    "kube-controller-manager": [("k8s-certs", "/etc/kubernetes/pki", "DirectoryOrCreate", True),
+                                ("kubeconfig", "/etc/kubernetes/controller-manager.conf", "FileOrCreate", True)],
+    "kube-scheduler": [("kubeconfig", "/etc/kubernetes/scheduler.conf", "FileOrCreate", True)],
+}
+PROCESS_MODE = "processes on 127.0.0.1, kwok nodes (pods do not run; 'ckalab up --nodes real' as root for real nodes)"
+REAL_MODE = "real nodes: controlplane (static pods) and node01 run kubelet + containerd; node02 is kwok"
+STATIC_CPU = {"etcd": "100m", "kube-apiserver": "250m", "kube-controller-manager": "200m", "kube-scheduler": "100m"}
 PORT_NAMES = ("etcd", "etcd-peer", "etcd-metrics", "apiserver", "controller-manager", "scheduler", "kwok")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -190,7 +212,11 @@ class LocalCluster(Cluster):
         return [f"--audit-log-path={self.dir}/logs/audit.log", "--audit-log-maxbackup=2", "--audit-log-maxsize=50",
                 f"--audit-policy-file={policy}"]
 
-    def _commands(self, ports: dict[str, int], bins: dict[str, Path]) -> dict[str, list[str]]:
+    def _commands(self, ports: dict[str, int], bins: dict[str, Path], node_ip: str | None = None) -> dict[str, list[str]]:
+        """Each component's command line; with `node_ip`, as the controlplane node's static pods
+        run it: kubeadm's paths, and the API server on the node's address."""
+        if node_ip:
+            return self._on_node(self._commands(ports, bins), node_ip)
         pki, etc = self.etc / "pki", self.etc
         etcd_url = f"https://{ADVERTISE}:{ports['etcd']}"
         peer_url = f"https://{ADVERTISE}:{ports['etcd-peer']}"
@@ -290,9 +316,116 @@ class LocalCluster(Cluster):
             ],
         }
 
+    def _on_node(self, commands: dict[str, list[str]], node_ip: str) -> dict[str, list[str]]:
+        paths = {f"{self.dir}/logs/audit.log": "/var/log/kubernetes/audit/audit.log",
+                 f"{self.dir}/var/lib/etcd": "/var/lib/etcd", str(self.etc): "/etc/kubernetes"}
+
+        def local(arg: str) -> str:
+            for host, node in paths.items():
+                arg = arg.replace(host, node)
+            return arg
+
+        out = {c: [local(a) for a in cmd] for c, cmd in commands.items() if c in CONTROL_PLANE}
+        out["kube-apiserver"] = [f"--advertise-address={node_ip}" if a.startswith("--advertise-address=") else a
+                                 for a in out["kube-apiserver"] if not a.startswith("--bind-address=")]
+        return out
+
+    def _static_pod(self, comp: str, cmd: list[str], ports: dict[str, int], node_ip: str) -> dict:
+        from ..nodes import images
+
+        image = (f"registry.k8s.io/etcd:{images.ETCD_TAG}" if comp == "etcd"
+                 else f"registry.k8s.io/{comp}:{build.K8S_VERSION}")
+        probe_target = {"etcd": ("127.0.0.1", ports["etcd-metrics"], "/health?exclude=NOSPACE&serializable=true", "HTTP"),
+                        "kube-apiserver": (node_ip, ports["apiserver"], "/livez", "HTTPS"),
+                        "kube-controller-manager": ("127.0.0.1", ports["controller-manager"], "/healthz", "HTTPS"),
+                        "kube-scheduler": ("127.0.0.1", ports["scheduler"], "/healthz", "HTTPS")}[comp]
+        host, port, path, scheme = probe_target
+        # kubeadm's generous liveness settings: a loaded laptop must not see its API server killed.
+        liveness = {"httpGet": {"host": host, "port": port, "path": path, "scheme": scheme},
+                    "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 15, "failureThreshold": 8}
+        container = {"name": comp, "image": image, "imagePullPolicy": "IfNotPresent", "command": cmd,
+                     "livenessProbe": liveness,
+                     "resources": {"requests": {"cpu": STATIC_CPU[comp]}},
+                     "volumeMounts": [{"name": n, "mountPath": path, "readOnly": ro}
+                                      for n, path, _, ro in STATIC_VOLUMES[comp]]}
+        if comp == "kube-apiserver":
+            container["readinessProbe"] = {"httpGet": {"host": host, "port": port, "path": "/readyz", "scheme": scheme},
+                                           "periodSeconds": 1, "timeoutSeconds": 15, "failureThreshold": 3}
+        return {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": comp, "namespace": "kube-system",
+                         "labels": {"component": comp, "tier": "control-plane"}},
+            "spec": {"hostNetwork": True, "priorityClassName": "system-node-critical",
+                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [container],
+                     "volumes": [{"name": n, "hostPath": {"path": path, "type": kind}}
+                                 for n, path, kind, _ in STATIC_VOLUMES[comp]]},
+        }
+
+    @property
+    def original_manifests(self) -> Path:
+        """ckalab's own versions of the static pod manifests, outside what the node sees."""
+        return self.dir / "manifests.orig"
+
+    def _write_static_pods(self, commands: dict[str, list[str]], ports: dict[str, int], node_ip: str,
+                           progress: Progress) -> None:
+        """The controlplane node's static pods. A manifest already there stays as it is (a
+        learner's edit is never overwritten); only a process-mode description is replaced."""
+        d = self.etc / "manifests"
+        d.mkdir(parents=True, exist_ok=True)
+        for comp in CONTROL_PLANE:
+            text = STATIC_HEADER + yaml.safe_dump(self._static_pod(comp, commands[comp], ports, node_ip),
+                                                  sort_keys=False)
+            home.write_atomic(self.original_manifests / f"{comp}.yaml", text)
+            cur = d / f"{comp}.yaml"
+            try:
+                kept = not cur.read_text(errors="replace").startswith(PROCESS_HEADER)
+            except FileNotFoundError:
+                kept = False
+            if kept:
+                if cur.read_bytes() != text.encode():
+                    progress(f"  keeping your edited {cur.relative_to(self.dir)} "
+                             f"('{command('restore-manifests', self.name)}' brings ckalab's back)")
+                continue
+            home.write_atomic(cur, text)
+
+    def restore_manifests(self) -> list[str]:
+        """Put ckalab's static pod manifests back; a learner's edited copy is kept aside in
+        manifests.edited/ (outside the kubelet's directory, or it would run it too)."""
+        orig = self.original_manifests
+        if not orig.is_dir():
+            raise CkalabError(f"Cluster '{self.name}' has no original manifests in {orig}: they are "
+                              f"written by '{up_command(self.name)} --nodes real'.")
+        done = []
+        for src in sorted(orig.glob("*.yaml")):
+            cur = self.etc / "manifests" / src.name
+            if cur.exists() and cur.read_bytes() == src.read_bytes():
+                continue
+            aside = self._set_aside(cur)
+            done.append(f"{cur} restored; your version is kept in {aside}" if aside
+                        else f"{cur} restored (it was missing)")
+            home.write_atomic(cur, src.read_bytes())
+        return done
+
+    def _set_aside(self, manifest: Path) -> Path | None:
+        """Copy a learner's edited static pod manifest to manifests.edited/ (never deleted)."""
+        orig = self.original_manifests / manifest.name
+        try:
+            text = manifest.read_bytes()
+        except FileNotFoundError:
+            return None
+        if text.startswith(PROCESS_HEADER.encode()) or (orig.exists() and orig.read_bytes() == text):
+            return None
+        aside = self.dir / "manifests.edited" / f"{manifest.stem}.{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        aside.parent.mkdir(exist_ok=True)
+        shutil.copy2(manifest, aside)
+        return aside
+
     def _write_manifests(self, commands: dict[str, list[str]]) -> None:
         d = self.etc / "manifests"
         d.mkdir(parents=True, exist_ok=True)
+        for comp in CONTROL_PLANE:
+            self._set_aside(d / f"{comp}.yaml")  # back from real nodes: an edited one is kept
         header = ("# Written by ckalab's local backend. On a kubeadm node the kubelet runs this as a\n"
                   "# static Pod; here ckalab runs the same command line as a process on this machine.\n")
         for comp, cmd in commands.items():
@@ -402,6 +535,11 @@ class LocalCluster(Cluster):
     def _up(self, progress: Progress) -> None:
         state = self.load_state()  # a damaged cluster.json stops us before anything starts
         bins = build.ensure_binaries(progress)
+        real = self._real_nodes()
+        if real.enabled():
+            return self._up_real(progress, state)
+        if real.root.exists() and (real.running() or real.remembered()):
+            real.forget(progress)  # `up --nodes kwok`: the control plane runs as processes again
         found = self._processes()
         for comp, pids in found.items():
             if len(pids) > 1:  # left by a crash or by an older ckalab without the lock
@@ -414,7 +552,6 @@ class LocalCluster(Cluster):
                 self._record(comp, pid, bins[comp])  # adopt a process whose pid file was lost
         if all(running.values()) and self._readyz():
             progress(f"Cluster '{self.name}' is already running (local backend).")
-            self._real_nodes().up(progress)
             return
         start = time.monotonic()
         recorded = self._recorded_ports(state)
@@ -451,13 +588,92 @@ class LocalCluster(Cluster):
             self._wait(self._readyz, 90, "kube-apiserver /readyz", running, exited)
             progress(f"  kube-apiserver ready after {time.monotonic() - start:.1f}s")
             self._bootstrap()
-            self._real_nodes().up(progress)
             self._wait_workloads_ready(running, exited)
         except WaitTimeout as exc:
             raise CkalabError(f"Cluster '{self.name}' did not become ready: {exc}\n\n"
                               + self.status().render()) from None
         progress(f"Cluster '{self.name}' is ready in {time.monotonic() - start:.1f}s. "
                  f"kubeconfig: {self.kubeconfig}")
+
+    def _up_real(self, progress: Progress, state: dict) -> None:
+        """Real nodes: the controlplane node's kubelet runs etcd, kube-apiserver,
+        kube-controller-manager and kube-scheduler as static pods; node01 is a real worker;
+        kwok (a process) keeps node02."""
+        real = self._real_nodes()
+        found = self._processes()
+        for comp in CONTROL_PLANE:  # switching from the process mode: the kubelet takes over
+            if found.get(comp):
+                progress(f"Stopping the {comp} process: the controlplane node runs it as a static pod.")
+                self._terminate(comp, found[comp])
+                self._pidfile(comp).unlink(missing_ok=True)
+        recorded = self._recorded_ports(state)
+        ports = (recorded if real.running() and set(recorded) == set(PORT_NAMES)
+                 else self._ports(recorded, progress))
+        self._prepare(ports)
+        self.save_state({"backend": self.backend, "name": self.name, "ports": ports,
+                         "kubernetes": build.K8S_VERSION, "nodes": "real"})
+        node_ip = real.control_plane.ip
+        bins = build.ensure_binaries(progress)
+        self._write_static_pods(self._commands(ports, bins, node_ip), ports, node_ip, progress)
+        start = time.monotonic()
+        if not real.running() or not self._readyz():
+            progress(f"Starting '{self.name}' on real nodes: the controlplane node's kubelet runs the "
+                     "control plane as static pods ...")
+        try:
+            real.start_control_plane(progress)
+        except BaseException as exc:
+            self._fall_back(progress, exc)
+        self._wait_static_api(real, start)
+        self._bootstrap()
+        real.adopt_control_plane()
+        try:
+            real.start_workers(progress)
+        except BaseException as exc:
+            self._fall_back(progress, exc)
+        pids = {"kwok": (found.get("kwok") or [None])[0]}
+        if not pids["kwok"]:
+            pids["kwok"] = self._start("kwok", self._commands(ports, bins)["kwok"], bins["kwok"])
+        self._wait_workloads_ready(pids, lambda comp: True)
+        progress(f"Cluster '{self.name}' is ready in {time.monotonic() - start:.1f}s (real nodes "
+                 f"controlplane and node01, kwok node02). kubeconfig: {self.kubeconfig}")
+
+    def _fall_back(self, progress: Progress, exc: BaseException):
+        """A real node that cannot start leaves nothing half-done: remove what it started, run
+        the control plane as processes with kwok nodes again, and say what failed."""
+        from .. import nodes
+
+        progress("Real node setup failed: removing what it started; the cluster goes back to its "
+                 "control plane as processes and kwok nodes.")
+        self._real_nodes().forget(lambda m: None)
+        saved = os.environ.get(nodes.ENV)
+        os.environ[nodes.ENV] = "kwok"
+        try:
+            self._up(progress)
+        finally:
+            if saved is None:
+                os.environ.pop(nodes.ENV, None)
+            else:
+                os.environ[nodes.ENV] = saved
+        raise exc
+
+    def _wait_static_api(self, real, start: float, timeout: float = 180) -> None:
+        """The API server is a static pod now: wait for it through the relay, and if it does not
+        come, say what its container does (a learner's broken manifest keeps it down)."""
+        cp = real.control_plane
+
+        def step():
+            dead = cp.dead_components()
+            return ("exited", dead) if dead else self._readyz()
+
+        try:
+            got = wait_for(step, timeout, "kube-apiserver /readyz")
+        except WaitTimeout:
+            got = None
+        if got is True:
+            return
+        raise CkalabError(f"Cluster '{self.name}': the API server did not become ready "
+                          f"({'the node ' + ', '.join(got[1]) + ' exited' if got else f'{timeout:.0f}s'}).\n\n"
+                          + self.status().render())
 
     def _wait(self, predicate, timeout: float, what: str, pids: dict[str, int],
               exited: Callable[[str], bool]) -> None:
@@ -544,6 +760,9 @@ class LocalCluster(Cluster):
             return ClusterStatus(self.name, self.backend, "absent",
                                  message=f"Cluster '{self.name}' does not exist yet: run '{up_command(self.name)}'.")
         found = self._processes()
+        real = self._real_nodes()
+        if real.enabled():
+            return self._status_real(real, found)
         comps = []
         for comp in COMPONENTS:
             pids, rec = found.get(comp, []), self._recorded(comp)
@@ -569,7 +788,51 @@ class LocalCluster(Cluster):
             msg += (f"\n{len(extra)} more process(es) of this cluster run untracked (pids "
                     f"{', '.join(map(str, extra))}): '{up}' keeps one of each component, "
                     f"'{command('down', self.name)}' stops them all.")
-        return ClusterStatus(self.name, self.backend, state, self._server(), str(self.kubeconfig), comps, msg)
+        return ClusterStatus(self.name, self.backend, state, self._server(), str(self.kubeconfig), comps, msg,
+                             mode=PROCESS_MODE)
+
+    def _status_real(self, real, found: dict[str, list[int]]) -> ClusterStatus:
+        """Real nodes: each node's kubelet and containerd, the static pods' containers as the
+        controlplane's crictl shows them (with the log tail of one that exited), and kwok."""
+        nodes = real.processes()
+        comps = []
+        for name in real.names():
+            for part in ("containerd", "kubelet"):
+                pids = nodes.get(f"{name}/{part}", [])
+                comps.append(ComponentStatus(f"{name}/{part}", "running" if pids else "stopped",
+                                             pids[0] if pids else None))
+        cp = real.control_plane
+        containers = cp.containers() if nodes.get(f"{cp.name}/containerd") else []
+        for comp in CONTROL_PLANE:
+            mine = [c for c in containers if c.get("metadata", {}).get("name") == comp]
+            if not mine:
+                comps.append(ComponentStatus(f"{comp} (static pod)", "stopped"))
+                continue
+            c = mine[0]
+            if c.get("state") == "CONTAINER_RUNNING":
+                comps.append(ComponentStatus(f"{comp} (static pod)", "running"))
+            else:
+                comps.append(ComponentStatus(
+                    f"{comp} (static pod)", "exited", log=f"crictl logs {c['id'][:13]} (on the controlplane node)",
+                    log_tail=cp.container_logs(c["id"])))
+        kwok = found.get("kwok", [])
+        comps.append(ComponentStatus("kwok", "running" if kwok else "stopped", kwok[0] if kwok else None))
+        states = {c.state for c in comps}
+        up = up_command(self.name)
+        if states == {"running"}:
+            state = "running" if self._readyz() else "degraded"
+        elif states == {"stopped"}:
+            state = "stopped"
+        else:
+            state = "degraded"
+        msg = {"stopped": f"Cluster '{self.name}' is stopped: run '{up}'.",
+               "degraded": (f"Cluster '{self.name}' is degraded. A static pod that exited restarts when "
+                            f"its manifest in {self.etc / 'manifests'} is fixed (on the node: "
+                            f"'{command('ssh', self.name)} controlplane'); "
+                            f"'{command('restore-manifests', self.name)}' puts ckalab's manifests back; "
+                            f"'{up}' restarts stopped nodes.")}.get(state, "")
+        return ClusterStatus(self.name, self.backend, state, self._server(), str(self.kubeconfig), comps, msg,
+                             mode=REAL_MODE)
 
 
 def _tail(path: Path, n: int = 10) -> list[str]:

@@ -58,6 +58,8 @@ NODE_GROUPS = {
     ], ["containerd", "containerd-shim-runc-v2", "ctr"]),
     "runc": (RUNC_VERSION, "runc", ["github.com/opencontainers/runc"], ["runc"]),
     "cri-tools": (CRI_TOOLS_VERSION, "cri-tools", ["sigs.k8s.io/cri-tools/cmd/crictl"], ["crictl"]),
+    # etcdctl for the control-plane node's shell (and the etcd image), same release as etcd.
+    "etcdctl": (ETCD_VERSION, "etcdctl", ["go.etcd.io/etcd/etcdctl/v3"], ["etcdctl"]),
     # Our own programs for the images we build (pause) and for the clock test (clockprobe).
     "nodeimages": ("v1", "nodeimages", ["./pause", "./clockprobe"], ["pause", "clockprobe"]),
 }

@@ -1,20 +1,32 @@
 """Real nodes for the local backend (EXPERIMENTAL, opt-in): `ckalab up --nodes real` or
 CKALAB_NODES=real. The default cluster (kwok nodes) is untouched when this is not asked for.
 
-Phase 1 runs one real worker, node01, next to the local control plane (processes on 127.0.0.1):
+Two real nodes, each with its own kubelet, containerd and network namespace, as on a kubeadm
+cluster; node02 stays a kwok node:
 
-  host                                   node01's network namespace (ckalab-<h>-node01)
-  bridge ckb<h>  10.250.X.1/24  <-veth->  eth0 10.250.X.11 (node IP, not loopback; no default route)
-  relay 10.250.X.1:<api port> -> 127.0.0.1:<api port>      containerd, kubelet
-                                                          cni0 (CNI bridge) 10.245.1.1/24 -> pods
+  host                                    controlplane's netns                 node01's netns
+  relay 127.0.0.1:<api port> ----------->  eth0 10.250.X.10                      eth0 10.250.X.11
+  bridge ckb<h> 10.250.X.1/24 <-veth->     kubelet + containerd                 kubelet + containerd
+                                           static pods from /etc/kubernetes/    pods on cni0
+                                           manifests: etcd, kube-apiserver,     10.245.1.0/24
+                                           kube-controller-manager,
+                                           kube-scheduler (hostNetwork)
 
-containerd and kubelet share one mount namespace of their own (pinned at nodes/<node>/run/mntns):
-every mount they and the pods make (overlay rootfs, volumes, pod netns files) lives there and goes
-away with it, and the kubelet reads masked kernel settings (see _SYSCTL_MASKS) instead of
-rewriting this machine's. Both start through noclock.py, so nothing below them can set the clock.
-Everything is found again by the CKALAB_CLUSTER_DIR/CKALAB_COMPONENT markers (processes), by
-name (links, namespace) and by path (cgroups, mounts), so `down` removes all of it even after a
-crash. See docs/real-nodes.md.
+The control plane runs as static pods that the controlplane node's kubelet starts and restarts
+from the manifests in <cluster>/etc/kubernetes/manifests, seen on the node as
+/etc/kubernetes/manifests: edit one and the component restarts with it. The API server listens in
+the controlplane namespace; a relay gives this machine https://127.0.0.1:<api port> (the address
+in every kubeconfig), and node01's kubelet talks to the controlplane's address over the bridge.
+
+Each node's containerd, kubelet and pods share one mount namespace of their own (pinned at
+nodes/<node>/run/mntns): the exam's paths exist there (/etc/kubernetes, /var/lib/kubelet,
+/var/log/pods, and /var/lib/etcd on the controlplane) through overlays on /etc, /var/lib and
+/var/log whose writable layers live in the node's directory, so nothing is written to this
+machine's own /etc or /var. Every mount goes away with the namespace. Kernel settings the
+kubelet would rewrite are masked (_SYSCTL_MASKS). containerd and the kubelet start through
+noclock.py, so nothing below them can set the clock. Everything is found again by the
+CKALAB_CLUSTER_DIR/CKALAB_COMPONENT markers (processes), by name (links, namespaces) and by path
+(cgroups, mounts), so `down` removes all of it even after a crash. See docs/real-nodes.md.
 """
 
 from __future__ import annotations
@@ -42,7 +54,8 @@ from ..local import pki as kpki
 from . import images
 
 ENV = "CKALAB_NODES"
-NODES = ("node01",)  # phase 1: one real worker
+CONTROL_PLANE = "controlplane"
+NODES = (CONTROL_PLANE, "node01")  # node02 stays a kwok node
 COMPONENT_PREFIX = "real-node:"
 HERE = Path(__file__).parent
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")  # Debian's containernetworking-plugins, upstream's
@@ -51,10 +64,12 @@ CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")  # Debian's containernetworking-
 # in the node's own mount namespace.
 _SYSCTL_MASKS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0",
                  "kernel/panic": "10", "kernel/panic_on_oops": "1"}
-# Directories that containerd, libcni and the kubelet create at fixed host paths whatever their
-# configuration says; `down` removes them when they are empty (another runtime's are not).
-FIXED_DIRS = ("/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni",
-              "/var/lib/kubelet/device-plugins", "/var/lib/kubelet")
+# Directories that containerd creates at fixed host paths whatever its configuration says (the
+# kubelet's and libcni's land in the node's overlays); `down` removes them when they are empty.
+FIXED_DIRS = ("/run/containerd/s", "/run/containerd")
+# Host directories a node sees through an overlay whose writable layer is in the node's
+# directory: the exam's paths are created there, never on this machine.
+OVERLAID = ("/etc", "/var/lib", "/var/log")
 SKIP_IMAGE_GC = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
 
 
@@ -78,7 +93,7 @@ def _marker(pid: int) -> tuple[str, str] | None:
 
 
 class RealNodes:
-    """The real nodes of one local cluster (only node01 in phase 1)."""
+    """The real nodes of one local cluster: controlplane (static-pod control plane) and node01."""
 
     def __init__(self, cluster) -> None:
         self.cluster = cluster
@@ -109,45 +124,48 @@ class RealNodes:
         return Node(self, name, NODES.index(name))
 
     @property
+    def control_plane(self) -> "Node":
+        return self.node(CONTROL_PLANE)
+
+    @property
+    def workers(self) -> list["Node"]:
+        return [self.node(n) for n in NODES if n != CONTROL_PLANE]
+
+    @property
+    def api_port(self) -> int:
+        return int(self.cluster.load_state()["ports"]["apiserver"])
+
+    @property
     def gateway(self) -> str:
         return str(self.subnet.network_address + 1)
 
-    # --- lifecycle -------------------------------------------------------------------------------
-    def up(self, progress) -> None:
-        if not self.enabled():
-            if self._mode_file.exists():
-                self.back_to_kwok(progress)
-            return
+    # --- lifecycle (driven by the local backend's `up`, which owns the order) --------------------
+    def start_control_plane(self, progress) -> None:
+        """The controlplane node: its kubelet starts the static pods from the manifests; the relay
+        gives this machine the API server at 127.0.0.1:<api port>. Does not wait for the API."""
         self._check_host()  # before a build of minutes that could not be used
         bins = ensure_binaries(progress)
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            self._bridge_up()
-            self._relay_up(bins)
-            for name in NODES:
-                self.node(name).up(bins, progress)
-        except BaseException:
-            # Half a node is worse than none: remove what was started, give the cluster its
-            # kwok nodes back, and let the error say what failed.
-            progress("Real node setup failed: removing what it started; the cluster keeps kwok nodes.")
-            try:
-                self.back_to_kwok(lambda m: None)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
-            raise
+        self._bridge_up()
+        self.control_plane.up(bins, progress)
+        self._relay_up()
+
+    def start_workers(self, progress) -> None:
+        """node01 (the API server must answer); then real nodes stay on for later `up`s."""
+        bins = ensure_binaries(progress)
+        for node in self.workers:
+            node.up(bins, progress)
         home.write_atomic(self._mode_file, "real\n")
 
     def down(self, progress) -> None:
         """Stop and remove everything the real nodes started or created; safe to repeat."""
         if not self.root.exists():
             return
-        for name in NODES:
+        for name in reversed(NODES):  # workers first, the control plane last
             self.node(name).down(progress)
         self._stop("relay")
         _run(["ip", "link", "del", self.bridge], check=False)
         if not self.processes():
-            if not _any_kubelet():  # the kubelet leaves its device-plugin socket behind
-                Path("/var/lib/kubelet/device-plugins/kubelet.sock").unlink(missing_ok=True)
             for d in FIXED_DIRS:
                 try:
                     os.rmdir(d)
@@ -155,27 +173,32 @@ class RealNodes:
                     pass  # absent, or holds another runtime's files
         progress(f"Real nodes of '{self.cluster.name}' stopped and removed (bridge {self.bridge}).")
 
-    def back_to_kwok(self, progress) -> None:
-        """`up --nodes kwok` after real nodes: stop them, drop their Node objects (registered by
-        our kubelets) and let the local backend create its kwok stand-ins again."""
+    def forget(self, progress) -> None:
+        """`up --nodes kwok` after real nodes: stop them and forget the choice; the local backend
+        then starts its control plane as processes and gives node01 back to kwok."""
         self.down(progress)
         self._mode_file.unlink(missing_ok=True)
-        k = self.node(NODES[0])._kube()
-        for name in NODES:
-            try:
-                k.core.delete_node(name)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        saved = os.environ.get(ENV)
-        os.environ[ENV] = "kwok"  # so that the local backend creates node01 as a kwok node again
-        try:
-            self.cluster._bootstrap()
-        finally:
-            if saved is None:
-                del os.environ[ENV]
-            else:
-                os.environ[ENV] = saved
-        progress(f"Cluster '{self.cluster.name}' uses kwok nodes again.")
+
+    def remembered(self) -> bool:
+        return self._mode_file.exists() and self._mode_file.read_text().strip() == "real"
+
+    def adopt_control_plane(self, timeout: float = 120) -> None:
+        """What kubeadm's mark-control-plane phase does once the kubelet has registered the
+        node: the control-plane label (a kubelet may not set node-role labels on itself). A kwok
+        stand-in of the same name (from the process mode) loses kwok's annotation, so that kwok
+        stops reporting for it."""
+        from ..local import KWOK_ANNOTATION
+        cp = self.control_plane
+        cp.wait_ready(timeout)
+        k = cp._kube()
+        node = k.core.read_node(cp.name)
+        patch: dict = {}
+        if "node-role.kubernetes.io/control-plane" not in (node.metadata.labels or {}):
+            patch.setdefault("metadata", {})["labels"] = {"node-role.kubernetes.io/control-plane": ""}
+        if KWOK_ANNOTATION in (node.metadata.annotations or {}):
+            patch.setdefault("metadata", {})["annotations"] = {KWOK_ANNOTATION: None}
+        if patch:
+            k.core.patch_node(cp.name, patch)
 
     def running(self) -> bool:
         return bool(self.processes())
@@ -192,7 +215,11 @@ class RealNodes:
 
     # --- shared pieces ---------------------------------------------------------------------------
     def _check_host(self) -> None:
-        longest = self.node(NODES[0]).sock
+        longest = max((self.node(n).sock for n in NODES), key=lambda p: len(str(p)))
+        inside = [d for d in OVERLAID if Path(self.root).resolve().is_relative_to(d)]
+        if inside:
+            raise CkalabError(f"Real nodes overlay {inside[0]} in their own mount namespace, so the "
+                              f"cluster cannot live under it ({self.root}): use a CKALAB_HOME elsewhere.")
         if len(str(longest)) + len(".ttrpc") > 107:  # sun_path holds 108 bytes with its NUL
             raise CkalabError(f"The real node's socket path {longest} is too long for a unix socket: "
                               "use a shorter CKALAB_HOME.")
@@ -214,13 +241,16 @@ class RealNodes:
             _run(["ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge])
         _run(["ip", "link", "set", self.bridge, "up"])
 
-    def _relay_up(self, bins) -> None:
+    def _relay_up(self) -> None:
+        """The API server listens in the controlplane's namespace; every kubeconfig on this
+        machine names https://127.0.0.1:<api port>, so a relay carries that port to it (TLS
+        passes through untouched)."""
+        port = self.api_port
         if self.processes().get("relay"):
             return
-        port = self.cluster.load_state()["ports"]["apiserver"]
-        self.spawn("relay", [sys.executable, str(HERE / "proxy.py"), f"{self.gateway}:{port}",
-                             f"127.0.0.1:{port}"], self.root / "relay.log")
-        wait_for(lambda: _listening(self.gateway, port), 10, "the API relay on the bridge")
+        self.spawn("relay", [sys.executable, str(HERE / "proxy.py"), f"127.0.0.1:{port}",
+                             f"{self.control_plane.ip}:{port}"], self.root / "relay.log")
+        wait_for(lambda: _listening("127.0.0.1", port), 10, "the API relay on 127.0.0.1")
 
     def spawn(self, comp: str, argv: list[str], log: Path) -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -256,8 +286,9 @@ class Node:
         self.dir = nodes.root / name
         self.netns = f"ckalab-{nodes.tag}-{name}"
         self.veth = f"ckv{nodes.tag}{index:02d}"
-        self.ip = str(nodes.subnet.network_address + 11 + index)
-        self.pod_subnet = f"10.245.{index + 1}.0/24"
+        self.ip = str(nodes.subnet.network_address + 10 + index)
+        self.pod_subnet = f"10.245.{index}.0/24"
+        self.is_control_plane = name == CONTROL_PLANE
         self.cgroup_root = f"/ckalab-{nodes.tag}-{name}"
         self.mntns = self.dir / "run" / "mntns"
         self.sock = self.dir / "run" / "containerd" / "containerd.sock"
@@ -271,6 +302,21 @@ class Node:
     def cluster_pki(self) -> Path:
         return self.nodes.cluster.etc / "pki"
 
+    @property
+    def etc_kubernetes(self) -> Path:
+        """What the node sees as /etc/kubernetes: the cluster's own on the controlplane (pki,
+        kubeconfigs, the static pod manifests), a worker's own directory elsewhere."""
+        return self.nodes.cluster.etc if self.is_control_plane else self.p("etc/kubernetes")
+
+    def binds(self) -> dict[str, Path]:
+        """Path on the node -> directory on this machine."""
+        out = {"/etc/kubernetes": self.etc_kubernetes, "/var/lib/kubelet": self.p("var/lib/kubelet"),
+               "/var/log/pods": self.p("var/log/pods")}
+        if self.is_control_plane:
+            out["/var/lib/etcd"] = self.nodes.cluster.dir / "var/lib/etcd"
+            out["/var/log/kubernetes/audit"] = self.nodes.cluster.dir / "logs"  # logs/audit.log, as before
+        return out
+
     # --- up --------------------------------------------------------------------------------------
     def up(self, bins: dict[str, Path], progress) -> None:
         procs_now = self.nodes.processes()
@@ -280,23 +326,60 @@ class Node:
         self.down(lambda m: None)  # leftovers of a crash: start from a clean slate
         start = time.monotonic()
         progress(f"Starting real node {self.name} ({self.ip}, netns {self.netns}): containerd, kubelet ...")
-        for sub in ("etc/containerd", "etc/cni/net.d", "etc/kubernetes/manifests", "etc/sysctl",
-                    "pki", "run", "var/lib/containerd", "var/lib/kubelet", "var/lib/cni",
-                    "var/log/pods", "images", "logs"):
+        for sub in ("etc/containerd", "etc/cni/net.d", "etc/sysctl", "run", "var/lib/containerd",
+                    "var/lib/kubelet/pki", "var/log/pods", "images", "logs", "bin"):
             self.p(sub).mkdir(parents=True, exist_ok=True)
+        for d in self.binds().values():
+            d.mkdir(parents=True, exist_ok=True)
+        (self.etc_kubernetes / "manifests").mkdir(exist_ok=True)
         self._network()
         self._mount_namespace()
         self._cgroups()
         self._write_pki()
         self._write_configs(bins)
+        self._tools(bins)
         self._start("containerd", [str(bins["containerd"]), "--config", str(self.p("etc/containerd/config.toml"))])
         self._wait(lambda: self.sock.exists() and self._ctr(bins, "version").returncode == 0, 60, "containerd")
-        self._import_images(bins)
-        self._forget_kwok_node()
-        since = time.time() - 1
+        self._import_images(bins, progress)
+        if not self.is_control_plane:
+            self._forget_kwok_node()
+        self.since = time.time() - 1
         self._start("kubelet", [str(bins["kubelet"]), *self._kubelet_flags()])
-        self._wait(lambda: self._ready(since), 120, f"node {self.name} to be Ready")
+        if self.is_control_plane:
+            # The kubelet now starts the static pods; the API server answers some seconds later
+            # (the local backend waits for it, then for this node).
+            progress(f"  real node {self.name}: kubelet started after {time.monotonic() - start:.1f}s; "
+                     "it starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler")
+            return
+        self.wait_ready()
         progress(f"  real node {self.name} Ready after {time.monotonic() - start:.1f}s")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        since = getattr(self, "since", 0.0)  # a kubelet started by an earlier `up`: any heartbeat
+        self._wait(lambda: self._ready(since), timeout, f"node {self.name} to be Ready")
+
+    def dead_components(self) -> list[str]:
+        """This node's kubelet or containerd, started by this `up`, that exited since."""
+        return [f"{self.name}/{c}" for c, pid in self.started.items() if not procs.alive(pid)]
+
+    def containers(self) -> list[dict]:
+        """The node's containers as crictl sees them (newest first); [] when it cannot answer."""
+        crictl = build.group_dir("cri-tools") / "crictl"
+        if not self.sock.exists() or not crictl.exists():
+            return []
+        proc = _run([str(crictl), "--runtime-endpoint", f"unix://{self.sock}", "--timeout", "5s",
+                     "ps", "-a", "-o", "json"], check=False, timeout=20)
+        try:
+            found = json.loads(proc.stdout).get("containers", [])
+        except ValueError:
+            return []
+        return sorted(found, key=lambda c: int(c.get("createdAt", 0)), reverse=True)
+
+    def container_logs(self, container_id: str, lines: int = 10) -> list[str]:
+        crictl = build.group_dir("cri-tools") / "crictl"
+        proc = _run([str(crictl), "--runtime-endpoint", f"unix://{self.sock}", "--timeout", "5s",
+                     "logs", "--tail", str(lines), container_id], check=False, timeout=20)
+        return (proc.stdout + proc.stderr).splitlines()[-lines:]
 
     def _wait(self, predicate, timeout: float, what: str) -> None:
         def step():
@@ -333,14 +416,26 @@ class Node:
 
     def _mount_namespace(self) -> None:
         """A mount namespace for containerd, kubelet and the pods, pinned by a bind mount of its
-        file, with the kubelet's kernel settings masked (see _SYSCTL_MASKS)."""
+        file: the kubelet's kernel settings masked (see _SYSCTL_MASKS), overlays on /etc,
+        /var/lib and /var/log written into the node's directory, and the exam's paths
+        bound into them (binds())."""
         self.mntns.touch()
         _run(["unshare", f"--mount={self.mntns}", "--propagation", "private", "true"])
+        inside = ["nsenter", f"--mount={self.mntns}", "--"]
         for key, value in _SYSCTL_MASKS.items():
             f = self.p(f"etc/sysctl/{key.replace('/', '.')}")
             f.write_text(value + "\n")
-            _run(["nsenter", f"--mount={self.mntns}", "--", "mount", "--bind", "-o", "ro", str(f),
-                  f"/proc/sys/{key}"])
+            _run([*inside, "mount", "--bind", "-o", "ro", str(f), f"/proc/sys/{key}"])
+        for d in OVERLAID:
+            layer = self.p("overlay" + d)
+            (layer / "upper").mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(layer / "work", ignore_errors=True)  # overlayfs wants it empty
+            (layer / "work").mkdir()
+            _run([*inside, "mount", "-t", "overlay", "overlay", "-o",
+                  f"lowerdir={d},upperdir={layer / 'upper'},workdir={layer / 'work'}", d])
+        for target, source in self.binds().items():
+            _run([*inside, "mkdir", "-p", target])
+            _run([*inside, "mount", "--bind", str(source), target])
 
     def _cgroups(self) -> None:
         """The kubelet's --cgroup-root must exist in every hierarchy before it starts."""
@@ -352,23 +447,33 @@ class Node:
                     (d / f).write_text((h / f).read_text())
 
     def _write_pki(self) -> None:
+        """The kubelet's client certificate (system:node:<name>, kubeadm's kubelet.conf) and its
+        serving certificate, both signed by the cluster CA, under /var/lib/kubelet/pki."""
         ca_key = pki.load_key(self.cluster_pki / "ca.key")
         ca_cert = pki.load_cert(self.cluster_pki / "ca.crt")
         cn = f"system:node:{self.name}"
-        if not self.p("pki/kubelet-client.crt").exists():
+        kpki_dir = self.p("var/lib/kubelet/pki")
+        if not (kpki_dir / "kubelet-client.crt").exists():
             key, cert = pki.sign(ca_key, ca_cert, cn, orgs=("system:nodes",), usages=(CLIENT_AUTH,))
-            pki.write_pair(self.p("pki"), "kubelet-client", key, cert)
-        if not self.p("pki/kubelet.crt").exists():
+            pki.write_pair(kpki_dir, "kubelet-client", key, cert)
+        if not (kpki_dir / "kubelet.crt").exists():
             key, cert = pki.sign(ca_key, ca_cert, cn, orgs=("system:nodes",), usages=(SERVER_AUTH,),
                                  dns=(self.name,), ips=(self.ip,))
-            pki.write_pair(self.p("pki"), "kubelet", key, cert)
-        port = self.nodes.cluster.load_state()["ports"]["apiserver"]
-        conf = kpki.kubeconfig_dict(f"https://{self.nodes.gateway}:{port}", pki.cert_pem(ca_cert), cn,
-                                    self.p("pki/kubelet-client.crt").read_bytes(),
-                                    self.p("pki/kubelet-client.key").read_bytes())
-        # Through the relay: the API server's certificate names 'kubernetes', not the bridge address.
-        conf["clusters"][0]["cluster"]["tls-server-name"] = "kubernetes"
-        home.write_atomic(self.p("etc/kubernetes/kubelet.conf"), yaml.safe_dump(conf, sort_keys=False), private=True)
+            pki.write_pair(kpki_dir, "kubelet", key, cert)
+        if not self.is_control_plane:  # the controlplane sees the cluster's own pki
+            (self.etc_kubernetes / "pki").mkdir(parents=True, exist_ok=True)
+            home.write_atomic(self.etc_kubernetes / "pki/ca.crt", pki.cert_pem(ca_cert))
+        port = self.nodes.api_port
+        # The controlplane reaches its API server on its own loopback, a worker over the bridge;
+        # the API server's certificate names 127.0.0.1 and 'kubernetes', not the node address.
+        server = (f"https://127.0.0.1:{port}" if self.is_control_plane
+                  else f"https://{self.nodes.control_plane.ip}:{port}")
+        conf = kpki.kubeconfig_dict(server, pki.cert_pem(ca_cert), cn,
+                                    (kpki_dir / "kubelet-client.crt").read_bytes(),
+                                    (kpki_dir / "kubelet-client.key").read_bytes())
+        if not self.is_control_plane:
+            conf["clusters"][0]["cluster"]["tls-server-name"] = "kubernetes"
+        home.write_atomic(self.etc_kubernetes / "kubelet.conf", yaml.safe_dump(conf, sort_keys=False), private=True)
 
     def _write_configs(self, bins: dict[str, Path]) -> None:
         cni_bins = [d for d in CNI_BIN_DIRS if Path(d, "bridge").exists()]
@@ -419,14 +524,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
             "address": self.ip, "port": 10250, "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.cluster_pki / "ca.crt")}},
+                               "x509": {"clientCAFile": "/etc/kubernetes/pki/ca.crt"}},
             "authorization": {"mode": "Webhook"},
-            "tlsCertFile": str(self.p("pki/kubelet.crt")), "tlsPrivateKeyFile": str(self.p("pki/kubelet.key")),
+            "tlsCertFile": "/var/lib/kubelet/pki/kubelet.crt",
+            "tlsPrivateKeyFile": "/var/lib/kubelet/pki/kubelet.key",
             # This machine: cgroup v1 (deprecated upstream, refused unless allowed) without systemd.
             "failCgroupV1": False, "cgroupDriver": "cgroupfs", "cgroupRoot": self.cgroup_root,
             "containerRuntimeEndpoint": f"unix://{self.sock}",
-            "staticPodPath": str(self.p("etc/kubernetes/manifests")),
-            "podLogsDir": str(self.p("var/log/pods")),
+            "staticPodPath": "/etc/kubernetes/manifests",
+            "podLogsDir": "/var/log/pods",
             "clusterDomain": "cluster.local", "clusterDNS": ["10.96.0.10"],
             "failSwapOn": False, "maxPods": 30,
             # A shared laptop disk must not make the node evict lab pods or delete our images.
@@ -434,17 +540,40 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
                              "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
             **SKIP_IMAGE_GC,
         }
-        home.write_atomic(self.p("etc/kubernetes/kubelet-config.yaml"), yaml.safe_dump(kubelet, sort_keys=False))
+        if self.is_control_plane:
+            # A mirror pod refused while the API server was still starting (no PriorityClass
+            # yet) is retried at the next sync: 10 s instead of a minute.
+            kubelet["syncFrequency"] = "10s"
+            kubelet["registerWithTaints"] = [{"key": "node-role.kubernetes.io/control-plane",
+                                              "effect": "NoSchedule"}]
+        home.write_atomic(self.p("var/lib/kubelet/config.yaml"), yaml.safe_dump(kubelet, sort_keys=False))
 
     def _kubelet_flags(self) -> list[str]:
-        return [f"--config={self.p('etc/kubernetes/kubelet-config.yaml')}",
-                f"--kubeconfig={self.p('etc/kubernetes/kubelet.conf')}",
-                f"--root-dir={self.p('var/lib/kubelet')}",
-                f"--cert-dir={self.p('pki')}",
+        # Paths as on a kubeadm node; they exist in the node's mount namespace (binds()).
+        return ["--config=/var/lib/kubelet/config.yaml",
+                "--kubeconfig=/etc/kubernetes/kubelet.conf",
+                "--root-dir=/var/lib/kubelet",
+                "--cert-dir=/var/lib/kubelet/pki",
                 f"--hostname-override={self.name}",
                 f"--node-ip={self.ip}",
                 "--node-labels=ckalab.io/node=real",
                 "--v=1"]
+
+    def _tools(self, bins: dict[str, Path]) -> None:
+        """What `ckalab ssh <node>` puts on PATH (bin/), and crictl's configuration."""
+        tools = {"crictl": bins["crictl"], "kubeadm": bins["kubeadm"], "ctr": bins["ctr"]}
+        kubectl = shutil.which("kubectl") or str(Path(sys.executable).parent / "kubectl")
+        if Path(kubectl).exists():
+            tools["kubectl"] = Path(kubectl)
+        if self.is_control_plane:
+            tools["etcdctl"] = bins["etcdctl"]
+        for name, target in tools.items():
+            link = self.p(f"bin/{name}")
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+        crictl = (f"runtime-endpoint: unix://{self.sock}\nimage-endpoint: unix://{self.sock}\n"
+                  "timeout: 10\n")
+        _run(["nsenter", f"--mount={self.mntns}", "--", "tee", "/etc/crictl.yaml"], input=crictl)
 
     def _start(self, comp: str, argv: list[str]) -> int:
         """comp under the clock filter, inside the node's mount and network namespaces."""
@@ -458,17 +587,26 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
         return _run([str(bins["ctr"]), "--address", str(self.sock), "--namespace", "k8s.io", *args],
                     check=False, timeout=timeout)
 
-    def _import_images(self, bins) -> None:
+    def _import_images(self, bins, progress) -> None:
         archives = {
-            "busybox.tar": lambda p: images.build_busybox(p, bins["clockprobe"]),
-            "pause.tar": lambda p: images.build_pause(p, bins["pause"]),
+            self.p("images/busybox.tar"): lambda p: images.build_busybox(p, bins["clockprobe"]),
+            self.p("images/pause.tar"): lambda p: images.build_pause(p, bins["pause"]),
         }
-        for fname, make in archives.items():
-            path = self.p(f"images/{fname}")
-            make(path)
-            proc = self._ctr(bins, "images", "import", "--snapshotter", "overlayfs", str(path), timeout=120)
+        if self.is_control_plane:
+            for path, make in images.control_plane_archives(bins).items():
+                archives[path] = make
+        have = set(self._ctr(bins, "images", "ls", "-q").stdout.split())
+        for path, make in archives.items():
+            name = make(path)
+            if name in have and (path.with_suffix(".imported").exists()
+                                 and path.with_suffix(".imported").read_text() == images.archive_id(path)):
+                continue  # already in this node's content store (containerd's root is kept)
+            t = time.monotonic()
+            proc = self._ctr(bins, "images", "import", "--snapshotter", "overlayfs", str(path), timeout=300)
             if proc.returncode != 0:
                 raise CkalabError(f"Real node {self.name}: importing {path} failed: {proc.stderr.strip()[-500:]}")
+            path.with_suffix(".imported").write_text(images.archive_id(path))
+            progress(f"  imported {name} into {self.name} in {time.monotonic() - t:.1f}s")
 
     def _kube(self):
         from ...kube import Kube
@@ -588,8 +726,9 @@ def _rmdir_tree(path: Path) -> None:
 
 
 def ensure_binaries(progress=print) -> dict[str, Path]:
-    """kubelet, kubeadm, containerd, runc, crictl, pause, clockprobe: built once per machine."""
-    return build.ensure_binaries(progress, build.NODE_GROUPS)
+    """The control plane's binaries (for its images) and the nodes' (kubelet, kubeadm,
+    containerd, runc, crictl, etcdctl, pause, clockprobe): built once per machine."""
+    return {**build.ensure_binaries(progress), **build.ensure_binaries(progress, build.NODE_GROUPS)}
 
 
 def for_cluster(cluster) -> RealNodes:

@@ -19,6 +19,7 @@ import json
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 from ...errors import CkalabError
 
@@ -146,3 +147,55 @@ def build_pause(path: Path, pause: Path) -> str:
     layer.file("pause", pause.read_bytes(), 0o755)
     oci_archive(path, PAUSE_IMAGE, layer.close(), {"Entrypoint": ["/pause"], "User": "65535:65535"})
     return PAUSE_IMAGE
+
+
+# --- the control plane's images, from the binaries ckalab builds -----------------------------------
+# Names and tags as kubeadm 1.36 pulls them, so the static pod manifests read as on any cluster.
+ETCD_TAG = "3.6.16-0"
+
+
+def control_plane_images(bins: dict[str, Path]) -> dict[str, list[Path]]:
+    from ..local import build
+
+    images = {f"registry.k8s.io/{c}:{build.K8S_VERSION}": [bins[c]]
+              for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+    images[f"registry.k8s.io/etcd:{ETCD_TAG}"] = [bins["etcd"], bins["etcdctl"]]
+    return images
+
+
+def build_binaries_image(path: Path, name: str, binaries: list[Path]) -> str:
+    """One layer: the base files and each binary in /usr/local/bin (on PATH)."""
+    layer = _Layer()
+    _base(layer)
+    for d in ("usr", "usr/local", "usr/local/bin", "var", "var/lib", "var/log"):
+        layer.dir(d)
+    for b in binaries:
+        layer.file(f"usr/local/bin/{b.name}", b.read_bytes(), 0o755)
+    oci_archive(path, name, layer.close(), {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]})
+    return name
+
+
+def control_plane_archives(bins: dict[str, Path]) -> dict[Path, Callable[[Path], str]]:
+    """archive path -> builder, cached per machine (the binaries are large: build once)."""
+    from ... import home
+
+    out: dict[Path, Callable[[Path], str]] = {}
+    for name, binaries in control_plane_images(bins).items():
+        path = home.bin_cache() / "images" / (name.rsplit("/", 1)[1].replace(":", "_") + ".tar")
+
+        def make(p: Path, name=name, binaries=binaries) -> str:
+            if not p.exists() or any(b.stat().st_mtime > p.stat().st_mtime for b in binaries):
+                build_binaries_image(p, name, binaries)
+            return name
+        out[path] = make
+    return out
+
+
+def archive_id(path: Path) -> str:
+    """The digest of the image an archive holds (its index.json), to skip an import already done."""
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if member.name == "index.json":
+                return _digest(tar.extractfile(member).read())
+    return ""
