@@ -17,7 +17,6 @@ echo names the students chose.
 from __future__ import annotations
 
 import csv
-import html
 import json
 import threading
 import time
@@ -25,13 +24,11 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from . import classroom, grading, labs, results
+from . import classroom, labs, render, results
 from .errors import CkalabError
+from .grading import FAILED, UNAVAILABLE
 
-STATES = ("passed", "failed", "not-started", "unavailable")
-STATE_TEXT = {"passed": "all checks passed", "failed": "some checks failed", "not-started": "not started",
-              "unavailable": "not available"}
-COLOURS = {"passed": "#2e7d32", "failed": "#f9a825", "not-started": "#9e9e9e", "unavailable": "#5c6bc0"}
+STATES = render.CELL_STATES   # a cell's words and colours are render's (CELL_TEXT, CELL_COLOURS)
 
 
 def cell_of(entry: dict | None, not_set_up: str | None = None) -> dict:
@@ -42,8 +39,8 @@ def cell_of(entry: dict | None, not_set_up: str | None = None) -> dict:
     checks = entry["checks"]
     broken = [c for c in checks if c["id"] == "grader"]   # classroom.grade's stand-in for a grader crash
     failing = [{"title": c["title"], "message": c["message"]} for c in checks
-               if c.get("state") == grading.FAILED and c["id"] != "grader"]
-    gone = [c["title"] for c in checks if c.get("state") == grading.UNAVAILABLE]
+               if c.get("state") == FAILED and c["id"] != "grader"]
+    gone = [c["title"] for c in checks if c.get("state") == UNAVAILABLE]
     if broken:
         state, note = "unavailable", f"the grader could not run: {broken[0]['message']}"
     elif entry["max_score"] == 0:
@@ -93,24 +90,7 @@ def export(g: dict, path: str | Path) -> Path:
                     r["id"], *[x for i in lab_ids for x in (r["cells"][i]["score"], r["cells"][i]["state"])],
                     r["score"], r["max"], failing)])
         return p
-    esc = lambda t: html.escape(grading.printable(str(t)))  # noqa: E731 - local shorthand
-    head = "".join(f"<th>{esc(lab['id'])}</th>" for lab in g["labs"])
-    body = []
-    for r in g["students"]:
-        tds = []
-        for lab in lab_ids:
-            c = r["cells"][lab]
-            score = "–" if c["score"] is None else f"{c['score']}/{c['max']}"
-            details = "".join(f"<li>{esc(x['title'])}: {esc(x['message'])}</li>" for x in c["failing"])
-            note = f"<div>{esc(c['note'])}</div>" if c["note"] else ""
-            tds.append(f'<td class="{c["state"]}"><b>{score}</b> {esc(STATE_TEXT[c["state"]])}{note}'
-                       f'{"<ul>" + details + "</ul>" if details else ""}</td>')
-        body.append(f"<tr><th>{esc(r['id'])}</th>{''.join(tds)}<td>{r['score']}/{r['max']}</td></tr>")
-    style = "".join(f".{s}{{background:{c}22;border-left:4px solid {c}}}" for s, c in COLOURS.items())
-    p.write_text(f"<!doctype html><meta charset='utf-8'><title>Class {esc(g['class'])}</title>"
-                 f"<style>body{{font-family:sans-serif}}td,th{{padding:4px 8px;vertical-align:top}}{style}</style>"
-                 f"<h1>Class {esc(g['class'])}</h1><p>Graded at {esc(g['graded_at'])}</p>"
-                 f"<table><tr><th>student</th>{head}<th>total</th></tr>{''.join(body)}</table>\n", encoding="utf-8")
+    p.write_text(render.class_grid_html(g), encoding="utf-8")
     return p
 
 
@@ -208,8 +188,8 @@ poll();
 
 
 def page(poll_seconds: float) -> bytes:
-    colours = "\n".join(f"td.cell.{s}, #legend .{s} {{ background: {c}; }}" for s, c in COLOURS.items())
-    legend = "".join(f'<span class="{s}">{STATE_TEXT[s]}</span>' for s in STATES)
+    colours = "\n".join(f"td.cell.{s}, #legend .{s} {{ background: {c}; }}" for s, c in render.CELL_COLOURS.items())
+    legend = "".join(f'<span class="{s}">{render.CELL_TEXT[s]}</span>' for s in STATES)
     return (PAGE % {"colours": colours, "legend": legend, "poll_ms": int(poll_seconds * 1000)}).encode()
 
 
@@ -271,7 +251,7 @@ class Watch:
         g = grid(book, self.state, seconds=time.monotonic() - t0)
         for r in g["students"]:
             for c in r["cells"].values():
-                c["state_text"] = STATE_TEXT[c["state"]]
+                c["state_text"] = render.CELL_TEXT[c["state"]]
         self.rounds += 1
         g["round"] = self.rounds
         self.grid = g

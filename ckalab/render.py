@@ -25,6 +25,11 @@ COLOURS = {PASSED: "#1a7f37", FAILED: "#cf222e", UNAVAILABLE: "#57606a"}
 PARTIAL = "#b35900"   # a lab not passed yet: orange, the red is for the checks that failed
 MUTED = COLOURS[UNAVAILABLE]
 MESSAGE_COLOURS = {"info": "#0969da", "error": COLOURS[FAILED], "ok": COLOURS[PASSED], "warn": PARTIAL}
+# A cell of the class view (dashboard.cell_of): one student's lab, as a whole.
+CELL_STATES = ("passed", "failed", "not-started", "unavailable")
+CELL_TEXT = {"passed": "all checks passed", "failed": "some checks failed", "not-started": "not started",
+             "unavailable": "not available"}
+CELL_COLOURS = {"passed": COLOURS[PASSED], "failed": "#f9a825", "not-started": "#9e9e9e", "unavailable": "#5c6bc0"}
 
 
 def clock(seconds: float) -> str:
@@ -319,6 +324,28 @@ def gradebook_junit(book) -> str:
             else:
                 ET.SubElement(case, "system-out").text = why
     return _xml(root)
+
+
+def class_grid_html(g: dict) -> str:
+    """The class view's grid (dashboard.grid) as a static page: a coloured cell per student and
+    lab with its score, state and failing checks, and each student's total."""
+    head = "".join(f"<th>{_esc(lab['id'])}</th>" for lab in g["labs"])
+    body = []
+    for r in g["students"]:
+        tds = []
+        for lab in g["labs"]:
+            c = r["cells"][lab["id"]]
+            score = MARKS[UNAVAILABLE] if c["score"] is None else f"{c['score']}/{c['max']}"
+            details = "".join(f"<li>{_esc(x['title'])}: {_esc(x['message'])}</li>" for x in c["failing"])
+            note = f"<div>{_esc(c['note'])}</div>" if c["note"] else ""
+            tds.append(f'<td class="{c["state"]}"><b>{score}</b> {_esc(CELL_TEXT[c["state"]])}{note}'
+                       f'{"<ul>" + details + "</ul>" if details else ""}</td>')
+        body.append(f"<tr><th>{_esc(r['id'])}</th>{''.join(tds)}<td>{r['score']}/{r['max']}</td></tr>")
+    style = "".join(f".{s}{{background:{c}22;border-left:4px solid {c}}}" for s, c in CELL_COLOURS.items())
+    return (f"<!doctype html><meta charset='utf-8'><title>Class {_esc(g['class'])}</title>"
+            f"<style>body{{font-family:sans-serif}}td,th{{padding:4px 8px;vertical-align:top}}{style}</style>"
+            f"<h1>Class {_esc(g['class'])}</h1><p>Graded at {_esc(g['graded_at'])}</p>"
+            f"<table><tr><th>student</th>{head}<th>total</th></tr>{''.join(body)}</table>\n")
 
 
 # --- classroom evidence (the API server's audit log) ------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ckalab import classroom, cli, dashboard, grading, labs
+from ckalab import classroom, cli, dashboard, grading, labs, render
 from ckalab.kube import Kube
 
 CLASS = "dash"
@@ -116,7 +116,7 @@ def test_class_view_in_chromium(room, cluster, tmp_path):
                 seen = page.evaluate("() => [...document.querySelectorAll('td.cell')].map("
                                      "e => [e.dataset.state, getComputedStyle(e).backgroundColor])")
                 rgb = {st: "rgb({}, {}, {})".format(*(int(c[i:i + 2], 16) for i in (1, 3, 5)))
-                       for st, c in dashboard.COLOURS.items()}
+                       for st, c in render.CELL_COLOURS.items()}
                 assert sorted(seen) == sorted([st, rgb[st]] for st in dashboard.STATES)
                 expect(cell("ana")).to_have_text("10/10")
                 # Click: the failing checks with the grader's own messages.

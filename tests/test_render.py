@@ -129,3 +129,14 @@ def test_a_bad_record_is_a_message(record, says):
     with pytest.raises(CkalabError) as e:
         GradeResult.from_dict(record)
     assert str(e.value) == says
+
+
+def test_class_grid_page_escapes_student_text_and_colours_by_state():
+    g = {"class": "w<1>", "graded_at": "2026-11-29T23:00:00+00:00", "labs": [{"id": "rbac-role", "title": "RBAC"}],
+         "students": [{"id": "<b>ana</b>", "score": 2, "max": 5, "cells": {"rbac-role": {
+             "state": "failed", "score": 2, "max": 5, "note": "", "unavailable": [],
+             "failing": [{"title": "Role grants list", "message": HOSTILE}]}}}]}
+    page = render.class_grid_html(g)
+    assert "<script>" not in page and "<b>ana" not in page and "&lt;b&gt;ana&lt;/b&gt;" in page
+    assert '<td class="failed"><b>2/5</b> some checks failed' in page
+    assert all(f".{s}{{background:{c}22" in page for s, c in render.CELL_COLOURS.items())
