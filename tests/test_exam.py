@@ -174,3 +174,28 @@ def test_practice_files_are_set_aside_not_deleted(fresh):
     assert not (wd / "my-notes.yaml").exists()
     moved = wd.with_name(f"rbac-role.before-exam-{state['id']}") / "my-notes.yaml"
     assert moved.read_text() == "kind: Role\n"
+
+
+def test_a_finished_exam_written_by_an_older_ckalab_still_shows_its_report(fresh, capsys):
+    """exam.json as ckalab wrote it before check states: the report's checks have only `passed`.
+    `exam status` and the panel's HTML read it back as GradeResult records."""
+    cluster = fresh
+    old_check = {"id": "test_role_exists", "title": "Role exists", "passed": False, "points": 0, "max_points": 2,
+                 "message": "Role 'developer' not found in namespace 'default'", "hint": "kubectl get roles"}
+    task = {"n": 1, "lab": "rbac-role", "title": "RBAC", "seed": None, "params": {}, "weight": 6, "minutes": 6,
+            "digest": "d"}
+    report = {"exam": {"id": "20250101-000000", "seed": None, "cluster": cluster.name, "started_at": "s",
+                       "ended_at": "e", "ended_by": "finished", "duration_min": 20, "time_used_s": 65.0,
+                       "ckalab_version": "0.0.9"},
+              "tasks": [{**{k: task[k] for k in ("n", "lab", "title", "weight", "minutes", "seed", "params")},
+                         "score": 0, "max_score": 2, "passed": False, "duration_s": 0.3, "checks": [old_check],
+                         "error": None, "percent": 0.0}],
+              "total": {"percent": 0.0, "pass_mark": 66.0, "passed": False, "weight": 6, "score": 0, "max_score": 2}}
+    exam.exam_dir().mkdir(parents=True)
+    (exam.exam_dir() / "exam.json").write_text(json.dumps(
+        {"id": "20250101-000000", "version": "0.0.9", "cluster": cluster.name, "seed": None, "started_at": 1.0,
+         "duration_min": 20, "deadline": 1201.0, "tasks": [task], "report": report}))
+    assert cli.main(["exam", "status", "--name", cluster.name]) == 1
+    out = capsys.readouterr().out
+    assert "✘ [0/2] Role exists\n        Role 'developer' not found in namespace 'default'" in out
+    assert 'data-state="failed"' in render.exam_report_html(exam.load_state()["report"])

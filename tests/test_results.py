@@ -73,6 +73,21 @@ def _resign(b, key_file):
     return results.sign(b, results.read_key(key_file))
 
 
+def test_a_bundle_without_hints_still_verifies_and_grades_the_same(bundles, key_file, tmp_path):
+    """A bundle's lab is the GradeResult's record, hints included; a v2 bundle written before
+    that (no `hint`) is the same format and gives the same gradebook."""
+    new = json.loads((bundles / "stu-2.json").read_text())
+    assert any(c["hint"] for c in new["labs"][0]["checks"])   # stu-2 did nothing: failed checks with hints
+    old = copy.deepcopy(new)
+    old["labs"][0]["checks"] = [{k: v for k, v in c.items() if k != "hint"} for c in old["labs"][0]["checks"]]
+    for name, bundle in (("new", new), ("old", _resign(old, key_file))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stu-2.json").write_text(json.dumps(bundle))
+        assert results.gradebook(tmp_path / name, key_file).rejected == []
+    assert (tmp_path / "old" / "gradebook.xml").read_text() == (tmp_path / "new" / "gradebook.xml").read_text()
+    assert (tmp_path / "old" / "gradebook.csv").read_text() == (tmp_path / "new" / "gradebook.csv").read_text()
+
+
 def test_gradebook_rejects_with_reasons_and_never_crashes(bundles, key_file, tmp_path, capsys):
     good = json.loads((bundles / "stu-1.json").read_text())
     key = results.read_key(key_file)
