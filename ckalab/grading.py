@@ -9,10 +9,12 @@ classroom's threads) are its two doors. It does not start pytest: it imports the
 
 Graders receive fixtures: `lab` (the Lab, with .params and .workdir), `kube` (a Kube bound to
 the lab cluster's admin kubeconfig), `cluster` (PKI and component inspection) and `workdir`,
-plus their own @pytest.fixture functions: function scope is made per check, module, package
-and session scope once per grading run; a generator fixture's teardown runs after its scope.
-pytest.skip (in a check or a fixture) makes the check "unavailable". Marks, parametrize,
-class scope and autouse or parametrized fixtures are refused with a message naming them.
+plus their own fixtures (grading.fixture, or @pytest.fixture): function scope is made per check,
+module, package and session scope once per grading run; a generator fixture's teardown runs
+after its scope. grading.skip (or pytest.skip) in a check or a fixture makes the check
+"unavailable". Marks, parametrize, class scope and autouse or parametrized fixtures are refused
+with a message naming them. Graders written with grading.fixture/skip are graded without
+importing pytest and are still pytest files (see fixture()).
 """
 
 from __future__ import annotations
@@ -60,6 +62,51 @@ def check(points: int, title: str, hint: str = "", after: str | tuple[str, ...] 
         fn._ckalab_check = CheckMeta(points, title, hint, (after,) if isinstance(after, str) else tuple(after))
         return fn
     return wrap
+
+
+# --- a grader's own fixtures and skips, without importing pytest ------------------------------
+#
+# Starting pytest costs a cold `ckalab check` about 80 ms, and the engine needs none of it. A
+# grader declares its fixtures with grading.fixture and skips with grading.skip: the engine reads
+# them as they are; in a process that has imported pytest already (pytest running a grader, as
+# tests/test_engine_equivalence.py does) they are pytest's own fixture and skip, so pytest runs
+# the same file with the same meaning.
+
+@dataclass(frozen=True)
+class FixtureSpec:
+    """What @fixture declares, in the shape of pytest's fixture marker (the engine reads both)."""
+    name: str
+    scope: str = "function"
+    params: object = None
+    autouse: bool = False
+
+
+def fixture(fn: Callable | None = None, *, scope: str = "function", name: str | None = None):
+    """@fixture or @fixture(scope="module"), as pytest.fixture (function, module, package or
+    session scope; a generator's code after `yield` is its teardown)."""
+    def wrap(f):
+        f._ckalab_fixture = FixtureSpec(name or f.__name__, scope)
+        pytest = sys.modules.get("pytest")
+        return pytest.fixture(f, scope=scope, name=name) if pytest is not None else f
+    return wrap(fn) if fn is not None else wrap
+
+
+class Unavailable(BaseException):
+    """grading.skip's outcome: the backend cannot run this check. Like pytest's outcomes a
+    BaseException, so a grader's `except Exception` does not swallow it."""
+
+    def __init__(self, msg: str = ""):
+        super().__init__(msg)
+        self.msg = msg
+
+
+def skip(reason: str) -> None:
+    """This check (or every check using this fixture) cannot run on this backend: it is listed as
+    unavailable with `reason` and counts 0 of 0 points. pytest.skip where pytest is running."""
+    pytest = sys.modules.get("pytest")
+    if pytest is not None:
+        pytest.skip(reason)
+    raise Unavailable(reason)
 
 
 # --- text that leaves ckalab: terminal, XML, CSV ----------------------------------------------
@@ -392,7 +439,10 @@ class Plan:
 
 
 def _fixture(obj) -> tuple[Callable, object] | None:
-    """(plain function, marker) behind a @pytest.fixture, for pytest >= 8.4 and older 8.x."""
+    """(plain function, marker) behind a @fixture (grading's) or a @pytest.fixture, for pytest
+    >= 8.4 and older 8.x."""
+    if inspect.isfunction(obj) and isinstance(getattr(obj, "_ckalab_fixture", None), FixtureSpec):
+        return obj, obj._ckalab_fixture
     marker = getattr(obj, "_fixture_function_marker", None)
     if marker is not None and callable(getattr(obj, "_get_wrapped_function", None)):
         return obj._get_wrapped_function(), marker
@@ -546,7 +596,9 @@ def _value(name: str, plan: Plan, ctx: Context, local: dict, teardowns: list):
 
 
 def _is_outcome(exc: BaseException) -> bool:
-    """pytest.skip/fail: BaseExceptions, but a check's outcome rather than a stop request."""
+    """grading.skip, pytest.skip/fail: BaseExceptions, but a check's outcome rather than a stop request."""
+    if isinstance(exc, Unavailable):
+        return True
     mod = sys.modules.get("_pytest.outcomes")
     return mod is not None and isinstance(exc, mod.OutcomeException)
 
@@ -580,7 +632,8 @@ def _one(check: Check, plan: Plan, ctx: Context, done: list[CheckResult]) -> Che
         ok, msg = True, ""
     except BaseException as exc:  # noqa: BLE001 - a message, never a traceback
         skipped = skipped or _outcome("Skipped")  # the check may have imported pytest just now
-        if skipped is not None and isinstance(exc, skipped):  # the backend cannot run it: listed, not scored
+        if isinstance(exc, Unavailable) or (skipped is not None and isinstance(exc, skipped)):
+            # the backend cannot run it: listed, not scored
             return CheckResult.unavailable(check.id, meta.title, _skip_reason(exc))
         if not (isinstance(exc, Exception) or _is_outcome(exc)):
             raise  # KeyboardInterrupt, SystemExit: the user's, not the check's

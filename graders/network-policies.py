@@ -29,9 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from ckalab.grading import check, expect, fail
+from ckalab.grading import check, expect, fail, fixture, skip
 from ckalab.netpol import (EGRESS, INGRESS, AddressSet, Network, Pod, Policy, PortSet, address_grants, coverage,
                            describe_peer, describe_selector, pod_grants, union_ports)
 
@@ -54,7 +52,7 @@ class World:
             return None
 
 
-@pytest.fixture(scope="session")
+@fixture(scope="session")
 def world(kube, lab) -> World:
     p = lab.params
     # Plain dicts through the dynamic client: the typed API classes cost a cold check ~0.5 s.
@@ -357,13 +355,13 @@ def test_egress(world, lab):
 
 # --- real traffic, only where the CNI enforces policies ---------------------------------------------
 
-@pytest.fixture
+@fixture
 def enforcing(cluster):
     """Skip (at setup, which the grading engine does not record) unless pods carry real traffic:
     on the local backend kwok only pretends to run them, so this check is simply not part of
     the grade there instead of failing or giving free points."""
     if not cluster.offers("netpol-enforcement"):
-        pytest.skip("no pod traffic on this backend")
+        skip("no pod traffic on this backend")
     return cluster
 
 

@@ -23,9 +23,7 @@ themselves before they run, so their points are not part of the maximum: nothing
 runtime confirmation that did not happen.
 """
 
-import pytest
-
-from ckalab.grading import check, expect, fail
+from ckalab.grading import check, expect, fail, fixture, skip
 
 CAPS = ("SYS_TIME", "NET_ADMIN")
 # What containerd (and Docker) give every container anyway: adding one of these is no extra privilege.
@@ -240,7 +238,7 @@ def test_no_extra_privileges(kube, lab):
 
 # --- runtime confirmation (backends with exec only) ----------------------------------------------
 
-@pytest.fixture
+@fixture
 def exec_in(cluster, kube):
     """Run a command in a container; skips the check (not scored) where exec is impossible.
 
@@ -248,7 +246,7 @@ def exec_in(cluster, kube):
     skip could happen, as if the local backend could ever run them. They compare with the
     spec-level checks themselves instead (see _spec_first)."""
     if not cluster.offers("exec"):
-        pytest.skip(f"the {cluster.backend} backend has no container runtime to exec into")
+        skip(f"the {cluster.backend} backend has no container runtime to exec into")
     from kubernetes.stream import stream
 
     def run(pod, container, command):

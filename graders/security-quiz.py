@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-import pytest
 import yaml
 
 from ckalab import labs, learner_files, pki
-from ckalab.grading import check, expect, fail
+from ckalab.grading import check, expect, fail, fixture
 
 LAB_ID = "security-quiz"
 QUESTIONS_FILE = labs.load(LAB_ID).data_file("questions")  # named in lab.yaml under data
@@ -523,18 +522,18 @@ def _fact(name: str, cluster, facts: dict) -> Fact:
 
 # --- fixtures and checks ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@fixture(scope="module")
 def answers(lab) -> Answers:
     return read_answers(Path(lab.workdir) / lab.params["answers_file"])
 
 
-@pytest.fixture(scope="module")
+@fixture(scope="module")
 def quiz(lab) -> list[dict]:
     """The questions as this variant shows them (choice order per the `shuffle` param)."""
     return questions_for(int(lab.params.get("shuffle") or 0))
 
 
-@pytest.fixture(scope="module")
+@fixture(scope="module")
 def facts() -> dict:
     """Cluster facts, read once per grading run and only when a live question asks."""
     return {}
