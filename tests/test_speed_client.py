@@ -366,3 +366,18 @@ def test_cold_check_imports_only_what_it_needs(lab_harness, cluster, lab_id):
         print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))
     """))
     assert out == [0, []]
+
+
+# --- `ckalab up --nodes`: asked of the backend, not by its name -----------------------------------
+
+def test_nodes_choice_is_the_backends(tmp_path, monkeypatch):
+    from ckalab.cluster import backend_class
+    from ckalab.errors import CkalabError
+
+    kind = backend_class("kind")("nodes-test")
+    with pytest.raises(CkalabError, match=r"cluster 'nodes-test' uses kind, which has no --nodes real\.$"):
+        kind.check_nodes("real")
+    monkeypatch.setattr(backend_class("local"), "node_modes", ("kwok", "real"))
+    with pytest.raises(CkalabError, match=r"^--nodes real is for the local backend; cluster 'nodes-test' uses kind"):
+        kind.check_nodes("real")
+    backend_class("local")("nodes-test").check_nodes("real")  # offered: no error

@@ -105,6 +105,22 @@ class Cluster(abc.ABC):
     def offers(self, feature: str) -> bool:
         return feature in self.features
 
+    # The kinds of nodes `ckalab up --nodes MODE` may ask this backend for (the local backend:
+    # "kwok", or "real" kubelet nodes); empty for a backend with one kind of node only (kind's
+    # nodes are real containers already). cmd_up asks check_nodes() instead of naming backends.
+    node_modes: tuple[str, ...] = ()
+
+    def check_nodes(self, mode: str) -> None:
+        """Refuse, saying which backend has it, a `--nodes MODE` this cluster has no choice of."""
+        if mode in self.node_modes:
+            return
+        from ..errors import CkalabError
+        from . import BACKENDS, backend_class
+
+        where = " or ".join(n for n in BACKENDS if mode in backend_class(n).node_modes)
+        raise CkalabError((f"--nodes {mode} is for the {where} backend; " if where else "")
+                          + f"cluster '{self.name}' uses {self.backend}, which has no --nodes {mode}.")
+
     def __init__(self, name: str = home.DEFAULT_CLUSTER):
         self.name = name
         self.dir = home.cluster_dir(name)
