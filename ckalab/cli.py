@@ -50,6 +50,21 @@ def cmd_kubeconfig(args):
     print(_cluster(args).kubeconfig)
 
 
+def cmd_ssh(args):
+    argv, env = _cluster(args).shell(args.node, args.command or None)
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)  # the shell replaces ckalab: signals, tty and exit code are its own
+
+
+def cmd_restore_manifests(args):
+    cluster = _cluster(args)
+    if not cluster.offers("static-pods"):
+        raise CkalabError(f"Cluster '{cluster.name}' does not run its control plane as static pods "
+                          "(that needs real nodes: 'ckalab up --nodes real', as root).")
+    done = cluster.restore_manifests()
+    print("\n".join(done) if done else "The static pod manifests are ckalab's already; nothing to restore.")
+
+
 def cmd_node_file(args):
     # One way for setup/solve scripts (and learners) to read a control-plane file on any backend
     # that offers "node-files": the backend knows where its node's files live.
@@ -374,13 +389,21 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
 
     up.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
     up.add_argument("--nodes", choices=["kwok", "real"], default=None,
-                    help="local backend: kwok nodes (default) or, EXPERIMENTAL, a real kubelet + containerd "
-                         "node01 (root; see docs/real-nodes.md); the choice is kept for later `up`s")
+                    help="local backend: kwok nodes and the control plane as processes (default) or, "
+                         "EXPERIMENTAL, real nodes: a controlplane node running the control plane as static "
+                         "pods and node01, each with kubelet + containerd (root; see docs/real-nodes.md); "
+                         "the choice is kept for later `up`s")
     add("down", cmd_down, "stop the cluster (succeeds when already stopped)")
     add("status", cmd_status, "show the cluster and its components").add_argument("--json", action="store_true")
     add("kubeconfig", cmd_kubeconfig, "print the path of the lab's admin kubeconfig")
     add("node-file", cmd_node_file, "print a file of the cluster's control-plane node (a path as "
         "kubeadm lays it out, or relative to the PKI directory)").add_argument("path")
+    ssh = add("ssh", cmd_ssh, "open a root shell on a node (real nodes: controlplane, node01), where "
+              "/etc/kubernetes, crictl, etcdctl, kubeadm and 'systemctl restart kubelet' are as on a kubeadm node")
+    ssh.add_argument("node", help="controlplane or node01")
+    ssh.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a shell")
+    add("restore-manifests", cmd_restore_manifests, "put ckalab's static pod manifests back on the "
+        "controlplane node; edited ones are kept in <cluster>/manifests.edited/")
     add("env", cmd_env, "print 'export KUBECONFIG=...' for a shell")
     add("labs", cmd_labs, "list the labs")
     add("validate", cmd_validate, "check every lab's data and report all problems")

@@ -121,6 +121,12 @@ class Cluster(abc.ABC):
         raise CkalabError((f"--nodes {mode} is for the {where} backend; " if where else "")
                           + f"cluster '{self.name}' uses {self.backend}, which has no --nodes {mode}.")
 
+    def shell(self, node: str, command: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """argv and environment of a root shell (or `command`) on `node`: `ckalab ssh NODE`."""
+        from ..errors import CkalabError
+
+        raise CkalabError(f"Node shells are not available on the {self.backend} backend (cluster '{self.name}').")
+
     def __init__(self, name: str = home.DEFAULT_CLUSTER):
         self.name = name
         self.dir = home.cluster_dir(name)

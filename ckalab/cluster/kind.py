@@ -6,6 +6,7 @@ the node with `docker exec`, exactly where the learner looks on an exam node.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,6 +41,15 @@ class KindCluster(Cluster):
     @property
     def node(self) -> str:
         return f"{self.name}-control-plane"
+
+    # kind names its node containers <cluster>-control-plane, <cluster>-worker, <cluster>-worker2.
+    NODE_CONTAINERS = {"controlplane": "control-plane", "node01": "worker", "node02": "worker2"}
+
+    def shell(self, node: str, command: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+        if node not in self.NODE_CONTAINERS:
+            raise CkalabError(f"No node '{node}' in cluster '{self.name}' (nodes: {', '.join(self.NODE_CONTAINERS)}).")
+        return (["docker", "exec", "-it", f"{self.name}-{self.NODE_CONTAINERS[node]}", *(command or ["bash", "-l"])],
+                dict(os.environ))
 
     @property
     def pki_dir(self) -> str:

@@ -355,7 +355,10 @@ class LocalCluster(Cluster):
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": comp, "namespace": "kube-system",
                          "labels": {"component": comp, "tier": "control-plane"}},
+            # kubeadm leaves the default 30 s: the API server then takes 30-40 s to come back
+            # after an edit, as its graceful shutdown outlasts it; a lab has no requests to drain.
             "spec": {"hostNetwork": True, "priorityClassName": "system-node-critical",
+                     "terminationGracePeriodSeconds": 5,
                      "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                      "containers": [container],
                      "volumes": [{"name": n, "hostPath": {"path": path, "type": kind}}
@@ -376,14 +379,18 @@ class LocalCluster(Cluster):
         for comp in CONTROL_PLANE:
             text = STATIC_HEADER + yaml.safe_dump(self._static_pod(comp, commands[comp], ports, node_ip),
                                                   sort_keys=False)
-            home.write_atomic(self.original_manifests / f"{comp}.yaml", text)
-            cur = d / f"{comp}.yaml"
+            orig, cur = self.original_manifests / f"{comp}.yaml", d / f"{comp}.yaml"
+            before = orig.read_bytes() if orig.exists() else None
+            home.write_atomic(orig, text)
             try:
-                kept = not cur.read_text(errors="replace").startswith(PROCESS_HEADER)
+                now = cur.read_bytes()
             except FileNotFoundError:
-                kept = False
+                now = None
+            # Replaced: a missing file, a process-mode description, or ckalab's own earlier
+            # version that nobody edited (a newer ckalab may write it differently).
+            kept = now is not None and not now.startswith(PROCESS_HEADER.encode()) and now != before
             if kept:
-                if cur.read_bytes() != text.encode():
+                if now != text.encode():
                     progress(f"  keeping your edited {cur.relative_to(self.dir)} "
                              f"('{command('restore-manifests', self.name)}' brings ckalab's back)")
                 continue
@@ -436,7 +443,10 @@ class LocalCluster(Cluster):
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": comp, "namespace": "kube-system",
                              "labels": {"component": comp, "tier": "control-plane"}},
-                "spec": {"hostNetwork": True, "priorityClassName": "system-node-critical",
+                # kubeadm leaves the default 30 s: the API server then takes 30-40 s to come back
+            # after an edit, as its graceful shutdown outlasts it; a lab has no requests to drain.
+            "spec": {"hostNetwork": True, "priorityClassName": "system-node-critical",
+                     "terminationGracePeriodSeconds": 5,
                          "containers": [{"name": comp, "image": image, "command": cmd}]},
             }
             home.write_atomic(d / f"{comp}.yaml", header + yaml.safe_dump(pod, sort_keys=False))
@@ -663,16 +673,24 @@ class LocalCluster(Cluster):
 
         def step():
             dead = cp.dead_components()
-            return ("exited", dead) if dead else self._readyz()
+            if dead:
+                return ("exited", f"{', '.join(dead)} exited")
+            if self._readyz():
+                return True
+            apiserver = [c for c in cp.containers() if c.get("metadata", {}).get("name") == "kube-apiserver"]
+            # A container that exited after a restart already: a broken manifest, not a slow start.
+            if apiserver and apiserver[0].get("state") == "CONTAINER_EXITED" and \
+                    apiserver[0].get("metadata", {}).get("attempt", 0) >= 1:
+                return ("exited", "its container keeps exiting")
+            return False
 
         try:
             got = wait_for(step, timeout, "kube-apiserver /readyz")
         except WaitTimeout:
-            got = None
+            got = ("timeout", f"not ready after {timeout:.0f}s")
         if got is True:
             return
-        raise CkalabError(f"Cluster '{self.name}': the API server did not become ready "
-                          f"({'the node ' + ', '.join(got[1]) + ' exited' if got else f'{timeout:.0f}s'}).\n\n"
+        raise CkalabError(f"Cluster '{self.name}': the API server did not become ready ({got[1]}).\n\n"
                           + self.status().render())
 
     def _wait(self, predicate, timeout: float, what: str, pids: dict[str, int],
@@ -749,6 +767,21 @@ class LocalCluster(Cluster):
             progress(f"Cluster '{self.name}' is not running; nothing to stop.")
 
     # --- real nodes: experimental and opt-in (ckalab/cluster/nodes, docs/real-nodes.md) --------------
+    REAL_FEATURES = frozenset({"static-pods", "node-shell"})
+
+    def offers(self, feature: str) -> bool:
+        return super().offers(feature) or (feature in self.REAL_FEATURES and self._real_nodes().enabled())
+
+    def shell(self, node: str, command: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+        real = self._real_nodes()
+        if not real.enabled():
+            raise CkalabError(f"Cluster '{self.name}' runs kwok nodes, which have no shell: "
+                              f"'{up_command(self.name)} --nodes real' (as root) starts real ones.")
+        if node not in real.names():
+            raise CkalabError(f"No real node '{node}' in cluster '{self.name}' (real nodes: "
+                              f"{', '.join(real.names())}; node02 is a kwok node).")
+        return real.node(node).shell(command)
+
     def _real_nodes(self):
         """The real kubelets of this cluster; none unless `--nodes real` / CKALAB_NODES=real."""
         from .. import nodes

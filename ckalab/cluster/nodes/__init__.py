@@ -343,8 +343,7 @@ class Node:
         self._import_images(bins, progress)
         if not self.is_control_plane:
             self._forget_kwok_node()
-        self.since = time.time() - 1
-        self._start("kubelet", [str(bins["kubelet"]), *self._kubelet_flags()])
+        self.start_kubelet(bins)
         if self.is_control_plane:
             # The kubelet now starts the static pods; the API server answers some seconds later
             # (the local backend waits for it, then for this node).
@@ -354,6 +353,29 @@ class Node:
         self.wait_ready()
         progress(f"  real node {self.name} Ready after {time.monotonic() - start:.1f}s")
 
+    def start_kubelet(self, bins: dict[str, Path]) -> None:
+        self.since = time.time() - 1
+        self._start("kubelet", [str(bins["kubelet"]), *self._kubelet_flags()])
+
+    def shell(self, command: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """argv and environment of a root shell on this node: its mount and network namespaces
+        (the exam's paths, the node's address), its own hostname, crictl/kubeadm/kubectl (and
+        etcdctl on the controlplane) on PATH, under the clock filter like everything else here."""
+        if not self.nodes.processes().get(f"{self.name}/containerd"):
+            raise CkalabError(f"Real node {self.name} of cluster '{self.nodes.cluster.name}' is not running: "
+                              f"run '{_up_command(self.nodes.cluster.name)}'.")
+        env = {"PATH": f"{self.p('bin')}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOME": "/root", "TERM": os.environ.get("TERM", "xterm"),
+               "PS1": f"root@{self.name}:\\w# ", "CONTAINER_RUNTIME_ENDPOINT": f"unix://{self.sock}"}
+        if self.is_control_plane:
+            env["KUBECONFIG"] = "/etc/kubernetes/admin.conf"
+        shell = shutil.which("bash") or "/bin/sh"
+        inner = command or [shell, "--norc", "-i"]
+        argv = [sys.executable, str(HERE / "noclock.py"), "nsenter", f"--mount={self.mntns}",
+                f"--net=/run/netns/{self.netns}", "--", "unshare", "--uts", "--", "sh", "-c",
+                f'hostname {self.name} && cd /root 2>/dev/null; exec "$@"', "sh", *inner]
+        return argv, env
+
     def wait_ready(self, timeout: float = 120) -> None:
         since = getattr(self, "since", 0.0)  # a kubelet started by an earlier `up`: any heartbeat
         self._wait(lambda: self._ready(since), timeout, f"node {self.name} to be Ready")
@@ -362,13 +384,17 @@ class Node:
         """This node's kubelet or containerd, started by this `up`, that exited since."""
         return [f"{self.name}/{c}" for c, pid in self.started.items() if not procs.alive(pid)]
 
+    def crictl(self, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+        """crictl inside the node's mount namespace, where the paths it reports (pod logs) exist."""
+        crictl = build.group_dir("cri-tools") / "crictl"
+        if not self.sock.exists() or not crictl.exists() or not self.mntns.exists():
+            return subprocess.CompletedProcess([], 1, "", f"node {self.name} is not running")
+        return _run(["nsenter", f"--mount={self.mntns}", "--", str(crictl), "--runtime-endpoint",
+                     f"unix://{self.sock}", "--timeout", "5s", *args], check=False, timeout=timeout)
+
     def containers(self) -> list[dict]:
         """The node's containers as crictl sees them (newest first); [] when it cannot answer."""
-        crictl = build.group_dir("cri-tools") / "crictl"
-        if not self.sock.exists() or not crictl.exists():
-            return []
-        proc = _run([str(crictl), "--runtime-endpoint", f"unix://{self.sock}", "--timeout", "5s",
-                     "ps", "-a", "-o", "json"], check=False, timeout=20)
+        proc = self.crictl("ps", "-a", "-o", "json")
         try:
             found = json.loads(proc.stdout).get("containers", [])
         except ValueError:
@@ -376,9 +402,7 @@ class Node:
         return sorted(found, key=lambda c: int(c.get("createdAt", 0)), reverse=True)
 
     def container_logs(self, container_id: str, lines: int = 10) -> list[str]:
-        crictl = build.group_dir("cri-tools") / "crictl"
-        proc = _run([str(crictl), "--runtime-endpoint", f"unix://{self.sock}", "--timeout", "5s",
-                     "logs", "--tail", str(lines), container_id], check=False, timeout=20)
+        proc = self.crictl("logs", "--tail", str(lines), container_id)
         return (proc.stdout + proc.stderr).splitlines()[-lines:]
 
     def _wait(self, predicate, timeout: float, what: str) -> None:
@@ -571,6 +595,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
             link = self.p(f"bin/{name}")
             link.unlink(missing_ok=True)
             link.symlink_to(target)
+        for name in ("systemctl", "journalctl"):  # the kubelet as a unit (service.py)
+            script = self.p(f"bin/{name}")
+            script.write_text(f'#!/bin/sh\nexec {sys.executable} -m ckalab.cluster.nodes.service '
+                              f'"{self.nodes.cluster.dir}" {self.name} {name} "$@"\n')
+            script.chmod(0o755)
         crictl = (f"runtime-endpoint: unix://{self.sock}\nimage-endpoint: unix://{self.sock}\n"
                   "timeout: 10\n")
         _run(["nsenter", f"--mount={self.mntns}", "--", "tee", "/etc/crictl.yaml"], input=crictl)
@@ -578,10 +607,20 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
     def _start(self, comp: str, argv: list[str]) -> int:
         """comp under the clock filter, inside the node's mount and network namespaces."""
         self.started[comp] = self.nodes.spawn(f"{self.name}/{comp}", [
-            sys.executable, str(HERE / "noclock.py"),
-            "nsenter", f"--mount={self.mntns}", f"--net=/run/netns/{self.netns}", "--", *argv,
+            sys.executable, str(HERE / "noclock.py"), *self._enter(), *argv,
         ], self.p(f"logs/{comp}.log"))
         return self.started[comp]
+
+    def _enter(self) -> list[str]:
+        """nsenter into the node's mount and network namespaces, except when this process runs
+        in them already (`systemctl restart kubelet` in the node's shell): setns to one's own
+        mount namespace fails. Inside, /etc/kubernetes is the node's own directory."""
+        try:
+            inside = Path("/etc/kubernetes/kubelet.conf").samefile(self.etc_kubernetes / "kubelet.conf")
+        except OSError:
+            inside = False
+        return ["nsenter", "--"] if inside else ["nsenter", f"--mount={self.mntns}",
+                                                  f"--net=/run/netns/{self.netns}", "--"]
 
     def _ctr(self, bins, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return _run([str(bins["ctr"]), "--address", str(self.sock), "--namespace", "k8s.io", *args],
@@ -672,6 +711,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
         pids.discard(os.getpid())
         if pids:
             stop_pids(sorted(pids), timeout=5)
+
+
+def _up_command(name: str) -> str:
+    from ..base import up_command
+    return up_command(name)
 
 
 def _any_kubelet() -> bool:
