@@ -1,4 +1,5 @@
-"""Real nodes (experimental): kubelet + containerd + runc as node01 of the local cluster.
+"""Real nodes (experimental): kubelet + containerd + runc on controlplane and node01 of the
+local cluster; the control plane runs as static pods from the controlplane node's manifests.
 
 Skipped unless CKALAB_REAL_NODES=1: they need root, network namespaces, cgroups, Debian's
 busybox-static / containernetworking-plugins / libseccomp-dev, and build kubelet, containerd,
@@ -56,8 +57,8 @@ def _footprint(nodes) -> dict[str, int]:
     ipt = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     marked = nodes.processes()
     shims = [p for p in os.listdir("/proc") if p.isdigit() and _argv0(p).endswith("containerd-shim-runc-v2")]
-    cgroups = [h for h in ("cpu", "memory", "pids", "freezer") if
-               Path(f"/sys/fs/cgroup/{h}/ckalab-{tag}-node01").exists()]
+    cgroups = [(h, n) for h in ("cpu", "memory", "pids", "freezer") for n in ("controlplane", "node01")
+               if Path(f"/sys/fs/cgroup/{h}/ckalab-{tag}-{n}").exists()]
     return {
         "processes": sum(len(v) for v in marked.values()),
         "shims": len(shims),
@@ -192,16 +193,127 @@ def test_even_a_privileged_unconfined_pod_cannot_reach_the_clock(real):
     assert probe.returncode == 0 and probe.stdout.startswith("blocked"), probe.stdout + probe.stderr
 
 
+def _on_node(cluster, node: str, script: str, check=True) -> subprocess.CompletedProcess:
+    """`ckalab ssh NODE -- sh -c SCRIPT`, as a learner would."""
+    argv, env = cluster.shell(node, ["sh", "-c", script])
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"on {node}: {script!r} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+    return proc
+
+
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def _mirror_pods(cluster) -> dict[str, dict]:
+    pods = json.loads(_kubectl(cluster, "get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
+    return {p["metadata"]["name"]: p for p in pods}
+
+
+def _apiserver_command(cluster) -> list[str]:
+    return _mirror_pods(cluster)["kube-apiserver-controlplane"]["spec"]["containers"][0]["command"]
+
+
+def test_the_control_plane_runs_as_static_pods_of_the_controlplane_node(real):
+    c = real["cluster"]
+    names = [f"{comp}-controlplane" for comp in CONTROL_PLANE]
+    wait_for(lambda: all(n in _mirror_pods(c) for n in names), 60, "the four mirror pods")
+    pods = _mirror_pods(c)
+    for n in names:
+        assert pods[n]["spec"]["nodeName"] == "controlplane"
+        assert pods[n]["metadata"]["annotations"]["kubernetes.io/config.source"] == "file"
+    node = json.loads(_kubectl(c, "get", "node", "controlplane", "-o", "json").stdout)
+    assert "node-role.kubernetes.io/control-plane" in node["metadata"]["labels"]
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in node["spec"]["taints"]
+    logs = _kubectl(c, "logs", "-n", "kube-system", "kube-apiserver-controlplane").stdout
+    assert "Serving securely on" in logs
+    assert c.offers("static-pods") and c.offers("node-shell")
+    # kwok's node02 takes no pods, so the labs' pods land where containers really run.
+    node02 = json.loads(_kubectl(c, "get", "node", "node02", "-o", "json").stdout)
+    assert {"key": "ckalab.io/kwok", "value": "true", "effect": "NoSchedule"} in node02["spec"]["taints"]
+
+
+def test_the_controlplane_shell_has_the_exam_paths_and_tools(real):
+    c = real["cluster"]
+    out = _on_node(c, "controlplane", "hostname; ls /etc/kubernetes/manifests; ls /etc/kubernetes/pki/ca.crt "
+                   "/etc/kubernetes/admin.conf /var/lib/kubelet/config.yaml; crictl ps --name kube-apiserver -q | wc -l; "
+                   "kubectl get node controlplane -o name").stdout.split()
+    assert out[0] == "controlplane"
+    assert {f"{comp}.yaml" for comp in CONTROL_PLANE} <= set(out)
+    assert "/var/lib/kubelet/config.yaml" in out and "node/controlplane" in out
+    etcd = c.manifest("etcd")["spec"]["containers"][0]["command"]
+    endpoint = next(a.split("=", 1)[1] for a in etcd if a.startswith("--listen-client-urls="))
+    health = _on_node(c, "controlplane", f"etcdctl --endpoints={endpoint} --cacert=/etc/kubernetes/pki/etcd/ca.crt "
+                      "--cert=/etc/kubernetes/pki/etcd/server.crt --key=/etc/kubernetes/pki/etcd/server.key "
+                      "endpoint health 2>&1")
+    assert "is healthy" in health.stdout
+    # The node's shell is under the clock filter too (only probed by a refused call: see noclock).
+    offset = time.time() - time.monotonic()
+    refused = _on_node(c, "controlplane", 'date -s "@$(date +%s)"', check=False)
+    assert "Operation not permitted" in refused.stderr and abs((time.time() - time.monotonic()) - offset) < 0.5
+    # The kubelet is a unit, as the exam restarts it.
+    _on_node(c, "controlplane", "systemctl restart kubelet && systemctl is-active kubelet")
+    wait_for(lambda: _on_node(c, "controlplane", "systemctl is-active kubelet", check=False).returncode == 0,
+             30, "the kubelet after systemctl restart")
+    assert "node/controlplane" in _kubectl(c, "get", "node", "controlplane", "-o", "name").stdout
+
+
+def test_an_edited_manifest_restarts_the_api_server_and_up_keeps_it(real):
+    c = real["cluster"]
+    path = c.etc / "manifests" / "kube-apiserver.yaml"
+    text = path.read_text()
+    assert "--profiling=false" not in text
+    path.write_text(text.replace("    - --allow-privileged=true\n", "    - --allow-privileged=true\n    - --profiling=false\n"))
+    wait_for(lambda: c._readyz() and "--profiling=false" in _apiserver_command(c), 120,
+             "the API server to run with the edited manifest")
+    said = []
+    c.up(progress=said.append)  # `ckalab up` never overwrites a learner's edit
+    assert "--profiling=false" in path.read_text()
+    assert any("keeping your edited" in m and "kube-apiserver.yaml" in m for m in said), said
+    done = c.restore_manifests()
+    assert len(done) == 1 and "your version is kept in" in done[0]
+    aside = Path(done[0].rsplit(" ", 1)[1])
+    assert "--profiling=false" in aside.read_text() and aside.parent.name == "manifests.edited"
+    assert path.read_text() == text
+    wait_for(lambda: c._readyz() and "--profiling=false" not in _apiserver_command(c), 120,
+             "the API server back on ckalab's manifest")
+
+
+def test_a_broken_manifest_keeps_the_api_server_down_and_says_why(real):
+    from ckalab.errors import CkalabError
+
+    c = real["cluster"]
+    path = c.etc / "manifests" / "kube-apiserver.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("--tls-cert-file=/etc/kubernetes/pki/apiserver.crt",
+                                 "--tls-cert-file=/etc/kubernetes/pki/apiserver-new.crt"))
+    try:
+        wait_for(lambda: not c._readyz(), 60, "the API server to go down")
+        wait_for(lambda: "apiserver-new.crt: no such file" in c.status().render(), 90,
+                 "status to show why the API server exits")
+        st = c.status()
+        assert st.state == "degraded"
+        apiserver = next(x for x in st.components if x.name.startswith("kube-apiserver"))
+        assert apiserver.state == "exited"
+        with pytest.raises(CkalabError) as err:
+            c.up(progress=lambda m: None)
+        assert "the API server did not become ready (its container keeps exiting)" in str(err.value)
+        assert "restore-manifests" in str(err.value)
+    finally:
+        c.restore_manifests()
+    wait_for(c._readyz, 120, "the API server after restore-manifests")
+
+
 def test_down_removes_every_process_mount_link_namespace_and_rule(real):
     c, rn = real["cluster"], real["nodes"]
     during = _footprint(rn)
-    assert during["processes"] >= 3 and during["shims"] >= 1 and during["links"] >= 2
-    assert during["netns"] == 1 and during["mounts"] >= 1 and during["cgroups"] >= 1
+    assert during["processes"] >= 5 and during["shims"] >= 5 and during["links"] >= 3
+    assert during["netns"] == 2 and during["mounts"] >= 2 and during["cgroups"] >= 8
     c.down(progress=lambda m: print(m, flush=True))  # `ckalab down`: the whole cluster stops
     after = _footprint(rn)
     assert after == real["before"], f"before {real['before']}, during {during}, after ckalab down {after}"
     c.up(progress=lambda m: print(m, flush=True))  # a plain `ckalab up` brings the real node back
-    assert real["nodes"].enabled() and _footprint(rn)["netns"] == 1
+    assert real["nodes"].enabled() and _footprint(rn)["netns"] == 2
     # The new kubelet runs the pod again (its status may still show the old run for a moment).
     wait_for(lambda: _exec(c, "whoami", "id", "-u", check=False).stdout.strip() == "1234", 60,
              "pod whoami to run again on the restarted node")
@@ -218,7 +330,8 @@ def test_a_node_that_cannot_start_is_removed_and_kwok_comes_back(real, monkeypat
 
     c, rn = real["cluster"], real["nodes"]
     flags = nodes.Node._kubelet_flags
-    monkeypatch.setattr(nodes.Node, "_kubelet_flags", lambda self: [*flags(self), "--no-such-flag"])
+    monkeypatch.setattr(nodes.Node, "_kubelet_flags",
+                        lambda self: [*flags(self), "--no-such-flag"] if self.name == "node01" else flags(self))
     with pytest.raises(CkalabError) as err:
         _up(c, "real")
     assert "Real node node01: kubelet exited while waiting for node node01 to be Ready" in str(err.value)

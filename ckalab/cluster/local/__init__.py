@@ -633,7 +633,9 @@ class LocalCluster(Cluster):
             real.start_control_plane(progress)
         except BaseException as exc:
             self._fall_back(progress, exc)
-        self._wait_static_api(real, start)
+        broken = self._wait_static_api(real)
+        if broken:
+            raise broken
         self._bootstrap()
         real.adopt_control_plane()
         try:
@@ -666,15 +668,17 @@ class LocalCluster(Cluster):
                 os.environ[nodes.ENV] = saved
         raise exc
 
-    def _wait_static_api(self, real, start: float, timeout: float = 180) -> None:
-        """The API server is a static pod now: wait for it through the relay, and if it does not
-        come, say what its container does (a learner's broken manifest keeps it down)."""
+    def _wait_static_api(self, real, timeout: float = 180) -> CkalabError | None:
+        """The API server is a static pod now: wait for it through the relay. A node that died
+        falls back to processes (see _fall_back); an API server that does not come is reported
+        with what its container says, and the nodes stay up: a learner's broken manifest is
+        fixed on the node (or by restore-manifests), and the kubelet starts it again."""
         cp = real.control_plane
 
         def step():
             dead = cp.dead_components()
             if dead:
-                return ("exited", f"{', '.join(dead)} exited")
+                return ("dead", f"{', '.join(dead)} exited")
             if self._readyz():
                 return True
             apiserver = [c for c in cp.containers() if c.get("metadata", {}).get("name") == "kube-apiserver"]
@@ -689,9 +693,13 @@ class LocalCluster(Cluster):
         except WaitTimeout:
             got = ("timeout", f"not ready after {timeout:.0f}s")
         if got is True:
-            return
-        raise CkalabError(f"Cluster '{self.name}': the API server did not become ready ({got[1]}).\n\n"
-                          + self.status().render())
+            return None
+        if got[0] == "dead":
+            tails = "\n".join(f"  {line}" for comp in cp.dead_components()
+                              for line in _tail(cp.p(f"logs/{comp.split('/')[1]}.log")))
+            self._fall_back(lambda m: None, CkalabError(f"Real node {cp.name}: {got[1]}:\n{tails}"))
+        return CkalabError(f"Cluster '{self.name}': the API server did not become ready ({got[1]}).\n\n"
+                           + self.status().render())
 
     def _wait(self, predicate, timeout: float, what: str, pids: dict[str, int],
               exited: Callable[[str], bool]) -> None:
@@ -725,6 +733,9 @@ class LocalCluster(Cluster):
             labels = {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux",
                       "kubernetes.io/arch": "amd64", "type": "kwok"}
             spec: dict = {}
+            if self._real_nodes().enabled():
+                # Pods of the labs must land where containers run: the kwok node takes none.
+                spec["taints"] = [{"key": "ckalab.io/kwok", "value": "true", "effect": "NoSchedule"}]
             if node == NODE:
                 labels["node-role.kubernetes.io/control-plane"] = ""
                 spec["taints"] = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
