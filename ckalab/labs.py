@@ -370,6 +370,9 @@ def catalogue() -> list[Lab]:
 NEEDS = {
     "exec": ("running containers (kubectl exec)", "exec"),
     "netpol-enforcement": ("a CNI that enforces NetworkPolicy, for real traffic probes", "netpol-enforcement"),
+    "static-pods": ("a control plane run as static pods by a real kubelet (local backend: "
+                    "'ckalab up --nodes real' as root)", "static-pods"),
+    "node-shell": ("a shell on the nodes ('ckalab ssh NODE')", "node-shell"),
 }
 
 

@@ -40,6 +40,37 @@ def cluster():
         c.down(progress=lambda m: None)
 
 
+# Real nodes (docs/real-nodes.md) need root and build kubelet/containerd/runc the first time:
+# their tests run when CKALAB_REAL_NODES=1 (CI sets it), and are skipped otherwise.
+REAL_NODES = os.environ.get("CKALAB_REAL_NODES") == "1"
+needs_real_nodes = pytest.mark.skipif(
+    not REAL_NODES, reason="needs real nodes: set CKALAB_REAL_NODES=1 (root; builds kubelet/containerd/runc)")
+
+
+def switch_nodes(cluster, mode: str) -> None:
+    """`ckalab up --nodes MODE` on the test cluster."""
+    saved = os.environ.get("CKALAB_NODES")
+    os.environ["CKALAB_NODES"] = mode
+    try:
+        cluster.up(progress=lambda m: print(m, flush=True))
+    finally:
+        if saved is None:
+            os.environ.pop("CKALAB_NODES")
+        else:
+            os.environ["CKALAB_NODES"] = saved
+
+
+@pytest.fixture(scope="module")
+def real_nodes(cluster):
+    """The test cluster on real nodes (control plane as static pods) for one test module, and
+    back to processes + kwok nodes afterwards, as every other test expects."""
+    if not REAL_NODES:
+        pytest.skip("needs real nodes: set CKALAB_REAL_NODES=1 (root; builds kubelet/containerd/runc)")
+    switch_nodes(cluster, "real")
+    yield cluster
+    switch_nodes(cluster, "kwok")
+
+
 @pytest.fixture(scope="session")
 def kube(cluster) -> Kube:
     return Kube(cluster.kubeconfig)

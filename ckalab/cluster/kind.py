@@ -28,7 +28,7 @@ def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
 
 class KindCluster(Cluster):
     backend = "kind"
-    features = frozenset({"exec", "traffic", "netpol-enforcement", "node-files"})
+    features = frozenset({"exec", "traffic", "netpol-enforcement", "node-files", "static-pods", "node-shell"})
 
     @classmethod
     def usable(cls) -> bool:
