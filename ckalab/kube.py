@@ -107,23 +107,25 @@ _TEMP_DIR: list[Path] = []
 
 
 def _temp_file(data: bytes) -> str:
-    """A file holding `data` (a key among them), readable by this user only, removed at exit."""
+    """A file holding `data` (a key among them), readable by this user only, removed at exit.
+    Written again if it went missing (a notebook kernel outlives a cleaner of /tmp)."""
     import hashlib
 
     digest = hashlib.sha256(data).hexdigest()
     with _PACKAGE_LOCK:
-        if digest not in _TEMP:
-            if not _TEMP_DIR:
+        path = _TEMP.get(digest)
+        if path is None or not Path(path).is_file():
+            if not _TEMP_DIR or not _TEMP_DIR[0].is_dir():
                 import atexit
                 import shutil
                 import tempfile
 
-                _TEMP_DIR.append(Path(tempfile.mkdtemp(prefix="ckalab-kube-")))  # mode 0700
+                _TEMP_DIR[:] = [Path(tempfile.mkdtemp(prefix="ckalab-kube-"))]  # mode 0700
                 atexit.register(shutil.rmtree, _TEMP_DIR[0], True)
-            path = _TEMP_DIR[0] / digest[:32]
-            path.write_bytes(data)
-            _TEMP[digest] = str(path)
-        return _TEMP[digest]
+            path = str(_TEMP_DIR[0] / digest[:32])
+            Path(path).write_bytes(data)
+            _TEMP[digest] = path
+        return path
 
 
 def _named(entries, name: str, keys: set[str], what: str) -> dict | None:

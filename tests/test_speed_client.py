@@ -381,3 +381,18 @@ def test_nodes_choice_is_the_backends(tmp_path, monkeypatch):
     with pytest.raises(CkalabError, match=r"^--nodes real is for the local backend; cluster 'nodes-test' uses kind"):
         kind.check_nodes("real")
     backend_class("local")("nodes-test").check_nodes("real")  # offered: no error
+
+
+def test_credential_files_come_back_when_removed(cluster):
+    # In a process of its own: this session's clients keep using their files.
+    out = _json_of(_python(f"""
+        import json, shutil
+        from pathlib import Path
+        from ckalab import kube
+        first = kube.simple_configuration(Path({str(cluster.kubeconfig)!r}))
+        shutil.rmtree(Path(first.key_file).parent)  # as a cleaner of /tmp would, under a long-lived kernel
+        again = kube.simple_configuration(Path({str(cluster.kubeconfig)!r}))
+        k = kube.Kube({str(cluster.kubeconfig)!r})
+        print(json.dumps([Path(again.key_file).is_file(), k.get("v1", "Namespace", "default")["metadata"]["name"]]))
+    """))
+    assert out == [True, "default"]
