@@ -33,11 +33,11 @@ FIELD_MANAGER = "ckalab"
 # `import kubernetes` runs the package's __init__, which imports every part of the client:
 # config (with requests, requests-oauthlib and oauthlib, for auth providers our clusters do not
 # use), dynamic, watch, stream (websocket), utils, leaderelection and informer. A cold `ckalab
-# check` needs the API client, the dynamic client and, for the kubeconfigs ckalab writes, none of
-# config. So the package is registered without running its __init__ (_LazyPackage) and its parts
-# are imported as they are asked for: `kubernetes.client`, `from kubernetes import watch` and
-# `kubernetes.config.load_kube_config` all work as usual, and any other attribute runs the real
-# __init__ first. Nothing of the client is copied or changed.
+# check` needs the REST layer and Configuration only (Kube below) and, for the kubeconfigs
+# ckalab writes, none of config. So the package is registered without running its __init__
+# (_LazyPackage) and its parts are imported as they are asked for: `kubernetes.client`, `from
+# kubernetes import watch` and `kubernetes.config.load_kube_config` all work as usual, and any
+# other attribute runs the real __init__ first. Nothing of the client is copied or changed.
 
 _PACKAGE_LOCK = threading.RLock()
 
@@ -130,7 +130,7 @@ def _temp_file(data: bytes) -> str:
 
 def _named(entries, name: str, keys: set[str], what: str) -> dict | None:
     """The `what` (cluster, user, context) called `name` when it is the only one so called and has
-    only `keys`, the data fields base64 and not empty."""
+    only `keys`, each a string that is not empty."""
     if not isinstance(entries, list):
         return None
     found = [e for e in entries if isinstance(e, dict) and e.get("name") == name]

@@ -332,7 +332,8 @@ def test_grading_fixture_and_skip_without_pytest_as_with_it(tmp_path):
         ["test_second", "failed", "each is 3"],
         ["test_skipped", "unavailable", "no traffic here"],
         ["test_skipped_here", "unavailable", "not on this backend"],
-        ["test_after", "unavailable", 'it builds on "skipped in a fixture", which is not available on this backend either'],
+        ["test_after", "unavailable",
+         'it builds on "skipped in a fixture", which is not available on this backend either'],
         ["test_events", "failed", "once,each,each"],
     ]
     # In this process pytest is imported: the same file's fixtures are pytest's, with the same results.
