@@ -1,6 +1,7 @@
 # The two commands a newcomer needs:
 #   make lab    install, start the cluster (`ckalab up`) and open JupyterLab on the welcome notebook
-#   make test   install, build or reuse the control-plane binaries, run every test on a real cluster
+#   make test   install, build or reuse the control-plane binaries (and the real nodes' when
+#               CKALAB_REAL_NODES=1), run every test on a real cluster
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

@@ -65,6 +65,24 @@ def write_atomic(path: Path, data: str | bytes, private: bool = False) -> None:
         raise
 
 
+def replace_unless_edited(path: Path, data: str, original: Path, ours: Callable[[bytes], bool] = lambda b: False) -> bool:
+    """Write `data` to `path` unless someone edited the version we wrote last (kept in
+    `original`, which always gets `data`); a file `ours(content)` recognises is replaced too.
+    True when an edit was kept: a learner's change of a node's file is never overwritten."""
+    new = data.encode()
+    before = original.read_bytes() if original.exists() else None
+    write_atomic(original, new)
+    try:
+        now = path.read_bytes()
+    except FileNotFoundError:
+        now = None
+    if now is not None and now != before and now != new and not ours(now):
+        return True
+    if now != new:
+        write_atomic(path, new)
+    return False
+
+
 def read_state(path: Path, problem: Callable[[Any], str | None], recover: str) -> Any | None:
     """A JSON state file: None when it does not exist; its content when `problem(content)` finds
     nothing wrong; otherwise a CkalabError that names the file, what is wrong and `recover`."""

@@ -379,22 +379,13 @@ class LocalCluster(Cluster):
         for comp in CONTROL_PLANE:
             text = STATIC_HEADER + yaml.safe_dump(self._static_pod(comp, commands[comp], ports, node_ip),
                                                   sort_keys=False)
-            orig, cur = self.original_manifests / f"{comp}.yaml", d / f"{comp}.yaml"
-            before = orig.read_bytes() if orig.exists() else None
-            home.write_atomic(orig, text)
-            try:
-                now = cur.read_bytes()
-            except FileNotFoundError:
-                now = None
+            cur = d / f"{comp}.yaml"
             # Replaced: a missing file, a process-mode description, or ckalab's own earlier
             # version that nobody edited (a newer ckalab may write it differently).
-            kept = now is not None and not now.startswith(PROCESS_HEADER.encode()) and now != before
-            if kept:
-                if now != text.encode():
-                    progress(f"  keeping your edited {cur.relative_to(self.dir)} "
-                             f"('{command('restore-manifests', self.name)}' brings ckalab's back)")
-                continue
-            home.write_atomic(cur, text)
+            if home.replace_unless_edited(cur, text, self.original_manifests / f"{comp}.yaml",
+                                          ours=lambda b: b.startswith(PROCESS_HEADER.encode())):
+                progress(f"  keeping your edited {cur.relative_to(self.dir)} "
+                         f"('{command('restore-manifests', self.name)}' brings ckalab's back)")
 
     def restore_manifests(self) -> list[str]:
         """Put ckalab's static pod manifests back; a learner's edited copy is kept aside in

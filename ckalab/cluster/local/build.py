@@ -60,6 +60,8 @@ NODE_GROUPS = {
     "cri-tools": (CRI_TOOLS_VERSION, "cri-tools", ["sigs.k8s.io/cri-tools/cmd/crictl"], ["crictl"]),
     # etcdctl for the control-plane node's shell (and the etcd image), same release as etcd.
     "etcdctl": (ETCD_VERSION, "etcdctl", ["go.etcd.io/etcd/etcdctl/v3"], ["etcdctl"]),
+    # agnhost (Kubernetes' test server and client) for the network-policies lab's pods.
+    "agnhost": (K8S_VERSION, "agnhost", ["k8s.io/kubernetes/test/images/agnhost"], ["agnhost"]),
     # Our own programs for the images we build (pause) and for the clock test (clockprobe).
     "nodeimages": ("v1", "nodeimages", ["./pause", "./clockprobe"], ["pause", "clockprobe"]),
 }

@@ -70,6 +70,11 @@ FIXED_DIRS = ("/run/containerd/s", "/run/containerd")
 # Host directories a node sees through an overlay whose writable layer is in the node's
 # directory: the exam's paths are created there, never on this machine.
 OVERLAID = ("/etc", "/var/lib", "/var/log")
+# The cluster's registry (Debian's docker-registry, distribution 2.8) on the bridge's host address:
+# the nodes' containerd resolves docker.io and registry.k8s.io there and nowhere else, so a pod's
+# image is really pulled, and nothing leaves this machine.
+REGISTRY_PORT = 5000
+MIRRORED = ("docker.io", "registry.k8s.io")
 SKIP_IMAGE_GC = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
 
 
@@ -147,8 +152,10 @@ class RealNodes:
         bins = ensure_binaries(progress)
         self.root.mkdir(parents=True, exist_ok=True)
         self._bridge_up()
+        self._registry_up()
         self.control_plane.up(bins, progress)
         self._relay_up()
+        self._publish_lab_images(bins, progress)
 
     def start_workers(self, progress) -> None:
         """node01 (the API server must answer); then real nodes stay on for later `up`s."""
@@ -164,6 +171,7 @@ class RealNodes:
         for name in reversed(NODES):  # workers first, the control plane last
             self.node(name).down(progress)
         self._stop("relay")
+        self._stop("registry")
         _run(["ip", "link", "del", self.bridge], check=False)
         if not self.processes():
             for d in FIXED_DIRS:
@@ -251,6 +259,59 @@ class RealNodes:
         self.spawn("relay", [sys.executable, str(HERE / "proxy.py"), f"127.0.0.1:{port}",
                              f"{self.control_plane.ip}:{port}"], self.root / "relay.log")
         wait_for(lambda: _listening("127.0.0.1", port), 10, "the API relay on 127.0.0.1")
+
+    @property
+    def registry(self) -> str:
+        return f"{self.gateway}:{REGISTRY_PORT}"
+
+    def _registry_up(self) -> None:
+        if self.processes().get("registry"):
+            return
+        binary = shutil.which("docker-registry") or shutil.which("registry")
+        if not binary:
+            raise CkalabError("Real nodes serve the labs' images from Debian's docker-registry: "
+                              "apt-get install docker-registry.")
+        d = self.root / "registry"
+        (d / "data").mkdir(parents=True, exist_ok=True)
+        config = {"version": 0.1, "log": {"level": "warn"},
+                  "storage": {"filesystem": {"rootdirectory": str(d / "data")}},
+                  "http": {"addr": self.registry}}
+        home.write_atomic(d / "config.yml", yaml.safe_dump(config, sort_keys=False))
+        self.spawn("registry", [binary, "serve", str(d / "config.yml")], d / "registry.log")
+        wait_for(lambda: _listening(self.gateway, REGISTRY_PORT), 20, "the cluster's image registry")
+
+    def _published(self, repo: str) -> bool:
+        import urllib.request
+        name, tag = repo.rsplit(":", 1)
+        req = urllib.request.Request(f"http://{self.registry}/v2/{name}/manifests/{tag}", method="HEAD",
+                                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _publish_lab_images(self, bins, progress) -> None:
+        """Push the labs' images (built here, images.lab_images) into the cluster's registry once."""
+        cp = self.control_plane
+        for repo, make in images.lab_images(bins).items():
+            if self._published(repo):
+                continue
+            t = time.monotonic()
+            archive = self.root / "registry" / "archives" / (repo.replace("/", "_").replace(":", "_") + ".tar")
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            name = make(archive)
+            target = f"{self.registry}/{repo}"
+            for args in (("images", "import", "--snapshotter", "overlayfs", str(archive)),
+                         ("images", "tag", "--force", name, target),
+                         ("images", "push", "--plain-http", target)):
+                proc = cp._ctr(bins, *args, timeout=300)
+                if proc.returncode != 0:
+                    raise CkalabError(f"Publishing {name} to the cluster's registry failed at `ctr {' '.join(args[:2])}`: "
+                                      f"{proc.stderr.strip()[-500:]}")
+            cp._ctr(bins, "images", "rm", target)
+            archive.unlink(missing_ok=True)
+            progress(f"  published {name} to the cluster's registry in {time.monotonic() - t:.1f}s")
 
     def spawn(self, comp: str, argv: list[str], log: Path) -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -534,10 +595,16 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{self.p('etc/containerd/certs.d')}"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "{images.PAUSE_IMAGE}"
 """
         home.write_atomic(self.p("etc/containerd/config.toml"), toml)
+        for upstream in MIRRORED:  # only the cluster's registry: no fallback to the internet
+            home.write_atomic(self.p(f"etc/containerd/certs.d/{upstream}/hosts.toml"),
+                              f'server = "http://{self.nodes.registry}"\n\n'
+                              f'[host."http://{self.nodes.registry}"]\n  capabilities = ["pull", "resolve"]\n')
         cni = {"cniVersion": "1.0.0", "name": "ckalab", "plugins": [{
             "type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": False, "hairpinMode": True,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": self.pod_subnet}]],
@@ -570,7 +637,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
             kubelet["syncFrequency"] = "10s"
             kubelet["registerWithTaints"] = [{"key": "node-role.kubernetes.io/control-plane",
                                               "effect": "NoSchedule"}]
-        home.write_atomic(self.p("var/lib/kubelet/config.yaml"), yaml.safe_dump(kubelet, sort_keys=False))
+        # A learner's edit (the kubelet-security task) survives `ckalab up`; ckalab's version is
+        # kept next to the node's files for a reset.
+        home.replace_unless_edited(self.p("var/lib/kubelet/config.yaml"), yaml.safe_dump(kubelet, sort_keys=False),
+                                   self.p("kubelet-config.orig.yaml"))
 
     def _kubelet_flags(self) -> list[str]:
         # Paths as on a kubeadm node; they exist in the node's mount namespace (binds()).

@@ -199,3 +199,59 @@ def archive_id(path: Path) -> str:
             if member.name == "index.json":
                 return _digest(tar.extractfile(member).read())
     return ""
+
+
+# --- the labs' images, served by the cluster's registry (nodes pull them as from upstream) --------
+# Same names as upstream, so the labs' manifests run unchanged on kind, where they are pulled.
+# Stand-ins where upstream's is a distribution we cannot fetch: "ubuntu" and "nginx" are
+# Debian's busybox-static with the programs the labs use (sleep, id, sh; httpd serving port 80).
+NGINX_INDEX = b"<html><body><h1>Welcome to nginx (ckalab stand-in: busybox httpd)</h1></body></html>\n"
+
+
+def _busybox_layer(clockprobe: Path) -> _Layer:
+    layer = _Layer()
+    _base(layer)
+    layer.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in sorted(set(applets) - {"busybox"}):
+        layer.link(f"bin/{applet}", "busybox")
+    layer.file("bin/clockprobe", clockprobe.read_bytes(), 0o755)
+    return layer
+
+
+def lab_images(bins: dict[str, Path]) -> dict[str, Callable[[Path], str]]:
+    """registry path (name without the upstream host) -> builder of its archive."""
+    path_env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+
+    def busybox_as(name: str, config: dict, extra=None):
+        def make(p: Path) -> str:
+            layer = _busybox_layer(bins["clockprobe"])
+            if extra:
+                extra(layer)
+            oci_archive(p, name, layer.close(), {"Env": path_env, **config})
+            return name
+        return make
+
+    def nginx_files(layer: _Layer) -> None:
+        for d in ("usr", "usr/share", "usr/share/nginx", "usr/share/nginx/html"):
+            layer.dir(d)
+        layer.file("usr/share/nginx/html/index.html", NGINX_INDEX)
+
+    def agnhost(p: Path) -> str:
+        name = "registry.k8s.io/e2e-test-images/agnhost:2.53"
+        layer = _Layer()
+        _base(layer)
+        layer.file("agnhost", bins["agnhost"].read_bytes(), 0o755)
+        oci_archive(p, name, layer.close(), {"Env": path_env, "Entrypoint": ["/agnhost"]})
+        return name
+
+    return {
+        "library/busybox:1.36": busybox_as("docker.io/library/busybox:1.36", {"Cmd": ["sh"]}),
+        "library/busybox:latest": busybox_as("docker.io/library/busybox:latest", {"Cmd": ["sh"]}),
+        "library/ubuntu:latest": busybox_as("docker.io/library/ubuntu:latest", {"Cmd": ["sh"]}),
+        "library/nginx:latest": busybox_as(
+            "docker.io/library/nginx:latest",
+            {"Cmd": ["httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"], "ExposedPorts": {"80/tcp": {}}},
+            nginx_files),
+        "e2e-test-images/agnhost:2.53": agnhost,
+    }
