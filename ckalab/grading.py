@@ -391,6 +391,9 @@ def load_grader(path: str | Path):
         import hashlib
         import importlib.util
 
+        from .kube import lazy_kubernetes
+
+        lazy_kubernetes()  # a grader that imports part of the client gets that part only
         # A name per file (two grader folders may hold the same lab id), registered in
         # sys.modules because dataclasses and the like look their module up there.
         name = f"ckalab_grader_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_" \

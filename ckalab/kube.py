@@ -63,9 +63,11 @@ class _LazyPackage(types.ModuleType):
         raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
 
-def _register_package() -> None:
+def lazy_kubernetes() -> None:
     """Make `kubernetes` a _LazyPackage unless it is imported already (then nothing changes).
-    Anything unexpected leaves the normal import to happen, with its own errors."""
+    Anything unexpected leaves the normal import to happen, with its own errors. Called before a
+    Kube is made and before a grader is imported (a grader's `from kubernetes.client.rest import
+    ApiException` would otherwise run the whole __init__)."""
     with _PACKAGE_LOCK:
         if "kubernetes" in sys.modules:
             return
@@ -166,7 +168,7 @@ def simple_configuration(path: Path, context: str | None = None):
             cluster["certificate-authority-data"], user["client-certificate-data"], user["client-key-data"]))
     except (binascii.Error, ValueError):
         return None
-    _register_package()
+    lazy_kubernetes()
     from kubernetes.client.configuration import Configuration
 
     cfg = Configuration()
@@ -184,7 +186,7 @@ def configuration(kubeconfig: str | Path, context: str | None = None):
     cfg = simple_configuration(path, context)
     if cfg is not None:
         return cfg, None
-    _register_package()
+    lazy_kubernetes()
     from kubernetes import config
 
     api = config.new_client_from_config(config_file=str(path), context=context)
@@ -193,7 +195,7 @@ def configuration(kubeconfig: str | Path, context: str | None = None):
 
 def _typed():
     """kubernetes.client, whose typed API classes load on first use."""
-    _register_package()
+    lazy_kubernetes()
     from kubernetes import client
 
     return client
@@ -219,7 +221,7 @@ class Kube:
     @cached_property
     def api(self) -> client.ApiClient:
         """The official ApiClient (typed APIs, dynamic client, writes), on the reads' pool."""
-        _register_package()
+        lazy_kubernetes()
         from kubernetes.client.api_client import ApiClient
 
         api = ApiClient(configuration=self.configuration)

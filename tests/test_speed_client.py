@@ -244,7 +244,7 @@ def test_package_imported_first_is_left_alone():
     out = _json_of(_python("""
         import json, kubernetes
         from ckalab import kube
-        kube._register_package()
+        kube.lazy_kubernetes()
         import sys
         print(json.dumps([type(sys.modules["kubernetes"]).__name__, "config" in vars(kubernetes)]))
     """))
@@ -354,7 +354,7 @@ def test_grading_skip_is_not_swallowed_by_except_exception():
 
 # --- the cold CLI path ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("lab_id", ["rbac-role", "network-policies"])
+@pytest.mark.parametrize("lab_id", ["rbac-role", "network-policies", "kubeconfig"])
 def test_cold_check_imports_only_what_it_needs(lab_harness, cluster, lab_id):
     h = lab_harness(lab_id)
     h.solve()
