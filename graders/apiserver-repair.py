@@ -1,0 +1,397 @@
+"""Grader for apiserver-repair: the API server was broken by a certificate change and the learner
+repairs its static pod manifest on the controlplane node.
+
+Graded by behaviour and by the node's own files, never against a stored answer: every certificate
+flag must name a file the container can see, certificates and keys must be pairs, each file must
+play its role (the serving certificate chains to the CA clients trust, --client-ca-file signed the
+admin's certificate, the etcd client certificate is one etcd's CA signed for a client), /readyz
+must answer over verified TLS and the admin kubeconfig must work. The file checks read the node
+(the manifest and the PKI), so they report while the API server is down; the behaviour checks use
+short timeouts and say how to look on the node instead of hanging.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import posixpath
+import ssl
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from ckalab import learner_files, pki
+from ckalab.grading import check, expect, fail
+
+NODE = "controlplane"
+MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
+NODE_ETC = "/etc/kubernetes"
+ON_NODE = "on the node: ckalab ssh controlplane"
+LOOK_CONTAINER = "crictl ps -a --name kube-apiserver, then crictl logs CONTAINER-ID"
+# Every file flag the API server needs to start and to be used with certificates.
+FILE_FLAGS = ("tls-cert-file", "tls-private-key-file", "client-ca-file", "etcd-cafile", "etcd-certfile",
+              "etcd-keyfile", "kubelet-client-certificate", "kubelet-client-key")
+# Other file flags kubeadm sets: checked when present.
+OPTIONAL_FILE_FLAGS = ("proxy-client-cert-file", "proxy-client-key-file", "requestheader-client-ca-file",
+                       "service-account-key-file", "service-account-signing-key-file")
+PAIRS = (("tls-cert-file", "tls-private-key-file"), ("etcd-certfile", "etcd-keyfile"),
+         ("kubelet-client-certificate", "kubelet-client-key"), ("proxy-client-cert-file", "proxy-client-key-file"))
+TIMEOUT = 3  # seconds for each request to the API server: a check must never hang on it
+
+
+# --- the node's files -------------------------------------------------------------------------
+
+def _host_etc(cluster) -> str:
+    return posixpath.dirname(cluster.pki_dir.rstrip("/"))
+
+
+def _read_node(cluster, path: str) -> bytes | None:
+    """A file of the controlplane node by its path there (None: no such file). Bounded like every
+    learner file: regular files only, 1 MB at most."""
+    path = posixpath.normpath(path)
+    host_etc = _host_etc(cluster)
+    if not Path(host_etc).is_dir():  # the node's files are elsewhere (a kind node): the backend reads
+        try:
+            return cluster.read_file(path)[:learner_files.MAX_BYTES + 1]
+        except Exception:  # noqa: BLE001 - an unreadable file is reported as missing
+            return None
+    if path == NODE_ETC or path.startswith(NODE_ETC + "/"):
+        # /etc/kubernetes of the controlplane node is the cluster's etc/kubernetes on this machine
+        try:
+            return learner_files.read_bytes(host_etc + path[len(NODE_ETC):], name=path)
+        except learner_files.LearnerFileError as exc:
+            if "not found" in str(exc):
+                return None
+            fail(str(exc).replace(host_etc, NODE_ETC) + f" ({ON_NODE}).")
+    # elsewhere on the node (its own overlays): read it there, bounded in size and time
+    try:
+        argv, env = cluster.shell(NODE, ["sh", "-c", 'test -f "$1" || exit 3; head -c 1000001 "$1"', "sh", path])
+        proc = subprocess.run(argv, env=env, capture_output=True, timeout=10)
+    except Exception:  # noqa: BLE001 - no node shell: the file cannot be found there
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _pod(cluster, path: str = MANIFEST) -> dict:
+    data = _read_node(cluster, path)
+    expect(data is not None, f"{path} is missing on the controlplane node, so the kubelet runs no "
+           f"{posixpath.basename(path)[:-5]}. Look: ls /etc/kubernetes/manifests ({ON_NODE}).")
+    try:
+        pod = learner_files.parse_yaml(data.decode("utf-8"), path)
+    except UnicodeDecodeError:
+        fail(f"{path} is not a text file. Look: cat {path} ({ON_NODE}).")
+    except learner_files.LearnerFileError as exc:
+        fail(str(exc))
+    except yaml.YAMLError as exc:
+        fail(f"{learner_files.yaml_error_text(exc, path)} The kubelet cannot read it either, so the static pod "
+             f"does not run. Look: cat -A {path} ({ON_NODE}); indentation uses spaces only.")
+    containers = (pod.get("spec") or {}).get("containers") if isinstance(pod, dict) else None
+    expect(isinstance(containers, list) and containers and isinstance(containers[0], dict),
+           f"{path} is not a Pod with a container (spec.containers). Look: cat {path} ({ON_NODE}).")
+    return pod
+
+
+def _flags(pod: dict) -> dict[str, str]:
+    c = pod["spec"]["containers"][0]
+    args = [str(a) for a in list(c.get("command") or []) + list(c.get("args") or [])]
+    out: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            if not eq and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                value = args[i + 1]  # "--flag value" as two items: the API server reads it so too
+            out[key] = value.strip()
+    return out
+
+
+def _node_path(pod: dict, container_path: str) -> str | None:
+    """Where a path of the API server's container is on the node (through its hostPath volumes);
+    None when no volume mounts it: the container cannot see it."""
+    path = posixpath.normpath(container_path)
+    volumes = {v.get("name"): (v.get("hostPath") or {}).get("path") for v in pod["spec"].get("volumes") or []
+               if isinstance(v, dict)}
+    best = None
+    for m in pod["spec"]["containers"][0].get("volumeMounts") or []:
+        if not isinstance(m, dict):
+            continue
+        mount, host = posixpath.normpath(str(m.get("mountPath", "/-"))), volumes.get(m.get("name"))
+        if host and (path == mount or path.startswith(mount.rstrip("/") + "/")):
+            if best is None or len(mount) > len(best[0]):
+                best = (mount, host)
+    if best is None:
+        return None
+    return posixpath.normpath(best[1] + path[len(best[0]):])
+
+
+def _mounts(pod: dict) -> str:
+    return ", ".join(str(m.get("mountPath")) for m in pod["spec"]["containers"][0].get("volumeMounts") or []
+                     if isinstance(m, dict)) or "none"
+
+
+class Files:
+    """The manifest's flag files, read from the node once per check."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.pod = _pod(cluster)
+        self.flags = _flags(self.pod)
+
+    def raw(self, flag: str) -> bytes:
+        data = _read_node(self.cluster, _node_path(self.pod, self.flags[flag]) or "/-")
+        expect(data is not None, f"--{flag}={self.flags[flag]}: no such file on the controlplane node.")
+        return data
+
+    def cert(self, flag: str):
+        path = self.flags[flag]
+        try:
+            return pki.load_cert(self.raw(flag))
+        except ValueError:
+            fail(f"--{flag}={path} is not a PEM certificate. Look: openssl x509 -in {path} -noout -text ({ON_NODE}).")
+
+    def certs(self, flag: str) -> list:
+        """Every certificate of a CA bundle file."""
+        from cryptography import x509
+
+        path = self.flags[flag]
+        try:
+            return x509.load_pem_x509_certificates(self.raw(flag))
+        except ValueError:
+            fail(f"--{flag}={path} holds no PEM certificate. Look: openssl x509 -in {path} -noout -subject ({ON_NODE}).")
+
+    def key(self, flag: str):
+        path = self.flags[flag]
+        try:
+            return pki.load_key(self.raw(flag))
+        except (ValueError, TypeError):
+            fail(f"--{flag}={path} is not a PEM private key (without a passphrase). "
+                 f"Look: openssl pkey -in {path} -noout -text ({ON_NODE}).")
+
+
+def _cn(name) -> str:
+    from cryptography.x509.oid import NameOID
+
+    return ", ".join(a.value for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)) or name.rfc4514_string()
+
+
+def _chains(cert, cas: list) -> bool:
+    return any(pki.signed_by(cert, ca) for ca in cas)
+
+
+# --- the admin kubeconfig and the API server --------------------------------------------------
+
+def _kubeconfig(cluster) -> dict:
+    """server, CA and client certificate of the lab cluster's admin kubeconfig."""
+    data = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    ctx_name = data.get("current-context")
+    ctx = next((c["context"] for c in data.get("contexts") or [] if c.get("name") == ctx_name), None) or {}
+    cl = next((c["cluster"] for c in data.get("clusters") or [] if c.get("name") == ctx.get("cluster")),
+              (data.get("clusters") or [{}])[0].get("cluster", {}))
+    user = next((u["user"] for u in data.get("users") or [] if u.get("name") == ctx.get("user")),
+                (data.get("users") or [{}])[0].get("user", {}))
+
+    def blob(d: dict, key: str) -> bytes:
+        if d.get(f"{key}-data"):
+            return base64.b64decode(d[f"{key}-data"])
+        return Path(d[key]).read_bytes()
+
+    return {"server": cl["server"].rstrip("/"), "ca": blob(cl, "certificate-authority"),
+            "cert": blob(user, "client-certificate"), "key": blob(user, "client-key")}
+
+
+def _get(cluster, path: str, client_cert: bool = False) -> tuple[int | None, str]:
+    """(HTTP status, body) of a GET verified against the kubeconfig's CA; (None, why) when the
+    server does not answer; ("tls", why) style errors raise ssl.SSLCertVerificationError."""
+    kc = _kubeconfig(cluster)
+    ctx = ssl.create_default_context(cadata=kc["ca"].decode())
+    with tempfile.TemporaryDirectory(prefix="ckalab-apiserver-repair-") as d:
+        if client_cert:
+            cert, key = Path(d, "c.crt"), Path(d, "c.key")
+            cert.write_bytes(kc["cert"])
+            key.write_bytes(kc["key"])
+            ctx.load_cert_chain(cert, key)
+        try:
+            with urllib.request.urlopen(kc["server"] + path, context=ctx, timeout=TIMEOUT) as r:
+                return r.status, r.read(4096).decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(4096).decode(errors="replace")
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                raise exc.reason from None
+            return None, _why(exc.reason)
+        except ssl.SSLCertVerificationError:
+            raise
+        except (OSError, ValueError) as exc:  # reset, EOF from the relay, timeout
+            return None, _why(exc)
+
+
+def _why(exc) -> str:
+    """Why a connection got no HTTP answer, in words (not the socket library's)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens there"
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return f"no answer within {TIMEOUT} s"
+    return "the connection was closed before TLS was set up: nothing serves behind that address"
+
+
+def _container_state(cluster) -> str:
+    """What the controlplane's container runtime says about the API server's container, or ''."""
+    try:
+        argv, env = cluster.shell(NODE, ["crictl", "ps", "-a", "--name", "kube-apiserver", "-o", "json"])
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10)
+        found = json.loads(proc.stdout).get("containers") or []
+    except Exception:  # noqa: BLE001 - no node shell: say nothing about the container
+        return ""
+    if not found:
+        return " The node's container runtime has no kube-apiserver container at all."
+    c = max(found, key=lambda x: int(x.get("createdAt", 0)))
+    state = str(c.get("state", "?")).removeprefix("CONTAINER_").lower()
+    starts = int((c.get("metadata") or {}).get("attempt", 0)) + 1
+    return (f" On the node, the kubelet has started its container {starts} time{'s' if starts > 1 else ''} "
+            f"since the manifest last changed; the newest is {state}.")
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+@check(1, "the API server's static pod manifest is a valid Pod", hint=f"cat {MANIFEST} ({ON_NODE})")
+def test_manifest(cluster):
+    _pod(cluster)
+
+
+@check(3, "every certificate and key flag names a file the container can see",
+       after="test_manifest", hint="crictl logs of the kube-apiserver container; ls -l /etc/kubernetes/pki")
+def test_files_exist(cluster):
+    f = Files(cluster)
+    for flag in FILE_FLAGS:
+        expect(f.flags.get(flag), f"{MANIFEST} has no --{flag}: the API server needs it to "
+               f"{'start' if flag != 'client-ca-file' else 'accept client certificates such as the admin kubeconfig'}. "
+               f"Look: grep -- --{flag} {MANIFEST} ({ON_NODE}).")
+    for flag in FILE_FLAGS + tuple(x for x in OPTIONAL_FILE_FLAGS if f.flags.get(x)):
+        path = f.flags[flag]
+        node_path = _node_path(f.pod, path)
+        expect(node_path, f"--{flag}={path} is outside every directory the static pod mounts ({_mounts(f.pod)}): "
+               f"the container cannot see it. Look: the volumeMounts and volumes of {MANIFEST}.")
+        expect(_read_node(cluster, node_path) is not None,
+               f"--{flag}={path}: no such file on the controlplane node, and the API server cannot start without "
+               f"it. Look: ls -l {posixpath.dirname(node_path)}, and the container's log ({LOOK_CONTAINER}; {ON_NODE}).")
+
+
+@check(2, "each certificate flag and its key flag are a pair", after="test_files_exist",
+       hint="openssl x509 -in CERT -noout -pubkey vs openssl pkey -in KEY -pubout")
+def test_pairs_match(cluster):
+    f = Files(cluster)
+    for cert_flag, key_flag in PAIRS:
+        if not (f.flags.get(cert_flag) and f.flags.get(key_flag)):
+            continue
+        cert, key = f.cert(cert_flag), f.key(key_flag)
+        c, k = f.flags[cert_flag], f.flags[key_flag]
+        expect(pki.key_matches(key, cert),
+               f"--{cert_flag}={c} and --{key_flag}={k} are not a pair: the certificate was issued for another "
+               f"key, and the API server refuses to start with them. Compare: openssl x509 -in {c} -noout -pubkey "
+               f"and openssl pkey -in {k} -pubout ({ON_NODE}).")
+
+
+@check(3, "each certificate plays its role (serving, client CA, etcd client and CA)", after="test_pairs_match",
+       hint="openssl x509 -in FILE -noout -subject -issuer -ext subjectAltName,extendedKeyUsage")
+def test_roles(cluster):
+    from cryptography import x509
+    from urllib.parse import urlparse
+
+    f = Files(cluster)
+    kc = _kubeconfig(cluster)
+    cluster_cas = x509.load_pem_x509_certificates(kc["ca"])
+    look = lambda path: f"Look: openssl x509 -in {path} -noout -subject -issuer -ext subjectAltName,extendedKeyUsage ({ON_NODE})."  # noqa: E731
+
+    # The serving certificate: signed by the CA clients trust, for the address they use.
+    path = f.flags["tls-cert-file"]
+    serving = f.cert("tls-cert-file")
+    expect(_chains(serving, cluster_cas),
+           f"--tls-cert-file={path} is issued by '{_cn(serving.issuer)}', not by the cluster CA "
+           f"'{_cn(cluster_cas[0].subject)}' that kubectl and the kubelets trust. {look(path)}")
+    host = urlparse(kc["server"]).hostname
+    info = pki.describe(serving)
+    expect(host in info.dns_names or host in info.ip_addresses,
+           f"--tls-cert-file={path} is not valid for {host}, the address clients use (its names: "
+           f"{', '.join(sorted(info.sans)) or 'none'}). {look(path)}")
+    expect(not info.ext_usages or "server auth" in info.ext_usages,
+           f"--tls-cert-file={path} is not a serving certificate (extended key usage: "
+           f"{', '.join(info.ext_usages)}). {look(path)}")
+
+    # --client-ca-file: the CA that signed the admin's (and every node's) client certificate.
+    path = f.flags["client-ca-file"]
+    admin = pki.load_cert(kc["cert"])
+    expect(_chains(admin, f.certs("client-ca-file")),
+           f"--client-ca-file={path} ('{_cn(f.certs('client-ca-file')[0].subject)}') did not sign the admin "
+           f"kubeconfig's client certificate (issuer '{_cn(admin.issuer)}'): the API server would refuse it. "
+           f"Look: openssl x509 -in {path} -noout -subject, and the issuer of the client certificate in "
+           f"/etc/kubernetes/admin.conf ({ON_NODE}).")
+
+    # etcd: --etcd-cafile must have signed etcd's serving certificate, --etcd-certfile must be a
+    # client certificate from the CA etcd trusts, and not one of etcd's own certificates.
+    etcd = _flags(_pod(cluster, ETCD_MANIFEST))
+    etcd_ca_file, etcd_cert_file = etcd.get("trusted-ca-file"), etcd.get("cert-file")
+    etcd_pod = _pod(cluster, ETCD_MANIFEST)
+
+    def etcd_file(flag_value: str | None):
+        data = _read_node(cluster, _node_path(etcd_pod, flag_value) or "/-") if flag_value else None
+        expect(data is not None, f"etcd's manifest ({ETCD_MANIFEST}) names no readable --trusted-ca-file and "
+               f"--cert-file: this lab expects etcd as ckalab set it up.")
+        return x509.load_pem_x509_certificates(data)
+
+    etcd_cas, etcd_serving = etcd_file(etcd_ca_file), etcd_file(etcd_cert_file)[0]
+    path = f.flags["etcd-cafile"]
+    expect(_chains(etcd_serving, f.certs("etcd-cafile")),
+           f"--etcd-cafile={path} ('{_cn(f.certs('etcd-cafile')[0].subject)}') did not sign etcd's serving "
+           f"certificate (issuer '{_cn(etcd_serving.issuer)}'): the API server cannot trust etcd. "
+           f"Look: openssl x509 -in {path} -noout -subject, and etcd's --cert-file in {ETCD_MANIFEST}.")
+    path = f.flags["etcd-certfile"]
+    client = f.cert("etcd-certfile")
+    expect(_chains(client, etcd_cas),
+           f"--etcd-certfile={path} is issued by '{_cn(client.issuer)}', not by the CA etcd trusts for clients "
+           f"(its --trusted-ca-file, '{_cn(etcd_cas[0].subject)}'): etcd refuses it. {look(path)}")
+    own = {c.fingerprint(c.signature_hash_algorithm) for c in [etcd_serving] if c.signature_hash_algorithm}
+    peer = etcd.get("peer-cert-file")
+    if peer:
+        own |= {c.fingerprint(c.signature_hash_algorithm) for c in etcd_file(peer)[:1] if c.signature_hash_algorithm}
+    expect(client.signature_hash_algorithm is None or client.fingerprint(client.signature_hash_algorithm) not in own,
+           f"--etcd-certfile={path} is etcd's own certificate ('{_cn(client.subject)}'), not a client certificate "
+           f"issued to the API server. {look(path)}")
+    usages = pki.describe(client).ext_usages
+    expect(not usages or "client auth" in usages,
+           f"--etcd-certfile={path} is not a client certificate (extended key usage: {', '.join(usages)}). {look(path)}")
+
+
+@check(3, "the API server answers /readyz, with a certificate that verifies against the cluster CA",
+       hint="crictl ps -a --name kube-apiserver; crictl logs CONTAINER-ID (on the node)")
+def test_readyz(cluster):
+    server = _kubeconfig(cluster)["server"]
+    try:
+        status, body = _get(cluster, "/readyz")
+    except ssl.SSLCertVerificationError as exc:
+        fail(f"The API server at {server} answers, but its serving certificate does not verify against the cluster "
+             f"CA ({exc.verify_message}): kubectl refuses it. Look: openssl s_client -connect "
+             f"{server.removeprefix('https://')} -CAfile /etc/kubernetes/pki/ca.crt </dev/null.")
+    if status is None:
+        fail(f"The API server at {server} does not answer ({body}).{_container_state(cluster)} If you have just "
+             f"changed the manifest, the kubelet needs about 15 s to start it again. Look: {LOOK_CONTAINER} "
+             f"({ON_NODE}).")
+    expect(status == 200, f"The API server at {server} answers /readyz with {status}: {body.strip()[:300]}. "
+           f"Look: kubectl get --raw '/readyz?verbose'.")
+
+
+@check(3, "kubectl works with the admin kubeconfig", after="test_readyz",
+       hint="kubectl get nodes; kubectl auth whoami")
+def test_kubectl_works(cluster):
+    status, body = _get(cluster, "/api/v1/namespaces/kube-system", client_cert=True)
+    expect(status is not None, f"The API server stopped answering ({body}). Look: {LOOK_CONTAINER} ({ON_NODE}).")
+    if status == 401:
+        fail("The API server does not accept the admin kubeconfig's client certificate (401 Unauthorized): it checks "
+             "client certificates against its --client-ca-file. Look: kubectl get nodes, and openssl x509 -noout "
+             "-issuer of the admin certificate against that file's subject.")
+    expect(status == 200, f"kubectl get namespace kube-system with the admin kubeconfig gets {status}: "
+           f"{body.strip()[:300]}. Look: kubectl auth whoami; kubectl get namespace kube-system.")
