@@ -31,10 +31,18 @@ TEST_CLUSTER = "ckalab-test"
 VENV_BIN = str(Path(sys.executable).parent)
 
 
+# CKALAB_TEST_NODES=real runs the whole session on real nodes (docs/real-nodes.md).
+SESSION_NODES = os.environ.get("CKALAB_TEST_NODES", "kwok")
+
+
 @pytest.fixture(scope="session")
 def cluster():
     c = get_cluster(TEST_CLUSTER, "local")
-    c.up(progress=lambda m: print(m, flush=True))
+    os.environ["CKALAB_NODES"] = SESSION_NODES
+    try:
+        c.up(progress=lambda m: print(m, flush=True))
+    finally:
+        os.environ.pop("CKALAB_NODES")
     yield c
     if not os.environ.get("CKALAB_TEST_KEEP"):
         c.down(progress=lambda m: None)
@@ -63,12 +71,12 @@ def switch_nodes(cluster, mode: str) -> None:
 @pytest.fixture(scope="module")
 def real_nodes(cluster):
     """The test cluster on real nodes (control plane as static pods) for one test module, and
-    back to processes + kwok nodes afterwards, as every other test expects."""
+    back to the session's nodes afterwards (processes + kwok unless CKALAB_TEST_NODES=real)."""
     if not REAL_NODES:
         pytest.skip("needs real nodes: set CKALAB_REAL_NODES=1 (root; builds kubelet/containerd/runc)")
     switch_nodes(cluster, "real")
     yield cluster
-    switch_nodes(cluster, "kwok")
+    switch_nodes(cluster, SESSION_NODES)
 
 
 @pytest.fixture(scope="session")

@@ -769,7 +769,8 @@ class LocalCluster(Cluster):
             progress(f"Cluster '{self.name}' is not running; nothing to stop.")
 
     # --- real nodes: experimental and opt-in (ckalab/cluster/nodes, docs/real-nodes.md) --------------
-    REAL_FEATURES = frozenset({"static-pods", "node-shell"})
+    # On real nodes pods run (node02, kwok's, takes none): exec and traffic as on kind.
+    REAL_FEATURES = frozenset({"static-pods", "node-shell", "exec", "traffic"})
 
     def offers(self, feature: str) -> bool:
         return super().offers(feature) or (feature in self.REAL_FEATURES and self._real_nodes().enabled())

@@ -481,8 +481,16 @@ class Node:
             raise CkalabError(f"Real node {self.name}: timed out waiting for {what}; logs in {self.p('logs')}") from None
         if isinstance(got, tuple) and got[0] == "exited":
             tail = self.p(f"logs/{got[1]}.log").read_text(errors="replace").splitlines()[-15:]
+            hint = ""
+            if any("too many open files" in line for line in tail):
+                # Each kubelet, containerd and controller manager holds inotify instances, and
+                # the default limit (128 per user) is shared by every cluster of this machine.
+                limit = Path("/proc/sys/fs/inotify/max_user_instances").read_text().strip()
+                hint = (f"\nThe inotify instances of this user are used up (fs.inotify.max_user_instances = "
+                        f"{limit}): stop other clusters ('ckalab down'), or raise the limit "
+                        "(sysctl fs.inotify.max_user_instances=512), as kind's documentation advises too.")
             raise CkalabError(f"Real node {self.name}: {got[1]} exited while waiting for {what}:\n  "
-                              + "\n  ".join(tail))
+                              + "\n  ".join(tail) + hint)
 
     def _network(self) -> None:
         """The node's own network namespace, joined to the project's bridge by a veth pair."""
