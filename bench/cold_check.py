@@ -120,6 +120,7 @@ def main() -> int:
                                               else tempfile.mkdtemp(prefix="ckalab-bench-"))
     from ckalab import grading, labs
     from ckalab.cluster import get_cluster
+    from ckalab.errors import CkalabError
 
     name = args.name or "bench"
     cluster = get_cluster(name, "local")
@@ -128,14 +129,21 @@ def main() -> int:
     elif cluster.status().state != "running":
         print(f"cluster '{name}' in {os.environ['CKALAB_HOME']} is not running", file=sys.stderr)
         return 2
+    started: list[str] = []
     try:
         print(f"{os.cpu_count()} cores, load average before: {_load()} (1, 5, 15 min); "
               f"medians of {args.rounds} runs")
-        lab_ids = args.labs or labs.lab_ids()
-        for lab_id in dict.fromkeys(["rbac-role", *lab_ids]):
+        for lab_id in dict.fromkeys(["rbac-role", *(args.labs or labs.lab_ids())]):
             lab = labs.load(lab_id)
-            labs.start(lab, cluster)
-            labs.solve(lab, cluster)
+            try:
+                labs.start(lab, cluster)
+                started.append(lab_id)
+                labs.solve(lab, cluster)
+            except CkalabError as exc:  # a lab this cluster cannot hold (apiserver-repair needs real nodes)
+                if lab_id == "rbac-role":
+                    raise
+                print(f"skipped {lab_id}: {' '.join(str(exc).splitlines()[1:])[:200] or exc}")
+        lab_ids = [i for i in (args.labs or labs.lab_ids()) if i in started]
         script, cold = verify_script(cluster, labs.load("rbac-role")), cold_check("rbac-role", name)
         extra = {}
         for lab_id in lab_ids:  # not timed: writes the bytecode cache, as installing ckalab would
@@ -169,7 +177,7 @@ def main() -> int:
         if own:
             cluster.down(progress=lambda m: None)
         else:
-            for lab_id in dict.fromkeys(["rbac-role", *(args.labs or labs.lab_ids())]):
+            for lab_id in started:
                 labs.reset(labs.load(lab_id), cluster)
     return 0
 
