@@ -425,9 +425,24 @@ def restore_control_plane(cluster, timeout: float = 180) -> list[str]:
     until the cluster runs and /readyz answers: a broken control plane never outlives its lab."""
     restore = getattr(cluster, "restore_manifests", None)
     done = restore() if restore is not None and cluster.offers("static-pods") else []
+
+    def healthy():
+        return cluster.status().state == "running"
     try:
-        wait_for(lambda: cluster.status().state == "running", timeout,
-                 "the API server to answer again after restoring the control plane")
+        wait_for(healthy, min(60.0, timeout), "the API server to answer again after restoring the control plane")
+        return done
+    except WaitTimeout:
+        pass
+    # Seen on real nodes: a manifest written right after an unreadable one (a tab in the YAML) was
+    # missed, and the kubelet kept the old pod in back-off. A restart makes it read the folder again.
+    if cluster.offers("node-shell"):
+        try:
+            argv, env = cluster.shell("controlplane", ["systemctl", "restart", "kubelet"])
+            subprocess.run(argv, env=env, capture_output=True, timeout=60)
+        except (CkalabError, OSError, subprocess.SubprocessError):
+            pass  # the wait below says what is wrong
+    try:
+        wait_for(healthy, timeout, "the API server to answer again after restoring the control plane")
     except WaitTimeout:
         raise CkalabError(f"The control plane of '{cluster.name}' did not become healthy within {timeout:.0f} s "
                           f"after its manifests were restored.\n\n{cluster.status().render()}") from None

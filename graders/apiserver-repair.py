@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from ckalab import learner_files, pki
-from ckalab.grading import check, expect, fail
+from ckalab.grading import check, expect, fail, fixture, skip
 
 NODE = "controlplane"
 MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
@@ -258,14 +258,24 @@ def _container_state(cluster) -> str:
 
 # --- checks -----------------------------------------------------------------------------------
 
+@fixture
+def node(cluster):
+    """The cluster, when its control plane runs as static pods on a node (else nothing to repair)."""
+    if not cluster.offers("static-pods"):
+        skip("needs the control plane as static pods on a real node ('ckalab up --nodes real', as root)")
+    return cluster
+
+
 @check(1, "the API server's static pod manifest is a valid Pod", hint=f"cat {MANIFEST} ({ON_NODE})")
-def test_manifest(cluster):
+def test_manifest(node):
+    cluster = node
     _pod(cluster)
 
 
 @check(3, "every certificate and key flag names a file the container can see",
        after="test_manifest", hint="crictl logs of the kube-apiserver container; ls -l /etc/kubernetes/pki")
-def test_files_exist(cluster):
+def test_files_exist(node):
+    cluster = node
     f = Files(cluster)
     for flag in FILE_FLAGS:
         expect(f.flags.get(flag), f"{MANIFEST} has no --{flag}: the API server needs it to "
@@ -283,7 +293,8 @@ def test_files_exist(cluster):
 
 @check(2, "each certificate flag and its key flag are a pair", after="test_files_exist",
        hint="openssl x509 -in CERT -noout -pubkey vs openssl pkey -in KEY -pubout")
-def test_pairs_match(cluster):
+def test_pairs_match(node):
+    cluster = node
     f = Files(cluster)
     for cert_flag, key_flag in PAIRS:
         if not (f.flags.get(cert_flag) and f.flags.get(key_flag)):
@@ -298,7 +309,8 @@ def test_pairs_match(cluster):
 
 @check(3, "each certificate plays its role (serving, client CA, etcd client and CA)", after="test_pairs_match",
        hint="openssl x509 -in FILE -noout -subject -issuer -ext subjectAltName,extendedKeyUsage")
-def test_roles(cluster):
+def test_roles(node):
+    cluster = node
     from cryptography import x509
     from urllib.parse import urlparse
 
@@ -333,9 +345,9 @@ def test_roles(cluster):
 
     # etcd: --etcd-cafile must have signed etcd's serving certificate, --etcd-certfile must be a
     # client certificate from the CA etcd trusts, and not one of etcd's own certificates.
-    etcd = _flags(_pod(cluster, ETCD_MANIFEST))
-    etcd_ca_file, etcd_cert_file = etcd.get("trusted-ca-file"), etcd.get("cert-file")
     etcd_pod = _pod(cluster, ETCD_MANIFEST)
+    etcd = _flags(etcd_pod)
+    etcd_ca_file, etcd_cert_file = etcd.get("trusted-ca-file"), etcd.get("cert-file")
 
     def etcd_file(flag_value: str | None):
         data = _read_node(cluster, _node_path(etcd_pod, flag_value) or "/-") if flag_value else None
@@ -368,7 +380,8 @@ def test_roles(cluster):
 
 @check(3, "the API server answers /readyz, with a certificate that verifies against the cluster CA",
        hint="crictl ps -a --name kube-apiserver; crictl logs CONTAINER-ID (on the node)")
-def test_readyz(cluster):
+def test_readyz(node):
+    cluster = node
     server = _kubeconfig(cluster)["server"]
     try:
         status, body = _get(cluster, "/readyz")
@@ -386,7 +399,8 @@ def test_readyz(cluster):
 
 @check(3, "kubectl works with the admin kubeconfig", after="test_readyz",
        hint="kubectl get nodes; kubectl auth whoami")
-def test_kubectl_works(cluster):
+def test_kubectl_works(node):
+    cluster = node
     status, body = _get(cluster, "/api/v1/namespaces/kube-system", client_cert=True)
     expect(status is not None, f"The API server stopped answering ({body}). Look: {LOOK_CONTAINER} ({ON_NODE}).")
     if status == 401:
