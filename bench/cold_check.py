@@ -5,7 +5,8 @@
   (b) a cold `ckalab check LAB`: a fresh process, as a learner types it, for every lab;
   (c) the in-process check (grading.run in a process that has graded before: a notebook).
 
-    .venv/bin/python bench/cold_check.py [--rounds 7] [--home DIR --name CLUSTER]
+    .venv/bin/python bench/cold_check.py [--rounds 7] [--home DIR --name CLUSTER] [--labs ...]
+        [--against CHECKOUT]   # e.g. git worktree add --detach /tmp/old <commit>: before/after
 
 Without --name it starts a cluster of its own in a temporary CKALAB_HOME and stops it at the end;
 with --home/--name it uses that running cluster (e.g. a kept test cluster) and leaves it running.
@@ -79,10 +80,12 @@ def verify_script(cluster, lab):
 PYCACHE = Path(tempfile.gettempdir()) / "ckalab-bench-pycache"
 
 
-def cold_check(lab_id: str, name: str):
+def cold_check(lab_id: str, name: str, checkout: str | None = None):
     cmd = [str(VENV_BIN / "ckalab"), "check", lab_id, "--name", name]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    if checkout:  # that checkout's ckalab (and its labs and graders), ahead of the installed one
+        env["PYTHONPATH"] = checkout
 
     def once():
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -114,6 +117,9 @@ def main() -> int:
     ap.add_argument("--home", help="CKALAB_HOME of a running cluster to use (with --name)")
     ap.add_argument("--name", help="that cluster's name; default: start one of our own")
     ap.add_argument("--labs", nargs="+", help="only these labs for (b) and (c) (default: all)")
+    ap.add_argument("--against", metavar="CHECKOUT",
+                    help="another ckalab checkout (e.g. a git worktree of an older commit): its cold check "
+                         "of each lab is timed interleaved with this one's and with (a), as (b')")
     args = ap.parse_args()
     own = args.name is None
     os.environ["CKALAB_HOME"] = args.home or (os.environ["CKALAB_HOME"] if not own and "CKALAB_HOME" in os.environ
@@ -168,6 +174,16 @@ def main() -> int:
         print(f"{'lab':<20} {'(b) cold CLI':>12} {'(c) in-process':>15}  avoidable imports of (b)")
         for lab_id in lab_ids:
             print(f"{lab_id:<20} {b[lab_id]:>10.3f} s {c[lab_id]:>13.3f} s  {', '.join(extra[lab_id]) or 'none'}")
+        if args.against:
+            print(f"interleaved with {args.against} (b'), per lab: medians, and of each round's ratio to (a)")
+            for lab_id in lab_ids:
+                old, new = cold_check(lab_id, name, args.against), cold_check(lab_id, name)
+                old()  # its bytecode
+                rounds = [(_timed(script), _timed(old), _timed(new)) for _ in range(args.rounds)]
+                med = [statistics.median(r[i] for r in rounds) for i in range(3)]
+                rel = [statistics.median(r[i] / r[0] for r in rounds) for i in (1, 2)]
+                print(f"{lab_id:<20} (a) {med[0]:.3f} s  (b') {med[1]:.3f} s {rel[0]:.2f}x  "
+                      f"(b) {med[2]:.3f} s {rel[1]:.2f}x")
         slow_b = [i for i in lab_ids if b[i] >= 0.5]
         slow_c = [i for i in lab_ids if c[i] > 0.1]
         print(f"every cold check < 0.5 s: {'met' if not slow_b else 'NOT met: ' + ', '.join(slow_b)}")
