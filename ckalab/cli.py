@@ -27,9 +27,7 @@ def cmd_up(args):
 
     cluster = _cluster(args, choose_backend(args.backend))
     if args.nodes:  # read by the local backend's real-node support (ckalab/cluster/nodes)
-        if args.nodes == "real" and cluster.backend != "local":
-            raise CkalabError(f"--nodes real is for the local backend; cluster '{cluster.name}' uses "
-                              f"{cluster.backend}, whose nodes are real already.")
+        cluster.check_nodes(args.nodes)  # the backend says whether it has that choice
         os.environ["CKALAB_NODES"] = args.nodes
     cluster.up(progress=lambda m: print(m, flush=True))
 

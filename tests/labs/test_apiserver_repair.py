@@ -26,7 +26,7 @@ from ckalab.waiting import wait_for
 
 LAB = "apiserver-repair"
 PKI = "/etc/kubernetes/pki"
-FAULTS = ("etcd-certfile", "client-ca-file", "tls-cert-file", "key-mismatch")
+FAULTS = ("etcd-certfile", "client-ca-file", "tls-cert-file", "key-mismatch", "expired-cert")
 FILE_CHECKS = ("test_files_exist", "test_pairs_match", "test_roles")
 
 
@@ -118,6 +118,10 @@ def made_files(contained):
             (contained.etc / "pki" / f"{name}{ext}").unlink(missing_ok=True)
 
 
+def test_every_variant_of_the_lab_is_tested():
+    assert set(labs.load(LAB).data["params"]["fault"]["choices"]) == set(FAULTS)
+
+
 # --- the broken start ----------------------------------------------------------------------------
 
 def test_setup_takes_the_api_server_down_and_checks_report_from_the_node(lab):
@@ -148,12 +152,17 @@ def test_setup_takes_the_api_server_down_and_checks_report_from_the_node(lab):
     ("key-mismatch", "test_pairs_match",
      "--tls-cert-file=/etc/kubernetes/pki/apiserver-renewed.crt and --tls-private-key-file=/etc/kubernetes/pki/"
      "apiserver.key are not a pair: the certificate was issued for another key"),
+    ("expired-cert", "test_roles", "--tls-cert-file=/etc/kubernetes/pki/apiserver-backup.crt is valid from "),
 ])
 def test_each_variant_breaks_and_its_reference_solution_repairs(lab, fault, failing, phrase):
     h = lab(fault)
+    if fault == "expired-cert":
+        wait_serving(h, time.time())  # it runs; clients refuse its certificate
     r = labs.check(h.lab, h.cluster)
     assert failed_ids(r) >= {failing, "test_readyz", "test_kubectl_works"}
     assert phrase in check_of(r, failing).message, check_of(r, failing).message
+    if fault == "expired-cert":
+        assert "certificate has expired" in check_of(r, "test_readyz").message
     h.solve()
     r = h.grade()
     assert r.passed, r.render()

@@ -64,7 +64,8 @@ STATIC_VOLUMES = {
     "kube-scheduler": [("kubeconfig", "/etc/kubernetes/scheduler.conf", "FileOrCreate", True)],
 }
 PROCESS_MODE = "processes on 127.0.0.1, kwok nodes (pods do not run; 'ckalab up --nodes real' as root for real nodes)"
-REAL_MODE = "real nodes: controlplane (static pods) and node01 run kubelet + containerd; node02 is kwok"
+REAL_MODE = ("real nodes: controlplane (static pods) and node01 run kubelet + containerd, kube-proxy and "
+             "kube-router (NetworkPolicy); node02 is kwok")
 STATIC_CPU = {"etcd": "100m", "kube-apiserver": "250m", "kube-controller-manager": "200m", "kube-scheduler": "100m"}
 PORT_NAMES = ("etcd", "etcd-peer", "etcd-metrics", "apiserver", "controller-manager", "scheduler", "kwok")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
@@ -112,6 +113,7 @@ class LocalCluster(Cluster):
     backend = "local"
     # kwok nodes run no containers: no exec, no traffic; the control plane's files are on this host
     features = frozenset({"node-files"})
+    node_modes = ("kwok", "real")  # `ckalab up --nodes MODE` (docs/real-nodes.md)
 
     @property
     def etc(self) -> Path:
@@ -628,12 +630,17 @@ class LocalCluster(Cluster):
         if broken:
             raise broken
         self._bootstrap()
-        real.adopt_control_plane()
+        took_over = real.adopt_control_plane()
         try:
-            real.start_workers(progress)
+            took_over |= real.start_workers(progress)
         except BaseException as exc:
             self._fall_back(progress, exc)
         pids = {"kwok": (found.get("kwok") or [None])[0]}
+        if took_over and pids["kwok"]:
+            # kwok renews the leases of every node it once managed until it restarts: it would
+            # fight the real kubelets over them.
+            self._terminate("kwok", [pids["kwok"]])
+            pids["kwok"] = None
         if not pids["kwok"]:
             pids["kwok"] = self._start("kwok", self._commands(ports, bins)["kwok"], bins["kwok"])
         self._wait_workloads_ready(pids, lambda comp: True)
@@ -769,11 +776,12 @@ class LocalCluster(Cluster):
             progress(f"Cluster '{self.name}' is not running; nothing to stop.")
 
     # --- real nodes: experimental and opt-in (ckalab/cluster/nodes, docs/real-nodes.md) --------------
-    # On real nodes pods run (node02, kwok's, takes none): exec and traffic as on kind.
-    REAL_FEATURES = frozenset({"static-pods", "node-shell", "exec", "traffic"})
+    # On real nodes pods run (node02, kwok's, takes none): exec and traffic as on kind, and
+    # kube-router enforces NetworkPolicy.
+    REAL_FEATURES = frozenset({"static-pods", "node-shell", "exec", "traffic", "netpol-enforcement"})
 
     def offers(self, feature: str) -> bool:
-        return super().offers(feature) or (feature in self.REAL_FEATURES and self._real_nodes().enabled())
+        return super().offers(feature) or (feature in self.REAL_FEATURES and self._real_mode())
 
     def shell(self, node: str, command: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
         real = self._real_nodes()
@@ -784,6 +792,15 @@ class LocalCluster(Cluster):
             raise CkalabError(f"No real node '{node}' in cluster '{self.name}' (real nodes: "
                               f"{', '.join(real.names())}; node02 is a kwok node).")
         return real.node(node).shell(command)
+
+    def _real_mode(self) -> bool:
+        """Real nodes asked for or remembered, without importing their module (and through it
+        cryptography): `status` runs in every cold `ckalab check`."""
+        wanted = os.environ.get("CKALAB_NODES", "").strip().lower()
+        if wanted in ("real", "kwok"):
+            return wanted == "real"
+        mode = self.dir / "nodes" / "mode"
+        return mode.exists() and mode.read_text().strip() == "real"
 
     def _real_nodes(self):
         """The real kubelets of this cluster; none unless `--nodes real` / CKALAB_NODES=real."""
@@ -796,9 +813,8 @@ class LocalCluster(Cluster):
             return ClusterStatus(self.name, self.backend, "absent",
                                  message=f"Cluster '{self.name}' does not exist yet: run '{up_command(self.name)}'.")
         found = self._processes()
-        real = self._real_nodes()
-        if real.enabled():
-            return self._status_real(real, found)
+        if self._real_mode():
+            return self._status_real(self._real_nodes(), found)
         comps = []
         for comp in COMPONENTS:
             pids, rec = found.get(comp, []), self._recorded(comp)
@@ -833,7 +849,7 @@ class LocalCluster(Cluster):
         nodes = real.processes()
         comps = []
         for name in real.names():
-            for part in ("containerd", "kubelet"):
+            for part in ("containerd", "kubelet", "kube-proxy", "kube-router"):
                 pids = nodes.get(f"{name}/{part}", [])
                 comps.append(ComponentStatus(f"{name}/{part}", "running" if pids else "stopped",
                                              pids[0] if pids else None))

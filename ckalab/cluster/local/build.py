@@ -45,6 +45,7 @@ GROUPS = {
 CONTAINERD_VERSION = "v2.2.9"
 RUNC_VERSION = "v1.3.7"
 CRI_TOOLS_VERSION = "v1.34.0"
+KUBE_ROUTER_VERSION = "v2.1.0"  # what the module proxy serves; dependencies raised in its go.mod
 NODE_GROUPS = {
     # kubelet and kubeadm come from the same module (and so the same version) as the control plane.
     "kubelet": (K8S_VERSION, "kubernetes", [
@@ -61,9 +62,14 @@ NODE_GROUPS = {
     # etcdctl for the control-plane node's shell (and the etcd image), same release as etcd.
     "etcdctl": (ETCD_VERSION, "etcdctl", ["go.etcd.io/etcd/etcdctl/v3"], ["etcdctl"]),
     # agnhost (Kubernetes' test server and client) for the network-policies lab's pods.
-    "agnhost": (K8S_VERSION, "agnhost", ["k8s.io/kubernetes/test/images/agnhost"], ["agnhost"]),
+    "agnhost": (K8S_VERSION, "kubernetes-extras", ["k8s.io/kubernetes/test/images/agnhost"], ["agnhost"]),
+    # kube-proxy (iptables mode) in each node's namespace: pods reach Services (the API server at 10.96.0.1).
+    "kube-proxy": (K8S_VERSION, "kubernetes-extras", ["k8s.io/kubernetes/cmd/kube-proxy"], ["kube-proxy"]),
+    # kube-router, firewall only: NetworkPolicy enforcement with iptables + ipset.
+    "kube-router": (KUBE_ROUTER_VERSION, "kube-router", ["github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"],
+                    ["kube-router"]),
     # Our own programs for the images we build (pause) and for the clock test (clockprobe).
-    "nodeimages": ("v1", "nodeimages", ["./pause", "./clockprobe"], ["pause", "clockprobe"]),
+    "nodeimages": ("v2", "nodeimages", ["./pause", "./clockprobe", "./kubecall"], ["pause", "clockprobe", "kubecall"]),
 }
 # runc applies seccomp profiles through libseccomp, so it needs cgo and the seccomp tag; a
 # runc without them would silently run containers with no profile at all.
@@ -72,6 +78,7 @@ VERSION_FLAGS = {
     "containerd": ["github.com/containerd/containerd/v2/version.Version"],
     "runc": ["main.version"],
     "cri-tools": ["sigs.k8s.io/cri-tools/pkg/version.Version"],
+    "kube-router": ["github.com/cloudnativelabs/kube-router/v2/pkg/version.Version"],
 }
 
 
@@ -82,7 +89,7 @@ def _spec(group: str):
 def _ldflags(group: str) -> str:
     """Version stamps the upstream Makefile sets, so `kube-apiserver --version` and /version tell the truth."""
     version, moddir = _spec(group)[:2]
-    if moddir != "kubernetes":
+    if not moddir.startswith("kubernetes"):
         return " ".join(["-s", "-w", *(f"-X {v}={version.lstrip('v') if group == 'runc' else version}"
                                         for v in VERSION_FLAGS.get(group, ()))])
     major, minor = version.lstrip("v").split(".")[:2]

@@ -75,11 +75,21 @@ OVERLAID = ("/etc", "/var/lib", "/var/log")
 # image is really pulled, and nothing leaves this machine.
 REGISTRY_PORT = 5000
 MIRRORED = ("docker.io", "registry.k8s.io")
+# kube-router's identity (a client certificate) and what its network policy controller reads.
+KUBE_ROUTER_USER = "system:kube-router"
+KUBE_ROUTER_RBAC = [
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "ckalab:kube-router"},
+     "rules": [{"apiGroups": [""], "resources": ["namespaces", "pods", "services", "endpoints", "nodes"],
+                "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "ckalab:kube-router"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ckalab:kube-router"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBE_ROUTER_USER}]},
+]
+KUBE_PROXY_HEALTHZ = 10256
+KUBERNETES_SERVICE_IP = kpki.SERVICE_IP
 SKIP_IMAGE_GC = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
-
-
-def requested() -> bool:
-    return os.environ.get(ENV, "").strip().lower() == "real"
 
 
 def _run(cmd: list[str], check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -115,12 +125,9 @@ class RealNodes:
 
     def enabled(self) -> bool:
         """Real nodes stay on once asked for (until `ckalab up --nodes kwok`): kwok must not get
-        node01 back while its kubelet still runs."""
-        if requested():
-            return True
-        if os.environ.get(ENV, "").strip().lower() == "kwok":
-            return False
-        return self._mode_file.exists() and self._mode_file.read_text().strip() == "real"
+        node01 back while its kubelet still runs (the local backend reads CKALAB_NODES and the
+        remembered mode, without importing this module)."""
+        return self.cluster._real_mode()
 
     def names(self) -> tuple[str, ...]:
         return NODES if self.enabled() else ()
@@ -157,12 +164,15 @@ class RealNodes:
         self._relay_up()
         self._publish_lab_images(bins, progress)
 
-    def start_workers(self, progress) -> None:
-        """node01 (the API server must answer); then real nodes stay on for later `up`s."""
+    def start_workers(self, progress) -> bool:
+        """node01 (the API server must answer); then real nodes stay on for later `up`s. True
+        when a worker took over from kwok's stand-in."""
         bins = ensure_binaries(progress)
+        took_over = False
         for node in self.workers:
-            node.up(bins, progress)
+            took_over |= node.up(bins, progress)
         home.write_atomic(self._mode_file, "real\n")
+        return took_over
 
     def down(self, progress) -> None:
         """Stop and remove everything the real nodes started or created; safe to repeat."""
@@ -190,11 +200,12 @@ class RealNodes:
     def remembered(self) -> bool:
         return self._mode_file.exists() and self._mode_file.read_text().strip() == "real"
 
-    def adopt_control_plane(self, timeout: float = 120) -> None:
+    def adopt_control_plane(self, timeout: float = 120) -> bool:
         """What kubeadm's mark-control-plane phase does once the kubelet has registered the
         node: the control-plane label (a kubelet may not set node-role labels on itself). A kwok
         stand-in of the same name (from the process mode) loses kwok's annotation, so that kwok
-        stops reporting for it."""
+        stops reporting for it. True when it was kwok's: kwok keeps renewing the leases of the
+        nodes it once managed until it restarts."""
         from ..local import KWOK_ANNOTATION
         cp = self.control_plane
         cp.wait_ready(timeout)
@@ -207,6 +218,11 @@ class RealNodes:
             patch.setdefault("metadata", {})["annotations"] = {KWOK_ANNOTATION: None}
         if patch:
             k.core.patch_node(cp.name, patch)
+        for obj in KUBE_ROUTER_RBAC:
+            k.apply(obj)
+        cp.wait_kube_proxy()
+        cp.start_kube_router(ensure_binaries(lambda m: None))
+        return KWOK_ANNOTATION in (node.metadata.annotations or {})
 
     def running(self) -> bool:
         return bool(self.processes())
@@ -280,27 +296,32 @@ class RealNodes:
         self.spawn("registry", [binary, "serve", str(d / "config.yml")], d / "registry.log")
         wait_for(lambda: _listening(self.gateway, REGISTRY_PORT), 20, "the cluster's image registry")
 
-    def _published(self, repo: str) -> bool:
+    def _published(self, repo: str) -> str | None:
+        """The manifest digest the registry holds for `repo` (name:tag), or None."""
         import urllib.request
         name, tag = repo.rsplit(":", 1)
         req = urllib.request.Request(f"http://{self.registry}/v2/{name}/manifests/{tag}", method="HEAD",
-                                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         try:
             with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status == 200
+                return r.headers.get("Docker-Content-Digest")
         except OSError:
-            return False
+            return None
 
     def _publish_lab_images(self, bins, progress) -> None:
-        """Push the labs' images (built here, images.lab_images) into the cluster's registry once."""
+        """Push the labs' images (built here, images.lab_images) into the cluster's registry
+        when it does not hold them yet, or holds an older build."""
         cp = self.control_plane
+        inputs = [p.stat().st_mtime for p in images.lab_image_inputs(bins) if p.exists()]
         for repo, make in images.lab_images(bins).items():
-            if self._published(repo):
-                continue
-            t = time.monotonic()
             archive = self.root / "registry" / "archives" / (repo.replace("/", "_").replace(":", "_") + ".tar")
             archive.parent.mkdir(parents=True, exist_ok=True)
-            name = make(archive)
+            if not archive.exists() or archive.stat().st_mtime < max(inputs):
+                make(archive)
+            if self._published(repo) == images.manifest_digest(archive):
+                continue
+            t = time.monotonic()
+            name = images.upstream_name(repo)
             target = f"{self.registry}/{repo}"
             for args in (("images", "import", "--snapshotter", "overlayfs", str(archive)),
                          ("images", "tag", "--force", name, target),
@@ -310,7 +331,6 @@ class RealNodes:
                     raise CkalabError(f"Publishing {name} to the cluster's registry failed at `ctr {' '.join(args[:2])}`: "
                                       f"{proc.stderr.strip()[-500:]}")
             cp._ctr(bins, "images", "rm", target)
-            archive.unlink(missing_ok=True)
             progress(f"  published {name} to the cluster's registry in {time.monotonic() - t:.1f}s")
 
     def spawn(self, comp: str, argv: list[str], log: Path) -> int:
@@ -372,23 +392,30 @@ class Node:
     def binds(self) -> dict[str, Path]:
         """Path on the node -> directory on this machine."""
         out = {"/etc/kubernetes": self.etc_kubernetes, "/var/lib/kubelet": self.p("var/lib/kubelet"),
-               "/var/log/pods": self.p("var/log/pods")}
+               "/var/log/pods": self.p("var/log/pods"), "/var/lib/kube-proxy": self.p("var/lib/kube-proxy"),
+               "/var/lib/kube-router": self.p("var/lib/kube-router")}
         if self.is_control_plane:
             out["/var/lib/etcd"] = self.nodes.cluster.dir / "var/lib/etcd"
             out["/var/log/kubernetes/audit"] = self.nodes.cluster.dir / "logs"  # logs/audit.log, as before
         return out
 
     # --- up --------------------------------------------------------------------------------------
-    def up(self, bins: dict[str, Path], progress) -> None:
+    def up(self, bins: dict[str, Path], progress) -> bool:
+        """Start the node; True when it replaced kwok's stand-in of the same name."""
         procs_now = self.nodes.processes()
         if procs_now.get(f"{self.name}/kubelet") and procs_now.get(f"{self.name}/containerd"):
-            progress(f"Real node {self.name} is already running (kubelet, containerd).")
-            return
+            if not procs_now.get(f"{self.name}/kube-proxy"):
+                self._start_kube_proxy(bins)
+            if not self.is_control_plane:
+                self.start_kube_router(bins)
+            progress(f"Real node {self.name} is already running (kubelet, containerd, kube-proxy).")
+            return False
         self.down(lambda m: None)  # leftovers of a crash: start from a clean slate
         start = time.monotonic()
         progress(f"Starting real node {self.name} ({self.ip}, netns {self.netns}): containerd, kubelet ...")
         for sub in ("etc/containerd", "etc/cni/net.d", "etc/sysctl", "run", "var/lib/containerd",
-                    "var/lib/kubelet/pki", "var/log/pods", "images", "logs", "bin"):
+                    "var/lib/kubelet/pki", "var/lib/kube-proxy", "var/lib/kube-router", "var/log/pods",
+                    "images", "logs", "bin"):
             self.p(sub).mkdir(parents=True, exist_ok=True)
         for d in self.binds().values():
             d.mkdir(parents=True, exist_ok=True)
@@ -402,17 +429,47 @@ class Node:
         self._start("containerd", [str(bins["containerd"]), "--config", str(self.p("etc/containerd/config.toml"))])
         self._wait(lambda: self.sock.exists() and self._ctr(bins, "version").returncode == 0, 60, "containerd")
         self._import_images(bins, progress)
-        if not self.is_control_plane:
-            self._forget_kwok_node()
+        took_over = False if self.is_control_plane else self._forget_kwok_node()
         self.start_kubelet(bins)
+        self._start_kube_proxy(bins)
         if self.is_control_plane:
             # The kubelet now starts the static pods; the API server answers some seconds later
             # (the local backend waits for it, then for this node).
             progress(f"  real node {self.name}: kubelet started after {time.monotonic() - start:.1f}s; "
                      "it starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler")
-            return
+            return False
         self.wait_ready()
+        self.wait_kube_proxy()
+        self.start_kube_router(bins)
         progress(f"  real node {self.name} Ready after {time.monotonic() - start:.1f}s")
+        return took_over
+
+    def _start_kube_proxy(self, bins: dict[str, Path]) -> None:
+        """kube-proxy (iptables mode) in the node's namespaces: Services, the API server's
+        10.96.0.1 included, work for the node's pods."""
+        self._start("kube-proxy", [str(bins["kube-proxy"]), "--config=/var/lib/kube-proxy/config.conf",
+                                   f"--hostname-override={self.name}"])
+
+    def wait_kube_proxy(self, timeout: float = 60) -> None:
+        """Until kube-proxy has written the rules of the API server's Service (its healthz says
+        healthy before its first sync): a pod that calls it right after `up` must not find it
+        unreachable."""
+        def synced() -> bool:
+            nat = _run(["nsenter", f"--net=/run/netns/{self.netns}", "--", "iptables-save", "-t", "nat"],
+                       check=False).stdout
+            return any(f"-d {KUBERNETES_SERVICE_IP}/32" in line and "KUBE-SVC-" in line for line in nat.splitlines())
+        self._wait(synced, timeout, f"kube-proxy on {self.name} to write the rules of the 'kubernetes' Service")
+
+    def start_kube_router(self, bins: dict[str, Path]) -> None:
+        """kube-router's network policy controller only (no routing, no service proxy, no CNI):
+        it needs the node's Node object, so it starts once the node is Ready."""
+        if self.nodes.processes().get(f"{self.name}/kube-router"):
+            return
+        self._start("kube-router", [str(bins["kube-router"]), "--run-firewall=true", "--run-router=false",
+                                    "--run-service-proxy=false", "--enable-cni=false", "--enable-ipv6=false",
+                                    "--kubeconfig=/var/lib/kube-router/kubeconfig",
+                                    f"--hostname-override={self.name}", "--health-port=0", "--metrics-port=0",
+                                    f"--service-cluster-ip-range={kpki.SERVICE_CIDR}"])
 
     def start_kubelet(self, bins: dict[str, Path]) -> None:
         self.since = time.time() - 1
@@ -503,6 +560,16 @@ class Node:
         _run([*inside, "addr", "add", f"{self.ip}/{self.nodes.subnet.prefixlen}", "dev", "eth0"])
         _run([*inside, "link", "set", "eth0", "up"])
         _run([*inside, "link", "set", "lo", "up"])
+        # Pods of one node reach the others' (and the API server's replies reach a pod that
+        # called it through its Service): a route per other node's pod subnet, and forwarding
+        # in this namespace (its own setting, not the machine's).
+        # Bridged pod-to-pod packets pass iptables too, where kube-router enforces NetworkPolicy.
+        _run(["nsenter", f"--net=/run/netns/{self.netns}", "--", "sysctl", "-qw", "net.ipv4.ip_forward=1",
+              "net.bridge.bridge-nf-call-iptables=1"])
+        for other in NODES:
+            if other != self.name:
+                peer = self.nodes.node(other)
+                _run([*inside, "route", "replace", peer.pod_subnet, "via", peer.ip])
         # No default route, on purpose: the node talks to the bridge's subnet only (the relay,
         # the API server's calls to the kubelet), and a pod's packet for any other address dies
         # here instead of reaching the host, which could forward it off the machine.
@@ -567,6 +634,29 @@ class Node:
         if not self.is_control_plane:
             conf["clusters"][0]["cluster"]["tls-server-name"] = "kubernetes"
         home.write_atomic(self.etc_kubernetes / "kubelet.conf", yaml.safe_dump(conf, sort_keys=False), private=True)
+        # kube-proxy as user system:kube-proxy, whom the bootstrap ClusterRoleBinding
+        # system:node-proxier authorizes (kubeadm uses a ServiceAccount; a certificate needs no
+        # API server to exist first).
+        proxy_dir = self.p("var/lib/kube-proxy")
+        if not (proxy_dir / "kube-proxy.crt").exists():
+            key, cert = pki.sign(ca_key, ca_cert, "system:kube-proxy", usages=(CLIENT_AUTH,))
+            pki.write_pair(proxy_dir, "kube-proxy", key, cert)
+        proxy_conf = kpki.kubeconfig_dict(server, pki.cert_pem(ca_cert), "system:kube-proxy",
+                                          (proxy_dir / "kube-proxy.crt").read_bytes(),
+                                          (proxy_dir / "kube-proxy.key").read_bytes())
+        if not self.is_control_plane:
+            proxy_conf["clusters"][0]["cluster"]["tls-server-name"] = "kubernetes"
+        home.write_atomic(proxy_dir / "kubeconfig.conf", yaml.safe_dump(proxy_conf, sort_keys=False), private=True)
+        router_dir = self.p("var/lib/kube-router")
+        if not (router_dir / "kube-router.crt").exists():
+            key, cert = pki.sign(ca_key, ca_cert, KUBE_ROUTER_USER, usages=(CLIENT_AUTH,))
+            pki.write_pair(router_dir, "kube-router", key, cert)
+        router_conf = kpki.kubeconfig_dict(server, pki.cert_pem(ca_cert), KUBE_ROUTER_USER,
+                                           (router_dir / "kube-router.crt").read_bytes(),
+                                           (router_dir / "kube-router.key").read_bytes())
+        if not self.is_control_plane:
+            router_conf["clusters"][0]["cluster"]["tls-server-name"] = "kubernetes"
+        home.write_atomic(router_dir / "kubeconfig", yaml.safe_dump(router_conf, sort_keys=False), private=True)
 
     def _write_configs(self, bins: dict[str, Path]) -> None:
         cni_bins = [d for d in CNI_BIN_DIRS if Path(d, "bridge").exists()]
@@ -645,6 +735,19 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
             kubelet["syncFrequency"] = "10s"
             kubelet["registerWithTaints"] = [{"key": "node-role.kubernetes.io/control-plane",
                                               "effect": "NoSchedule"}]
+        proxy = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "mode": "iptables", "clusterCIDR": "10.245.0.0/16",
+            "clientConnection": {"kubeconfig": "/var/lib/kube-proxy/kubeconfig.conf"},
+            # healthz on the node address: `up` waits for its first sync from this machine.
+            "bindAddress": self.ip, "healthzBindAddress": f"{self.ip}:{KUBE_PROXY_HEALTHZ}",
+            "metricsBindAddress": "127.0.0.1:10249",
+            # Leave the machine's conntrack settings alone (nf_conntrack_max is global).
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                          "tcpCloseWaitTimeout": "0s"},
+            "iptables": {"localhostNodePorts": False},
+        }
+        home.write_atomic(self.p("var/lib/kube-proxy/config.conf"), yaml.safe_dump(proxy, sort_keys=False))
         # A learner's edit (the kubelet-security task) survives `ckalab up`; ckalab's version is
         # kept next to the node's files for a reset.
         home.replace_unless_edited(self.p("var/lib/kubelet/config.yaml"), yaml.safe_dump(kubelet, sort_keys=False),
@@ -729,7 +832,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
         from ...kube import Kube
         return Kube(self.nodes.cluster.kubeconfig)
 
-    def _forget_kwok_node(self) -> None:
+    def _forget_kwok_node(self) -> bool:
         """The kwok stand-in for this node (created by ckalab, never by the learner) makes way
         for the kubelet, which registers the real one."""
         from ..local import KWOK_ANNOTATION
@@ -737,10 +840,12 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
         try:
             node = k.core.read_node(self.name)
         except Exception:  # noqa: BLE001 - not found: nothing to forget
-            return
+            return False
         if (node.metadata.annotations or {}).get(KWOK_ANNOTATION) == "fake":
             k.core.delete_node(self.name)
             wait_for(lambda: not _exists(k, self.name), 30, f"kwok node {self.name} to go")
+            return True
+        return False
 
     def _ready(self, since: float) -> bool:
         """Ready as reported by the kubelet we just started (the Node object of an earlier run

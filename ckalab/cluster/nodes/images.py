@@ -129,13 +129,7 @@ def _base(layer: _Layer) -> None:
 
 def build_busybox(path: Path, clockprobe: Path) -> str:
     name = busybox_image()
-    layer = _Layer()
-    _base(layer)
-    layer.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
-    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in sorted(set(applets) - {"busybox"}):
-        layer.link(f"bin/{applet}", "busybox")
-    layer.file("bin/clockprobe", clockprobe.read_bytes(), 0o755)
+    layer = _busybox_layer(clockprobe)
     oci_archive(path, name, layer.close(), {
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]})
     return name
@@ -216,7 +210,29 @@ def _busybox_layer(clockprobe: Path) -> _Layer:
     for applet in sorted(set(applets) - {"busybox"}):
         layer.link(f"bin/{applet}", "busybox")
     layer.file("bin/clockprobe", clockprobe.read_bytes(), 0o755)
+    kubecall = clockprobe.parent / "kubecall"  # same group (gomod/nodeimages)
+    if kubecall.exists():
+        layer.file("bin/kubecall", kubecall.read_bytes(), 0o755)
     return layer
+
+
+def manifest_digest(path: Path) -> str:
+    """The digest of the image manifest an archive holds: what a registry reports for its tag."""
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if member.name == "index.json":
+                return json.loads(tar.extractfile(member).read())["manifests"][0]["digest"]
+    return ""
+
+
+def lab_image_inputs(bins: dict[str, Path]) -> list[Path]:
+    """What the labs' images are made of: an archive older than any of them is rebuilt."""
+    return [BUSYBOX, bins["clockprobe"], bins["clockprobe"].parent / "kubecall", bins["agnhost"]]
+
+
+def upstream_name(repo: str) -> str:
+    """docker.io/library/ubuntu:latest for library/ubuntu:latest (registry.k8s.io's are nested)."""
+    return f"registry.k8s.io/{repo}" if repo.startswith("e2e-test-images/") else f"docker.io/{repo}"
 
 
 def lab_images(bins: dict[str, Path]) -> dict[str, Callable[[Path], str]]:
@@ -245,6 +261,7 @@ def lab_images(bins: dict[str, Path]) -> dict[str, Callable[[Path], str]]:
         oci_archive(p, name, layer.close(), {"Env": path_env, "Entrypoint": ["/agnhost"]})
         return name
 
+    # registry path -> builder; the upstream name is the registry host plus that path.
     return {
         "library/busybox:1.36": busybox_as("docker.io/library/busybox:1.36", {"Cmd": ["sh"]}),
         "library/busybox:latest": busybox_as("docker.io/library/busybox:latest", {"Cmd": ["sh"]}),

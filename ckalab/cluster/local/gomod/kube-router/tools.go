@@ -3,4 +3,4 @@
 // Package tools pins the command we build; it is never compiled.
 package tools
 
-import _ "k8s.io/kubernetes/test/images/agnhost"
+import _ "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"
