@@ -13,6 +13,7 @@ short timeouts and say how to look on the node instead of hanging.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import posixpath
@@ -330,6 +331,10 @@ def test_roles(node):
     expect(host in info.dns_names or host in info.ip_addresses,
            f"--tls-cert-file={path} is not valid for {host}, the address clients use (its names: "
            f"{', '.join(sorted(info.sans)) or 'none'}). {look(path)}")
+    now = dt.datetime.now(dt.timezone.utc)
+    expect(info.not_before <= now <= info.not_after,
+           f"--tls-cert-file={path} is valid from {info.not_before:%Y-%m-%d %H:%M} to {info.not_after:%Y-%m-%d %H:%M} "
+           f"UTC, not now: clients refuse it. Look: openssl x509 -in {path} -noout -dates ({ON_NODE}).")
     expect(not info.ext_usages or "server auth" in info.ext_usages,
            f"--tls-cert-file={path} is not a serving certificate (extended key usage: "
            f"{', '.join(info.ext_usages)}). {look(path)}")

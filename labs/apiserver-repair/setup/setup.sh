@@ -1,5 +1,5 @@
 # Break the running API server as a careless certificate change does (variant: {{ fault }}) and
-# wait until it is down. Only the API server's static pod manifest is edited (and, for
+# wait until it is down (for expired-cert: until clients refuse it). Only the API server's static pod manifest is edited (and, for
 # key-mismatch, a renewed certificate and key are added to the PKI): `ckalab reset` restores
 # ckalab's manifest first, so running this again starts from a working control plane.
 etc=$(dirname "$CKALAB_PKI_DIR")
@@ -50,11 +50,38 @@ case "{{ fault }}" in
       rm -f "$ext"
     fi
     set_flag tls-cert-file "$node_pki/apiserver-renewed.crt" ;;
+  expired-cert)
+    # A backup of the serving certificate, put back in place: same names, signed by the
+    # cluster CA, but expired yesterday. The API server starts with it; every client refuses it.
+    if ! [ -s "$CKALAB_PKI_DIR/apiserver-backup.crt" ] || ! [ -s "$CKALAB_PKI_DIR/apiserver-backup.key" ]; then
+      python - "$CKALAB_PKI_DIR" <<'PY'
+import datetime as dt
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from ckalab import pki
+
+d = Path(sys.argv[1])
+ca_key, ca, current = pki.load_key(d / "ca.key"), pki.load_cert(d / "ca.crt"), pki.load_cert(d / "apiserver.crt")
+key, now = pki.new_key(), dt.datetime.now(dt.timezone.utc)
+builder = (x509.CertificateBuilder().subject_name(current.subject).issuer_name(ca.subject)
+           .public_key(key.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(now - dt.timedelta(days=366)).not_valid_after(now - dt.timedelta(days=1)))
+for ext in current.extensions:  # the same names and usages as the certificate in use
+    builder = builder.add_extension(ext.value, ext.critical)
+pki.write_pair(d, "apiserver-backup", key, builder.sign(ca_key, hashes.SHA256()))
+PY
+    fi
+    set_flag tls-cert-file "$node_pki/apiserver-backup.crt"
+    set_flag tls-private-key-file "$node_pki/apiserver-backup.key" ;;
 esac
 
 # The kubelet notices the change within seconds and the new container exits at once.
 for _ in $(seq 90); do
-  kubectl get --raw=/readyz --request-timeout=2s >/dev/null 2>&1 || { echo "The API server is down."; exit 0; }
+  kubectl get --raw=/readyz --request-timeout=2s >/dev/null 2>&1 || { echo "kubectl gets no answer it trusts: the lab is ready."; exit 0; }
   sleep 1
 done
 echo "The API server still answers 90 s after its manifest was changed: is the controlplane node's kubelet running?" >&2

@@ -11,6 +11,8 @@ case "{{ fault }}" in
   client-ca-file) fix client-ca-file /etc/kubernetes/pki/ca.crt ;;
   tls-cert-file)  fix tls-cert-file /etc/kubernetes/pki/apiserver.crt ;;
   key-mismatch)   fix tls-private-key-file /etc/kubernetes/pki/apiserver-renewed.key ;;
+  expired-cert)   fix tls-cert-file /etc/kubernetes/pki/apiserver.crt
+                  fix tls-private-key-file /etc/kubernetes/pki/apiserver.key ;;
 esac
 # The kubelet starts the API server again within ~15 s.
 for _ in $(seq 120); do
