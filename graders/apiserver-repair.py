@@ -206,8 +206,9 @@ def _kubeconfig(cluster) -> dict:
 
 
 def _get(cluster, path: str, client_cert: bool = False) -> tuple[int | None, str]:
-    """(HTTP status, body) of a GET verified against the kubeconfig's CA; (None, why) when the
-    server does not answer; ("tls", why) style errors raise ssl.SSLCertVerificationError."""
+    """(HTTP status, body) of a GET verified against the kubeconfig's CA, as kubectl makes it;
+    (None, why) when nothing answers. A certificate that does not verify raises
+    ssl.SSLCertVerificationError: the server answers, but no client would trust it."""
     kc = _kubeconfig(cluster)
     ctx = ssl.create_default_context(cadata=kc["ca"].decode())
     with tempfile.TemporaryDirectory(prefix="ckalab-apiserver-repair-") as d:
