@@ -23,8 +23,7 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     assert check_of(r, "test_binding").message == (
         "RoleBinding 'app-developer-binding' not found in namespace 'development' "
         "(kubectl get rolebindings -n development).")
-    # setup: the namespace with a deployment to look at
-    assert h.kube.get("apps/v1", "Deployment", "web", "development")
+    assert h.kube.get("v1", "Namespace", "development")  # setup: the team's namespace
 
 
 def test_reference_solution_passes(lab_harness):
