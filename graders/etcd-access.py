@@ -86,7 +86,7 @@ def test_value(etcd, lab):
     keys = etcd.run("get", "--prefix", PREFIX, "--keys-only").stdout.split()
     if got.rstrip("/") in keys or got.startswith("/"):
         fail(f"etcd-value.txt holds '{got[:80]}', which looks like a key; the task asks for the value stored "
-             "under it. Look: etcdctl ... get KEY --print-value-only")
+             "under it. Look at what etcdctl ... get KEY prints: the key's line, then its value.")
     fail(f"etcd-value.txt holds '{got[:80]}', which is not the value stored under /ckalab/ in etcd. "
          "Look: etcdctl ... get --prefix /ckalab/")
 

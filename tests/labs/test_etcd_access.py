@@ -129,7 +129,7 @@ MUTATIONS = [
     # (id, answers replacing the right ones, failing check, pinned message)
     ("value-is-the-key", {"value": "/ckalab/etcd-access/launch-code\n"}, "test_value",
      "etcd-value.txt holds '/ckalab/etcd-access/launch-code', which looks like a key; the task asks for the value "
-     "stored under it. Look: etcdctl ... get KEY --print-value-only"),
+     "stored under it. Look at what etcdctl ... get KEY prints: the key's line, then its value."),
     ("value-is-the-secret", {"value": "correct-horse-battery-staple"}, "test_value",
      "etcd-value.txt holds 'correct-horse-battery-staple', which is not the value stored under /ckalab/ in etcd. "
      "Look: etcdctl ... get --prefix /ckalab/"),
