@@ -99,13 +99,21 @@ def valid_lab_ids() -> list[str]:
     return ok
 
 
-def choose(lab_ids: list[str] | None, count: int | None, seed: str | None) -> list[str]:
+def choose(lab_ids: list[str] | None, count: int | None, seed: str | None, cluster=None) -> list[str]:
+    """The exam's labs in teaching order, except that labs which break the control plane come
+    last (one left broken must not stop the others); only labs `cluster` can run."""
     known = valid_lab_ids()
+    runnable = [i for i in known if cluster is None or labs.runs_on(labs.load(i), cluster)]
     if lab_ids:
         unknown = [i for i in lab_ids if i not in known]
         if unknown:
             raise CkalabError(f"Unknown lab(s) {', '.join(unknown)}. Labs: {', '.join(known)}")
-        return list(dict.fromkeys(lab_ids))
+        cannot = [i for i in lab_ids if i not in runnable]
+        if cannot:
+            raise CkalabError(f"Lab(s) {', '.join(cannot)} need real nodes (a control plane run as static pods): "
+                              f"'ckalab up --nodes real' as root, or leave them out.")
+        return _destructive_last(list(dict.fromkeys(lab_ids)))
+    known = runnable
     if count is None:
         return known
     if not 1 <= count <= len(known):
@@ -113,7 +121,11 @@ def choose(lab_ids: list[str] | None, count: int | None, seed: str | None) -> li
     # A seed makes the selection reproducible too; without one it is random, and recorded.
     rng = random.Random(f"{seed}/exam") if seed is not None else random.SystemRandom()
     picked = set(rng.sample(known, count))
-    return [i for i in known if i in picked]  # teaching order
+    return _destructive_last([i for i in known if i in picked])  # teaching order
+
+
+def _destructive_last(lab_ids: list[str]) -> list[str]:
+    return sorted(lab_ids, key=lambda i: labs.edits_control_plane(labs.load(i)))
 
 
 def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
@@ -130,7 +142,7 @@ def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,
             "dropped without a grade).")
     if duration <= 0:
         raise CkalabError("--duration must be a positive number of minutes.")
-    chosen = choose(lab_ids, count, seed)
+    chosen = choose(lab_ids, count, seed, cluster)
     tasks, owner = [], {}
     for n, lab_id in enumerate(chosen, 1):
         lab = labs.load(lab_id, seed)
@@ -181,8 +193,13 @@ def finish(cluster, now: float | None = None, reason: str = "finished") -> dict:
         return state["report"]
     if now >= state["deadline"]:
         reason = "time up"
-    _require_running(cluster, "")
+    # A task that breaks the control plane may be left broken: it is graded from the node, and
+    # the control plane is restored afterwards (never outliving the exam).
+    destructive = any(labs.edits_control_plane(task_lab(t)) for t in state["tasks"])
+    _require_running(cluster, "", allow_degraded=destructive)
     report = grade(state, cluster, min(now, state["deadline"]), reason)
+    if destructive:
+        labs.restore_control_plane(cluster)
     # A cluster that died while grading turns every later check into a failure: that is no grade.
     _require_running(cluster, " while the exam was being graded")
     state["report"] = report
@@ -191,10 +208,10 @@ def finish(cluster, now: float | None = None, reason: str = "finished") -> dict:
     return report
 
 
-def _require_running(cluster, when: str) -> None:
+def _require_running(cluster, when: str, allow_degraded: bool = False) -> None:
     """Grading reads the cluster: a stopped one would score every task 0%, and a report is final."""
     st = cluster.status()
-    if st.state != "running":
+    if st.state != "running" and not (allow_degraded and st.state == "degraded"):
         from .cluster.base import up_command
 
         raise ClusterNotRunning(

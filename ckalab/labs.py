@@ -54,7 +54,8 @@ FIELDS: dict[str, tuple[bool, type | tuple, str]] = {
     "solution": (True, dict, "the reference solution: files under solution/ (fields below)"),
     "targets": (False, list,
                 "`{apiVersion, kind, name, namespace}` of objects the task asks for; `reset` removes them"),
-    "needs": (False, list, "cluster features the lab needs to be complete: exec, netpol-enforcement"),
+    "needs": (False, list, "cluster features the lab needs: exec, netpol-enforcement (some checks); "
+                          "static-pods, node-shell (the whole lab: real nodes)"),
     "data": (False, dict, "name -> file under data/: extra files the lab's grader or scripts read"),
     "exam": (False, dict, "{weight: int, minutes: int}: how the lab counts in a mock exam"),
 }

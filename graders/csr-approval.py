@@ -44,6 +44,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _requested_cn(csr: dict) -> str | None:
+    """The CN a CSR object asks for; None when its request does not parse."""
+    try:
+        return _cn(x509.load_pem_x509_csr(base64.b64decode(csr["spec"]["request"], validate=True)).subject)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _cn(name: x509.Name) -> str:
     return ", ".join(a.value for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)) or "(none)"
 
@@ -200,6 +208,8 @@ def test_no_other_approved(kube, lab):
         if (md["name"] in (p["user"], p["intruder"]) or md["name"] in earlier
                 or LAB_LABEL in (md.get("labels") or {}) or not approved or approved.get("reason") == "AutoApproved"):
             continue
+        if _requested_cn(csr) not in (p["user"], p["intruder"]):
+            continue  # a request for someone else is another task's (the new-user lab's, in an exam)
         others.append(md["name"])
     expect(not others, f"You also approved {', '.join(sorted(others))}: the task asks to approve only '{p['user']}'. "
            "An approved request hands out a certificate; read each request before approving it. "

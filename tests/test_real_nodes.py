@@ -70,7 +70,8 @@ def _footprint(nodes) -> dict[str, int]:
         "netns": sum(1 for line in netns.splitlines() if tag in line),
         "iptables_rules": sum(1 for line in ipt.splitlines() if line.startswith("-A")),
         "cgroups": len(cgroups),
-        "fixed_dirs": sum(1 for d in nodes_module().FIXED_DIRS if Path(d).exists()),
+        # Left empty (another cluster's containerd may hold them with its own sockets).
+        "fixed_dirs": sum(1 for d in nodes_module().FIXED_DIRS if Path(d).is_dir() and not any(Path(d).iterdir())),
     }
 
 
@@ -299,12 +300,6 @@ def test_the_controlplane_shell_has_the_exam_paths_and_tools(real):
     offset = time.time() - time.monotonic()
     refused = _on_node(c, "controlplane", 'date -s "@$(date +%s)"', check=False)
     assert "Operation not permitted" in refused.stderr and abs((time.time() - time.monotonic()) - offset) < 0.5
-    # The kubelet is a unit, as the exam restarts it.
-    since = time.time()
-    _on_node(c, "controlplane", "systemctl restart kubelet && systemctl is-active kubelet")
-    # Ready as reported by the new kubelet: it has synced its pods (a manifest edited while a
-    # kubelet starts can wait two minutes for its volumes, as on any node).
-    wait_for(lambda: real["nodes"].control_plane._ready(since), 60, "the restarted kubelet to report Ready")
 
 
 def test_an_edited_manifest_restarts_the_api_server_and_up_keeps_it(real):
@@ -351,6 +346,23 @@ def test_a_broken_manifest_keeps_the_api_server_down_and_says_why(real):
     finally:
         c.restore_manifests()
     wait_for(c._readyz, 120, "the API server after restore-manifests")
+
+
+def test_the_kubelet_restarts_the_way_the_exam_does_it(real):
+    """`systemctl restart kubelet` on the node. After the static pod tests: a static pod's
+    manifest edited in the first minutes of a new kubelet can wait two minutes for its volumes
+    (the new kubelet first finishes with the pod the old one ran), as on any kubeadm node."""
+    c = real["cluster"]
+    before = real["nodes"].processes()["controlplane/kubelet"]
+    _on_node(c, "controlplane", "systemctl restart kubelet && systemctl is-active kubelet")
+    after = real["nodes"].processes()["controlplane/kubelet"]
+    assert after and set(after).isdisjoint(before)
+    # The new kubelet answers its health endpoint on the node (as `curl localhost:10248/healthz`
+    # does on a kubeadm node); the Node's heartbeat moves only every few minutes.
+    wait_for(lambda: _on_node(c, "controlplane", "curl -s http://127.0.0.1:10248/healthz", check=False).stdout
+             == "ok", 60, "the restarted kubelet's healthz")
+    status = _on_node(c, "controlplane", "systemctl status kubelet").stdout
+    assert "Active: active (running)" in status
 
 
 def test_down_removes_every_process_mount_link_namespace_and_rule(real):

@@ -725,9 +725,18 @@ class LocalCluster(Cluster):
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": kpki.ADMINS_GROUP}],
         })
+        real = self._real_nodes().names()
         for node in (NODE, *WORKERS):
-            if node in self._real_nodes().names():
+            if node in real:
                 continue  # a kubelet registers it
+            try:
+                registered = root.core.read_node(node)
+            except Exception:  # noqa: BLE001 - not there yet
+                registered = None
+            if registered and KWOK_ANNOTATION not in (registered.metadata.annotations or {}):
+                # Registered by a real node's kubelet (real nodes before): kwok's stand-in
+                # starts afresh, or the old kubelet's conditions would keep it NotReady.
+                root.core.delete_node(node)
             labels = {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux",
                       "kubernetes.io/arch": "amd64", "type": "kwok"}
             spec: dict = {}

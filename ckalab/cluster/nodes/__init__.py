@@ -247,7 +247,9 @@ class RealNodes:
         if len(str(longest)) + len(".ttrpc") > 107:  # sun_path holds 108 bytes with its NUL
             raise CkalabError(f"The real node's socket path {longest} is too long for a unix socket: "
                               "use a shorter CKALAB_HOME.")
-        missing = [t for t in ("ip", "nsenter", "unshare", "mount", "umount") if not shutil.which(t)]
+        missing = [t for t in ("ip", "nsenter", "unshare", "mount", "umount", "iptables", "iptables-save")
+                   if not shutil.which(t)]
+        missing += [f"{t} (apt-get install {t})" for t in ("ipset", "docker-registry") if not shutil.which(t)]
         if not any(Path(d, "bridge").exists() for d in CNI_BIN_DIRS):
             missing.append("CNI plugins (apt-get install containernetworking-plugins)")
         if os.geteuid() != 0:
