@@ -36,7 +36,12 @@ kubectl config --kubeconfig="$kc" set-credentials "$user" --client-certificate="
 kubectl config --kubeconfig="$kc" set-context "$user" --cluster=lab --user="$user" --namespace="$ns"
 kubectl config --kubeconfig="$kc" use-context "$user"
 
-# 4. the Role (two rules: pods are in the core group, deployments in apps) and its binding
+# 4. the Role (two rules: pods are in the core group, deployments in apps) and its binding.
+# A binding's roleRef cannot change: one of this name bound to another role goes first.
+if [ "$(kubectl get rolebinding "{{ binding }}" -n "$ns" -o jsonpath='{.roleRef.name}' 2>/dev/null)" \
+     != "{{ role }}" ]; then
+  kubectl delete rolebinding "{{ binding }}" -n "$ns" --ignore-not-found >/dev/null
+fi
 kubectl apply -f - <<YAML
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
