@@ -336,7 +336,10 @@ def test_down_finds_processes_without_pid_files_and_up_drops_extra_copies(rel):
     extra = subprocess.Popen(extra_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                              start_new_session=True)
     try:
-        assert procs.component_of(extra.pid, rel.dir, ("kube-scheduler",)) == "kube-scheduler"
+        # Its environment is readable once the exec has finished (a loaded machine took longer).
+        from ckalab.waiting import wait_for
+        wait_for(lambda: procs.component_of(extra.pid, rel.dir, ("kube-scheduler",)) == "kube-scheduler", 10,
+                 "the extra kube-scheduler's markers")
         st = rel.status()
         assert st.state == "degraded" and all(c.state == "running" for c in st.components)
         assert f"1 more process(es) of this cluster run untracked (pids {extra.pid})" in st.message
