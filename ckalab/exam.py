@@ -198,8 +198,9 @@ def finish(cluster, now: float | None = None, reason: str = "finished") -> dict:
     destructive = any(labs.edits_control_plane(task_lab(t)) for t in state["tasks"])
     _require_running(cluster, "", allow_degraded=destructive)
     report = grade(state, cluster, min(now, state["deadline"]), reason)
-    if destructive:
-        labs.restore_control_plane(cluster)
+    for t in state["tasks"]:
+        if labs.edits_control_plane(task_lab(t)):
+            labs.contain(task_lab(t), cluster)
     # A cluster that died while grading turns every later check into a failure: that is no grade.
     _require_running(cluster, " while the exam was being graded")
     state["report"] = report

@@ -52,6 +52,10 @@ FIELDS: dict[str, tuple[bool, type | tuple, str]] = {
     "params": (False, dict, "name -> {default, choices | range}: names the task uses (randomised per seed)"),
     "setup": (False, dict, "preconditions, labelled with the lab: files under setup/ (fields below)"),
     "solution": (True, dict, "the reference solution: files under solution/ (fields below)"),
+    "teardown": (False, dict, "undoes what restoring ckalab's manifests and kubelet configs cannot (e.g. "
+                              "secrets encrypted with the learner's key): `teardown/teardown.sh`, run by "
+                              "start, reset and the exam's finish before the restore; idempotent, "
+                              "works with the API server down"),
     "targets": (False, list,
                 "`{apiVersion, kind, name, namespace}` of objects the task asks for; `reset` removes them"),
     "needs": (False, list, "cluster features the lab needs: exec, netpol-enforcement (some checks); "
@@ -59,10 +63,10 @@ FIELDS: dict[str, tuple[bool, type | tuple, str]] = {
     "data": (False, dict, "name -> file under data/: extra files the lab's grader or scripts read"),
     "exam": (False, dict, "{weight: int, minutes: int}: how the lab counts in a mock exam"),
 }
-# The fields of `setup` and `solution`.
+# The fields of `setup`, `solution` and `teardown`.
 STEP_FIELDS: dict[str, tuple[type, str]] = {
     "manifests": (list, "files applied with server-side apply and the lab label"),
-    "script": (str, "the step's bash script (setup/setup.sh, solution/solve.sh)"),
+    "script": (str, "the step's bash script (setup/setup.sh, solution/solve.sh, teardown/teardown.sh)"),
     "creates": (list, "`{apiVersion, kind}` of labelled objects the script creates; `reset` sweeps them"),
 }
 # The one folder layout: every file in a lab folder is one of these and is named by lab.yaml.
@@ -71,9 +75,10 @@ LAYOUT: dict[str, str] = {
     "task.md": "the task text, named by `task`",
     "setup/": "preconditions: manifests and `setup.sh`, named by `setup`",
     "solution/": "the reference solution: manifests and `solve.sh`, named by `solution`",
+    "teardown/": "`teardown.sh`, named by `teardown` (labs that change the control plane or a node)",
     "data/": "extra files named by `data` (e.g. the quiz's questions)",
 }
-STEP_SCRIPT = {"setup": "setup/setup.sh", "solution": "solution/solve.sh"}
+STEP_SCRIPT = {"setup": "setup/setup.sh", "solution": "solution/solve.sh", "teardown": "teardown/teardown.sh"}
 
 
 def data_root() -> Path:
@@ -255,12 +260,14 @@ def validate(lab_dir: Path, data: Any) -> list[str]:
     files = []
     if isinstance(data.get("task"), str):
         files.append(data["task"])
-    for step in ("setup", "solution"):
+    for step in STEP_SCRIPT:
         s = data.get(step)
         if not isinstance(s, dict):
             continue
         for k, v in s.items():
-            if k not in STEP_FIELDS:
+            if step == "teardown" and k != "script":
+                problems.append(f"{where}: teardown.{k}: a teardown is only a script (teardown.script)")
+            elif k not in STEP_FIELDS:
                 problems.append(f"{where}: {step}.{k} is unknown (known: {', '.join(STEP_FIELDS)})")
             elif not isinstance(v, STEP_FIELDS[k][0]):
                 problems.append(f"{where}: {step}.{k} should be {STEP_FIELDS[k][0].__name__}")
@@ -482,6 +489,14 @@ def restore_control_plane(cluster, timeout: float = 180) -> list[str]:
     return done
 
 
+def contain(lab: Lab, cluster) -> list[str]:
+    """Give back the healthy control plane a lab that edits it found: its teardown script first
+    (while the learner's API server may still run: e.g. secrets encrypted with the learner's key
+    are rewritten in plain form), then ckalab's manifests and kubelet configs."""
+    _run_script(lab, "teardown", cluster)
+    return restore_control_plane(cluster)
+
+
 def _run_script(lab: Lab, step: str, cluster) -> None:
     text = lab.script(step)
     if not text:
@@ -505,7 +520,7 @@ def _run_script(lab: Lab, step: str, cluster) -> None:
 def start(lab: Lab, cluster, kube: Kube | None = None) -> Path:
     """Create the lab's preconditions (idempotent; everything carries the lab label)."""
     if edits_control_plane(lab):
-        restore_control_plane(cluster)  # its setup breaks a working control plane, not a broken one
+        contain(lab, cluster)  # its setup breaks a working control plane, not a broken one
     kube = client(cluster, kube)
     lab.workdir.mkdir(parents=True, exist_ok=True)
     kube.apply_all(lab.manifests("setup"), lab.label)
@@ -554,7 +569,7 @@ def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> l
     With `clean`, the work directory's files are moved aside (to <lab>.before-reset[-n]) first.
     """
     if edits_control_plane(lab):
-        restore_control_plane(cluster)  # before anything that needs the API server
+        contain(lab, cluster)  # before anything that needs the API server
     kube = client(cluster, kube)
     if clean:
         set_aside(lab.workdir, "before-reset")

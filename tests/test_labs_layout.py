@@ -81,6 +81,21 @@ def test_a_manifest_outside_its_step_folder_and_another_task_file(tmp_path):
     assert f"{where}: 'task.md' is in the lab folder but lab.yaml does not name it" in problems
 
 
+def test_a_teardown_is_one_script_in_its_folder(tmp_path):
+    d = _lab_dir(tmp_path, {"teardown/teardown.sh": "true\n", "teardown/undo.yaml": "{}\n"})
+    where = d / "lab.yaml"
+    assert _problems(d, {**MINIMAL, "teardown": {"script": "teardown/teardown.sh"},
+                         "data": {"undo": "teardown/undo.yaml"}}) == [
+        f"{where}: data.undo should be a file under data/, not 'teardown/undo.yaml'",
+        f"{where}: 'teardown/undo.yaml' is in the lab folder but lab.yaml does not name it"]
+    assert _problems(d, {**MINIMAL, "teardown": {"script": "teardown/undo.sh", "manifests": ["teardown/undo.yaml"]}}) == [
+        f"{where}: teardown.script is 'teardown/undo.sh'; the layout wants 'teardown/teardown.sh'",
+        f"{where}: teardown.manifests: a teardown is only a script (teardown.script)",
+        f"{where}: 'teardown/teardown.sh' is in the lab folder but lab.yaml does not name it",
+        f"{where}: 'teardown/undo.yaml' is in the lab folder but lab.yaml does not name it",
+        f"{where}: file 'teardown/undo.sh' does not exist"]
+
+
 def test_readme_schema_tables_are_generated_from_the_schema(tmp_path):
     sys.path.insert(0, str(REPO / "tools"))
     try:
