@@ -63,6 +63,16 @@ def cmd_restore_manifests(args):
     print("\n".join(done) if done else "The static pod manifests are ckalab's already; nothing to restore.")
 
 
+def cmd_private_image(args):
+    cluster = _cluster(args)
+    if not cluster.offers("private-registry") and args.if_offered:
+        print(f"Cluster '{cluster.name}' has no private registry (real nodes have one): "
+              f"{args.image} is not published; its pulls fail as from any unknown registry.")
+        return
+    print(f"{cluster.publish_private_image(args.image, args.user, args.password)} is served to user "
+          f"'{args.user}' only (the nodes reach it under that name).")
+
+
 def cmd_node_file(args):
     # One way for setup/solve scripts (and learners) to read a control-plane file on any backend
     # that offers "node-files": the backend knows where its node's files live.
@@ -402,6 +412,13 @@ def parser(verb: str | None = None) -> argparse.ArgumentParser:
     ssh.add_argument("command", nargs=argparse.REMAINDER, help="a command to run instead of a shell")
     add("restore-manifests", cmd_restore_manifests, "put ckalab's static pod manifests back on the "
         "controlplane node; edited ones are kept in <cluster>/manifests.edited/")
+    priv = add("private-image", cmd_private_image, "publish an image in the cluster's private registry, "
+               "pullable with a login only (real nodes; what the image-pull-secrets task is about)")
+    priv.add_argument("image", help="HOST/PATH[:TAG], e.g. private-registry.io/apps/internal-app")
+    priv.add_argument("--user", required=True)
+    priv.add_argument("--password", required=True)
+    priv.add_argument("--if-offered", action="store_true",
+                      help="on a cluster without a private registry say so and succeed (lab setup scripts)")
     add("env", cmd_env, "print 'export KUBECONFIG=...' for a shell")
     add("labs", cmd_labs, "list the labs")
     add("validate", cmd_validate, "check every lab's data and report all problems")

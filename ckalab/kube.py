@@ -419,6 +419,14 @@ class Kube:
         were most of a cold check's time in the client."""
         return self.request("POST", path, body=body)
 
+    def exec(self, pod: str, namespace: str, container: str, command: list[str], timeout: float = 5) -> str:
+        """`kubectl exec POD -c CONTAINER -- COMMAND`: its stdout and stderr together (clusters
+        that offer "exec"; the API server asks the pod's kubelet)."""
+        from kubernetes.stream import stream
+
+        return stream(self.core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                      command=command, stderr=True, stdin=False, stdout=True, tty=False, _request_timeout=timeout)
+
     def ping(self) -> bool:
         """True when /readyz answers ok."""
         import urllib3

@@ -437,37 +437,19 @@ def edits_control_plane(lab: Lab) -> bool:
     return "static-pods" in lab.needs
 
 
-def _static_pod_hashes(cluster) -> dict[str, str]:
-    """Control-plane component -> its mirror pod's kubernetes.io/config.hash (the kubelet's hash of
-    the manifest it runs); {} while the API server does not answer."""
-    try:
-        pods = Kube(cluster.kubeconfig, timeout=3).list("v1", "Pod", "kube-system", label_selector="tier=control-plane")
-    except Exception:  # noqa: BLE001 - a stopped or restarting API server fails in many ways
-        return {}
-    return {(p["metadata"].get("labels") or {}).get("component", ""):
-            (p["metadata"].get("annotations") or {}).get("kubernetes.io/config.hash", "") for p in pods}
-
-
 def restore_control_plane(cluster, timeout: float = 180) -> list[str]:
     """ckalab's static pod manifests back (an edited one is kept aside, never deleted), then wait
     until the cluster runs and /readyz answers: a broken control plane never outlives its lab."""
     restore = getattr(cluster, "restore_manifests", None)
     can = restore is not None and cluster.offers("static-pods")
-    before = _static_pod_hashes(cluster) if can else {}
     done = restore() if can else []
-    # A restored component that still runs (an edited etcd, say) looks healthy until the kubelet
-    # replaces it moments later: wait for its mirror pod to carry the restored manifest's hash first.
-    restored = [m.group(1) for m in (re.search(r"([\w-]+)\.yaml restored", d) for d in done) if m]
-    replaced = [c for c in restored if before.get(c)]
-    if replaced:
-        try:
-            wait_for(lambda: all(_static_pod_hashes(cluster).get(c) not in (None, before[c]) for c in replaced),
-                     min(90.0, timeout), "the kubelet to run the restored manifests")
-        except WaitTimeout:
-            pass  # the health wait below says what is wrong
+    # A replaced component that still runs (an edited API server that answers /readyz) looks
+    # healthy until the kubelet stops it moments later: healthy means each restored component
+    # runs the restored manifest's command line (read from the runtime on the node) and /readyz.
+    restored = [m.group(1) for m in (re.search(r"/manifests/([\w-]+)\.yaml restored", d) for d in done) if m]
 
     def healthy():
-        return cluster.status().state == "running"
+        return all(cluster.runs_manifest(c) for c in restored) and cluster.status().state == "running"
     try:
         wait_for(healthy, min(60.0, timeout), "the API server to answer again after restoring the control plane")
         return done

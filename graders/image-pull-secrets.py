@@ -18,7 +18,8 @@ import binascii
 import json
 from urllib.parse import urlsplit
 
-from ckalab.grading import check, expect, fail
+from ckalab.grading import check, expect, fail, fixture, skip
+from ckalab.waiting import WaitTimeout, wait_for
 
 DOCKERCFGJSON = "kubernetes.io/dockerconfigjson"
 KEY = ".dockerconfigjson"
@@ -224,13 +225,12 @@ def test_deployment_uses_secret(kube, lab):
            "-o jsonpath='{.spec.template.spec.containers[*].image}'")
 
 
-@check(2, "the Deployment's current pods carry the pull secret", after="test_deployment_uses_secret",
-       hint="kubectl get pods -l app=NAME -o custom-columns=NAME:.metadata.name,PULL:.spec.imagePullSecrets[*].name")
-def test_pods_carry_secret(kube, lab):
-    p = lab.params
-    dep = _deployment(kube, lab)
-    # Only pods of this Deployment's ReplicaSets: not pods of a deleted one still being garbage
-    # collected, nor other pods that happen to share the label.
+def _live_pods(kube, p: dict, dep: dict | None) -> tuple[list[dict], str]:
+    """The Deployment's pods that are not being deleted, and its label selector. Only pods of its
+    own ReplicaSets: not pods of a deleted one still being garbage collected, nor other pods that
+    happen to share the label."""
+    if dep is None:
+        return [], ""
     sets = {rs["metadata"]["name"] for rs in kube.list("apps/v1", "ReplicaSet", p["namespace"])
             if any(o.get("uid") == dep["metadata"]["uid"] for o in rs["metadata"].get("ownerReferences") or [])}
     labels = dep["spec"]["selector"].get("matchLabels") or {}
@@ -239,6 +239,14 @@ def test_pods_carry_secret(kube, lab):
             if not q["metadata"].get("deletionTimestamp")
             and any(o.get("kind") == "ReplicaSet" and o.get("name") in sets
                     for o in q["metadata"].get("ownerReferences") or [])]
+    return live, selector
+
+
+@check(2, "the Deployment's current pods carry the pull secret", after="test_deployment_uses_secret",
+       hint="kubectl get pods -l app=NAME -o custom-columns=NAME:.metadata.name,PULL:.spec.imagePullSecrets[*].name")
+def test_pods_carry_secret(kube, lab):
+    p = lab.params
+    live, selector = _live_pods(kube, p, _deployment(kube, lab))
     look = (f"kubectl get pods -n {p['namespace']}" + (f" -l {selector}" if selector else "")
             + " -o custom-columns=NAME:.metadata.name,PULL:.spec.imagePullSecrets[*].name")
     expect(live, f"Deployment '{p['deployment']}' has no pods (kubectl get deployment {p['deployment']} "
@@ -248,3 +256,63 @@ def test_pods_carry_secret(kube, lab):
            f"'{p['secret']}' ({', '.join(old)}): they were created before the pull secret was set up. A pod gets "
            f"its pull secrets only when it is created, from its template or its ServiceAccount; existing pods never "
            f"change. Look: {look}")
+
+
+# --- the real pull (clusters with a private registry: real nodes) ------------------------------
+
+@fixture
+def private_registry(cluster):
+    """Skips the check (not scored) where the nodes pull from no registry that checks logins."""
+    if not cluster.offers("private-registry"):
+        skip(f"the {cluster.backend} backend has no private registry that checks the login")
+
+
+PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff")
+
+
+def _pull_state(pod: dict) -> tuple[str, str]:
+    """('running' | 'failed' | 'waiting', what the kubelet says) for the pod's first container."""
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        state = c.get("state") or {}
+        if "running" in state:
+            return "running", ""
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in PULL_FAILURES:
+            return "failed", f"{waiting['reason']}: {waiting.get('message', '')}"
+        return "waiting", waiting.get("reason", "")
+    return "waiting", "no container started yet"
+
+
+@check(3, "the pods really pull the image with the secret and run",
+       hint="kubectl get pods -l app=NAME; kubectl describe pod POD (its Events say why a pull failed)")
+def test_pods_pull_the_image(kube, lab, private_registry):
+    p = lab.params
+    dep = _deployment(kube, lab)
+    expect(dep and not pull_secret_problem(kube, p, dep["spec"]["template"]["spec"]),
+           "Not checked yet: first fix \"Deployment's pods are set up to get the pull secret, for the task's image\".")
+    live, _ = _live_pods(kube, p, dep)
+    expect(all(p["secret"] in _names(q["spec"].get("imagePullSecrets")) for q in live),
+           "Not checked yet: first fix \"the Deployment's current pods carry the pull secret\".")
+    got: dict = {}
+
+    def settled():  # every pod runs, or one failed to pull with the pods' current secret
+        live, _ = _live_pods(kube, p, _deployment(kube, lab))
+        got["states"] = {q["metadata"]["name"]: _pull_state(q) for q in live}
+        states = [s for s, _ in got["states"].values()]
+        return bool(states) and (all(s == "running" for s in states) or "failed" in states)
+    try:
+        wait_for(settled, 40, "the Deployment's pods to pull their image")
+    except WaitTimeout:
+        pass
+    states = got.get("states") or {}
+    failed = {n: why for n, (s, why) in states.items() if s == "failed"}
+    if failed:
+        name, why = sorted(failed.items())[0]
+        fail(f"Pod '{name}' of Deployment '{p['deployment']}' could not pull its image: {why[:300]}. The registry "
+             f"{p['server']} refused the pull: look at the credentials in Secret '{p['secret']}' (kubectl get "
+             f"secret {p['secret']} -n {p['namespace']} -o jsonpath='{{.data.\\.dockerconfigjson}}' | base64 -d) "
+             f"and at the pod's events (kubectl describe pod {name} -n {p['namespace']}). A pod in back-off tries "
+             "again with the Secret's current contents only when its back-off ends.")
+    waiting = sorted(f"{n} ({why or 'starting'})" for n, (s, why) in states.items() if s != "running")
+    expect(states and not waiting, f"Pods of Deployment '{p['deployment']}' are not running yet: "
+           f"{', '.join(waiting) or 'none exist'}. Look: kubectl get pods -n {p['namespace']}; kubectl describe pod POD")

@@ -4,10 +4,15 @@ Decision on the role kind: the task asks for a Role, and a ClusterRole of the sa
 the RoleBinding inside the namespace has exactly the same effect, so both pass (the task text
 says so). What counts most is the SubjectAccessReview for the account's real identity,
 system:serviceaccount:NS:NAME with its groups, and that the Deployment's current pods run as it.
-The pod check reads what exists and never waits: during a rollout it says so instead.
+The pod check reads what exists and never waits: during a rollout it says so instead. Where
+containers really run, the dashboard's own calls count too: from inside a pod, with its mounted
+token, it lists pods and is refused secrets (kubecall, an in-cluster client in ckalab's images).
 """
 
-from ckalab.grading import check, expect, fail
+import json
+
+from ckalab.grading import check, expect, fail, fixture, skip
+from ckalab.waiting import WaitTimeout, wait_for
 from ckalab.rbac import Allowed, Subject, extra_rights, grants, misnamed_resources, missing_verbs
 
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -173,3 +178,58 @@ def test_pods_use_sa(kube, lab):
     expect(not tokenless, f"Pods {', '.join(tokenless)} run as '{sa}' but mount no token for it "
            "(automountServiceAccountToken: false on the pod template or the ServiceAccount), so the dashboard "
            f"cannot use the account. Look: kubectl get pod {tokenless[0] if tokenless else ''} -n {ns} -o yaml")
+
+
+# --- the dashboard's own calls (clusters whose containers run) ---------------------------------
+
+@fixture
+def exec_in_dashboard(cluster, kube, lab):
+    """Runs kubecall PATH in a running dashboard pod; skips (not scored) where nothing runs."""
+    if not cluster.offers("exec"):
+        skip(f"the {cluster.backend} backend has no running containers to call the API from")
+    p = lab.params
+    got: dict = {}
+
+    def settled():  # a pod as the account runs, or none is even starting
+        mine = [x for x in kube.list("v1", "Pod", p["namespace"], f"app={p['deployment']}")
+                if not x["metadata"].get("deletionTimestamp") and _sa_of(x["spec"]) == p["sa"]]
+        got["pods"] = [x for x in mine if (x.get("status") or {}).get("phase") == "Running"]
+        return bool(got["pods"]) or not mine
+    try:  # pods the rollout has just created are still starting
+        wait_for(settled, 30, "a dashboard pod to run")
+    except WaitTimeout:
+        pass
+    if not got["pods"]:
+        fail(f"Not checked yet: no pod of Deployment '{p['deployment']}' runs as '{p['sa']}' yet "
+             f"(kubectl get pods -n {p['namespace']} -l app={p['deployment']}).")
+    pod = sorted(got["pods"], key=lambda x: x["metadata"]["name"])[0]
+
+    def call(path: str) -> tuple[str, str, str]:
+        out = kube.exec(pod["metadata"]["name"], p["namespace"], pod["spec"]["containers"][0]["name"],
+                        ["kubecall", path], timeout=10)
+        if "executable file not found" in out or "kubecall: not found" in out:
+            skip("the dashboard's image has no kubecall (ckalab's busybox has it; upstream busybox does not)")
+        status, _, body = out.partition("\n")
+        return pod["metadata"]["name"], status.strip(), body
+    return call
+
+
+def _reason(body: str) -> str:
+    """The API server's own words from a Status body."""
+    try:
+        return json.loads(body).get("message") or body[:200]
+    except ValueError:
+        return body.strip()[:200]
+
+
+@check(2, "the dashboard really lists pods with its mounted token, and may not read secrets",
+       hint="kubectl exec POD -- kubecall /api/v1/namespaces/NAMESPACE/pods; kubectl logs POD")
+def test_dashboard_calls_the_api(lab, exec_in_dashboard):
+    p = lab.params
+    ns, who = p["namespace"], _identity(p)
+    pod, status, body = exec_in_dashboard(f"/api/v1/namespaces/{ns}/pods")
+    expect(status == "200", f"Pod '{pod}' asked the API server for the pods in '{ns}' with its mounted token and "
+           f"got {status}: {_reason(body)}. Look: kubectl auth can-i list pods --as {who} -n {ns}")
+    pod, status, body = exec_in_dashboard(f"/api/v1/namespaces/{ns}/secrets")
+    expect(status == "403", f"Pod '{pod}' could read the secrets in '{ns}' with its token (HTTP {status}): the "
+           f"account may do more than read pods. Look: kubectl auth can-i --list --as {who} -n {ns}")

@@ -143,10 +143,7 @@ class LabHarness:
         return p
 
 
-@pytest.fixture
-def lab_harness(cluster):
-    """Factory: lab_harness("rbac-role") returns a harness on a freshly reset lab whose work
-    directory has been emptied (tests start from what `ckalab start` gives a new learner)."""
+def _fresh_labs(cluster):
     def make(lab_id: str, seed: str | None = None) -> LabHarness:
         h = LabHarness(cluster, lab_id, seed)
         if h.workdir.exists():
@@ -154,6 +151,19 @@ def lab_harness(cluster):
         h.reset()
         return h
     return make
+
+
+@pytest.fixture
+def lab_harness(cluster):
+    """Factory: lab_harness("rbac-role") returns a harness on a freshly reset lab whose work
+    directory has been emptied (tests start from what `ckalab start` gives a new learner)."""
+    return _fresh_labs(cluster)
+
+
+@pytest.fixture
+def real_lab_harness(real_nodes):
+    """lab_harness on real nodes (skipped without CKALAB_REAL_NODES=1)."""
+    return _fresh_labs(real_nodes)
 
 
 @pytest.fixture
@@ -177,6 +187,11 @@ def check_of(result: GradeResult, check_id: str) -> CheckResult:
 
 def failed_ids(result: GradeResult) -> set[str]:
     return {c.id for c in result.checks if c.state == "failed"}
+
+
+def scored_ids(result: GradeResult) -> set[str]:
+    """The checks this cluster could run (not listed as unavailable on its backend)."""
+    return {c.id for c in result.checks if c.state != "unavailable"}
 
 
 def load_yaml(text: str):

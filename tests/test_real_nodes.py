@@ -348,6 +348,34 @@ def test_a_broken_manifest_keeps_the_api_server_down_and_says_why(real):
     wait_for(c._readyz, 120, "the API server after restore-manifests")
 
 
+def test_restoring_the_control_plane_waits_for_the_restored_command_and_restores_kubelet_configs(real):
+    """A lab's reset right after an edit that still serves (/readyz answers from the edited API
+    server until the kubelet replaces it): restore_control_plane returns only once the container
+    runs the restored manifest's command line. node01's edited kubelet config comes back too (kept
+    aside), and that kubelet is restarted with it."""
+    from ckalab import labs
+
+    c = real["cluster"]
+    path = c.etc / "manifests" / "kube-apiserver.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("    - --allow-privileged=true\n", "    - --allow-privileged=true\n    - --profiling=false\n"))
+    wait_for(lambda: c._readyz() and "--profiling=false" in _apiserver_command(c), 120,
+             "the API server to run with the edited manifest")
+    node01 = real["nodes"].node("node01")
+    config = node01.p("var/lib/kubelet/config.yaml")
+    ours = config.read_text()
+    config.write_text(ours.replace("maxPods: 30", "maxPods: 31"))
+    kubelet_before = real["nodes"].processes()["node01/kubelet"]
+    done = labs.restore_control_plane(c)
+    assert "--profiling=false" not in _apiserver_command(c) and c.runs_manifest("kube-apiserver")
+    assert c.status().state == "running" and path.read_text() == text
+    assert config.read_text() == ours
+    said = [d for d in done if d.startswith("node01: /var/lib/kubelet/config.yaml restored; your version is kept in ")]
+    assert len(said) == 1 and "maxPods: 31" in Path(said[0].rsplit(" ", 1)[1]).read_text(), done
+    assert set(real["nodes"].processes()["node01/kubelet"]).isdisjoint(kubelet_before)
+    assert labs.restore_control_plane(c) == []  # nothing left to restore: returns at once
+
+
 def test_the_kubelet_restarts_the_way_the_exam_does_it(real):
     """`systemctl restart kubelet` on the node. After the static pod tests: a static pod's
     manifest edited in the first minutes of a new kubelet can wait two minutes for its volumes

@@ -94,7 +94,8 @@ class Cluster(abc.ABC):
     backend = "?"
     # What this backend offers checks and scripts: "exec" (run commands in containers), "traffic"
     # (pods carry real packets), "netpol-enforcement" (a CNI enforces NetworkPolicy),
-    # "node-files" (read_file reaches the control-plane node's files). A check asks offers().
+    # "node-files" (read_file reaches the control-plane node's files), "private-registry" (a
+    # registry with logins the nodes pull from: publish_private_image). A check asks offers().
     features: frozenset[str] = frozenset()
 
     @classmethod
@@ -126,6 +127,13 @@ class Cluster(abc.ABC):
         from ..errors import CkalabError
 
         raise CkalabError(f"Node shells are not available on the {self.backend} backend (cluster '{self.name}').")
+
+    def publish_private_image(self, image: str, username: str, password: str) -> str:
+        """Serve `image` (host/path[:tag]) from a registry that only `username`/`password` may
+        pull from, reachable by the nodes under that host name (the image-pull-secrets task)."""
+        from ..errors import CkalabError
+
+        raise CkalabError(f"A private registry is not available on the {self.backend} backend (cluster '{self.name}').")
 
     def __init__(self, name: str = home.DEFAULT_CLUSTER):
         self.name = name

@@ -1,7 +1,7 @@
 """service-accounts grader: passes on the reference and other correct forms, fails with pinned messages."""
 
 from ckalab.waiting import wait_for
-from conftest import check_of, failed_ids
+from conftest import check_of, failed_ids, scored_ids
 
 LAB = "service-accounts"
 SA_USER = "system:serviceaccount:default:dashboard-sa"
@@ -65,7 +65,9 @@ def test_fresh_start_fails_naming_every_check(lab_harness):
     h = lab_harness(LAB)
     r = h.grade()
     assert not r.passed and r.score == 0
-    assert failed_ids(r) == {c.id for c in r.checks}
+    # Where no container runs (kwok nodes) the dashboard's own API calls are not checked, nor scored.
+    assert [c.id for c in r.unavailable()] == ([] if h.cluster.offers("exec") else ["test_dashboard_calls_the_api"])
+    assert failed_ids(r) == scored_ids(r)
     assert check_of(r, "test_sa_exists").message == (
         "ServiceAccount 'dashboard-sa' not found in namespace 'default' (kubectl get serviceaccounts -n default).")
     assert check_of(r, "test_binding").message == (

@@ -391,7 +391,8 @@ class LocalCluster(Cluster):
 
     def restore_manifests(self) -> list[str]:
         """Put ckalab's static pod manifests back; a learner's edited copy is kept aside in
-        manifests.edited/ (outside the kubelet's directory, or it would run it too)."""
+        manifests.edited/ (outside the kubelet's directory, or it would run it too). On real
+        nodes each node's kubelet config too (restarting that kubelet)."""
         orig = self.original_manifests
         if not orig.is_dir():
             raise CkalabError(f"Cluster '{self.name}' has no original manifests in {orig}: they are "
@@ -405,7 +406,21 @@ class LocalCluster(Cluster):
             done.append(f"{cur} restored; your version is kept in {aside}" if aside
                         else f"{cur} restored (it was missing)")
             home.write_atomic(cur, src.read_bytes())
+        if self._real_mode():  # and the nodes' kubelet configs (the kubelet-security task edits one)
+            done += [m for node in self._real_nodes().names()
+                     if (m := self._real_nodes().node(node).restore_kubelet_config())]
         return done
+
+    def runs_manifest(self, component: str) -> bool:
+        """Whether the controlplane's kubelet runs `component` with the command line its static
+        pod manifest has now (the one container of that name running, started with it)."""
+        try:
+            pod = yaml.safe_load((self.etc / "manifests" / f"{component}.yaml").read_text())
+            c = pod["spec"]["containers"][0]
+            want = [*(c.get("command") or []), *(c.get("args") or [])]
+        except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+            return False
+        return self._real_nodes().control_plane.running_command(component) == want
 
     def _set_aside(self, manifest: Path) -> Path | None:
         """Copy a learner's edited static pod manifest to manifests.edited/ (never deleted)."""
@@ -787,10 +802,19 @@ class LocalCluster(Cluster):
     # --- real nodes: experimental and opt-in (ckalab/cluster/nodes, docs/real-nodes.md) --------------
     # On real nodes pods run (node02, kwok's, takes none): exec and traffic as on kind, and
     # kube-router enforces NetworkPolicy.
-    REAL_FEATURES = frozenset({"static-pods", "node-shell", "exec", "traffic", "netpol-enforcement"})
+    REAL_FEATURES = frozenset({"static-pods", "node-shell", "exec", "traffic", "netpol-enforcement",
+                               "private-registry"})
 
     def offers(self, feature: str) -> bool:
         return super().offers(feature) or (feature in self.REAL_FEATURES and self._real_mode())
+
+    def publish_private_image(self, image: str, username: str, password: str) -> str:
+        if not self._real_mode():
+            return super().publish_private_image(image, username, password)
+        from ..nodes import private_registry
+
+        with self._lifecycle("registry", lambda m: None):  # not while `up` or `down` runs
+            return private_registry.for_nodes(self._real_nodes()).publish(image, username, password)
 
     def shell(self, node: str, command: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
         real = self._real_nodes()

@@ -51,7 +51,7 @@ from ...pki import CLIENT_AUTH, SERVER_AUTH
 from ...waiting import WaitTimeout, wait_for
 from ..local import build, procs
 from ..local import pki as kpki
-from . import images
+from . import images, private_registry
 
 ENV = "CKALAB_NODES"
 CONTROL_PLANE = "controlplane"
@@ -163,6 +163,7 @@ class RealNodes:
         self.control_plane.up(bins, progress)
         self._relay_up()
         self._publish_lab_images(bins, progress)
+        private_registry.for_nodes(self).resume()
 
     def start_workers(self, progress) -> bool:
         """node01 (the API server must answer); then real nodes stay on for later `up`s. True
@@ -182,6 +183,7 @@ class RealNodes:
             self.node(name).down(progress)
         self._stop("relay")
         self._stop("registry")
+        self._stop(private_registry.COMPONENT)
         _run(["ip", "link", "del", self.bridge], check=False)
         if not self.processes():
             for d in FIXED_DIRS:
@@ -477,6 +479,29 @@ class Node:
         self.since = time.time() - 1
         self._start("kubelet", [str(bins["kubelet"]), *self._kubelet_flags()])
 
+    def restore_kubelet_config(self) -> str | None:
+        """ckalab's /var/lib/kubelet/config.yaml back (a learner's edit kept aside in
+        <cluster>/kubelet-config.edited/) and the kubelet restarted with it; None when unchanged."""
+        path, orig = self.p("var/lib/kubelet/config.yaml"), self.p("kubelet-config.orig.yaml")
+        try:
+            now, want = path.read_bytes() if path.exists() else None, orig.read_bytes()
+        except FileNotFoundError:
+            return None  # a node that never ran: nothing of ckalab's to restore
+        if now == want:
+            return None
+        said = f"{self.name}: /var/lib/kubelet/config.yaml restored"
+        if now is not None:
+            aside = self.nodes.cluster.dir / "kubelet-config.edited" / f"{self.name}.{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+            aside.parent.mkdir(exist_ok=True)
+            aside.write_bytes(now)
+            said += f"; your version is kept in {aside}"
+        home.write_atomic(path, want)
+        if self.nodes.processes().get(f"{self.name}/containerd"):
+            stop_pids(self.nodes.processes().get(f"{self.name}/kubelet", []))
+            self.start_kubelet(ensure_binaries(lambda m: None))
+            self.wait_ready(60)
+        return said
+
     def shell(self, command: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
         """argv and environment of a root shell on this node: its mount and network namespaces
         (the exam's paths, the node's address), its own hostname, crictl/kubeadm/kubectl (and
@@ -520,6 +545,19 @@ class Node:
         except ValueError:
             return []
         return sorted(found, key=lambda c: int(c.get("createdAt", 0)), reverse=True)
+
+    def running_command(self, name: str) -> list[str] | None:
+        """The command line (command + args) the node's running container `name` was started
+        with, as the runtime has it; None when no such container runs."""
+        running = [c["id"] for c in self.containers()
+                   if c.get("metadata", {}).get("name") == name and c.get("state") == "CONTAINER_RUNNING"]
+        if len(running) != 1:  # none, or the old one still stopping beside the new one
+            return None
+        try:
+            config = json.loads(self.crictl("inspect", running[0]).stdout)["info"]["config"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return [*(config.get("command") or []), *(config.get("args") or [])]
 
     def container_logs(self, container_id: str, lines: int = 10) -> list[str]:
         proc = self.crictl("logs", "--tail", str(lines), container_id)

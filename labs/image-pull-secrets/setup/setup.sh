@@ -1,4 +1,7 @@
 # Runs after setup/deployment.yaml is applied.
+# On real nodes the registry is real: the image is published for this login only, so the pods
+# sit in ImagePullBackOff until they pull with the right credentials. Elsewhere nothing to do.
+ckalab private-image "{{ server }}/{{ repository }}" --user "{{ username }}" --password "{{ password }}" --if-offered >/dev/null
 ns="{{ namespace }}" dep="{{ deployment }}" secret="{{ secret }}"
 
 pods_with_secret() {  # names of the Deployment's pods, not being deleted, that list the secret
@@ -24,8 +27,8 @@ if ! kubectl get secret "$secret" -n "$ns" >/dev/null 2>&1; then
 fi
 
 # Wait for what happens on every backend: the Deployment has created its pods. Whether their
-# containers start is up to the cluster; where images are really pulled they never do (the
-# registry is fictional), so waiting for a rollout or for Running would never end there.
+# containers start is up to the cluster; without the pull secret they never do where images are
+# really pulled, so waiting for a rollout or for Running would never end there.
 kubectl wait deployment "$dep" -n "$ns" --for=jsonpath='{.status.replicas}'=2 --timeout=120s >/dev/null
 if [ -n "$stale" ]; then
   # Admission reads ServiceAccounts from a cache, so a pod created just after the patch may

