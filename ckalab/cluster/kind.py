@@ -19,6 +19,11 @@ from .base import Cluster, ClusterStatus, ComponentStatus, Progress, docker_work
 
 # kind/ sits beside labs/: in the checkout, or in the package data of an installed wheel.
 CONFIG = labs.data_root() / "kind" / "cluster.yaml"
+# What keeps lab pods from setting this computer's clock (kind nodes share it): a seccomp profile
+# on every node and the admission policies that give it to pods (see the policy file's header).
+NOCLOCK_PROFILE = labs.data_root() / "kind" / "noclock.json"
+NOCLOCK_POLICY = labs.data_root() / "kind" / "noclock-policy.yaml"
+SECCOMP_DIR = "/var/lib/kubelet/seccomp/ckalab"
 KIND_VERSION = "v0.33.0"
 
 
@@ -82,7 +87,23 @@ class KindCluster(Cluster):
         out = _run(["kind", "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig)])
         if out.returncode != 0:
             raise CkalabError(f"kind export kubeconfig failed:\n{out.stderr[-2000:]}")
+        self._protect_clock()
         progress(f"Cluster '{self.name}' is ready. kubeconfig: {self.kubeconfig}")
+
+    def _protect_clock(self) -> None:
+        """The noclock profile on every node, then the policies that hand it out (idempotent:
+        every `up` puts them back, a node added later included)."""
+        from ..kube import Kube
+
+        nodes = _run(["kind", "get", "nodes", "--name", self.name], 60).stdout.split()
+        for node in nodes:
+            out = subprocess.run(["docker", "exec", "-i", node, "sh", "-c",
+                                  f"mkdir -p {SECCOMP_DIR} && cat > {SECCOMP_DIR}/noclock.json"],
+                                 input=NOCLOCK_PROFILE.read_bytes(), capture_output=True, timeout=60)
+            if out.returncode != 0:
+                raise CkalabError(f"Could not install the clock profile on kind node {node}: "
+                                  f"{out.stderr.decode()[-500:]}")
+        Kube(self.kubeconfig).apply_all(d for d in yaml.safe_load_all(NOCLOCK_POLICY.read_text()) if d)
 
     def _down(self, progress: Progress) -> None:
         if not shutil.which("kind") or not self._exists():
