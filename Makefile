@@ -5,6 +5,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Test workers, each with its own cluster (1 runs the suite in one process, in order).
+TEST_WORKERS ?= 2
 
 .PHONY: install binaries lab test bench notebooks clean-venv
 
@@ -36,7 +38,7 @@ test: install binaries
 	$(BIN)/ckalab validate
 	$(BIN)/python tools/check_notebooks.py
 	$(BIN)/python tools/schema_table.py --check
-	$(BIN)/pytest tests
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup tests
 
 bench: install binaries
 	$(BIN)/python bench/bench.py

@@ -18,12 +18,16 @@ import pytest
 import yaml
 
 # Each test session gets its own CKALAB_HOME before ckalab computes any path.
-_HOME = os.environ.get("CKALAB_TEST_HOME") or tempfile.mkdtemp(prefix="ckalab-test-")
+# With `pytest -n N` each worker is a session of its own: its own home, so its own cluster.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_HOME = (os.environ["CKALAB_TEST_HOME"] + (f"-{_WORKER}" if _WORKER else "") if os.environ.get("CKALAB_TEST_HOME")
+         else tempfile.mkdtemp(prefix="ckalab-test-"))
 os.environ["CKALAB_HOME"] = _HOME
 os.environ.pop("KUBECONFIG", None)  # nothing may fall back to a learner's kubeconfig
 
 from ckalab import grading, labs  # noqa: E402
 from ckalab.cluster import get_cluster  # noqa: E402
+from ckalab.errors import CkalabError  # noqa: E402
 from ckalab.grading import CheckResult, GradeResult  # noqa: E402
 from ckalab.kube import Kube  # noqa: E402
 
@@ -76,7 +80,37 @@ def real_nodes(cluster):
         pytest.skip("needs real nodes: set CKALAB_REAL_NODES=1 (root; builds kubelet/containerd/runc)")
     switch_nodes(cluster, "real")
     yield cluster
-    switch_nodes(cluster, SESSION_NODES)
+    if not _on_real_nodes(_NEXT.get("item")):  # the next module on real nodes too: stay (a switch costs ~30 s)
+        switch_nodes(cluster, SESSION_NODES)
+
+
+# The item that runs after the current one (pytest tears module fixtures down knowing it).
+_NEXT: dict = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    _NEXT["item"] = nextitem
+    yield
+
+
+def _on_real_nodes(item) -> bool:
+    return item is not None and "real_nodes" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for `pytest -n 2 --dist loadgroup` (make test): a module's tests stay together (its
+    module fixtures are set up once), and the modules on real nodes form two groups, the labs
+    that break the control plane and the rest, so each worker switches its cluster seldom."""
+    for item in items:
+        group = str(item.path)
+        if _on_real_nodes(item) or item.path.name == "test_real_nodes.py":
+            lab_id = item.path.stem.removeprefix("test_").removesuffix("_real").replace("_", "-")
+            try:
+                group = "real-nodes-control-plane" if labs.edits_control_plane(labs.load(lab_id)) else "real-nodes"
+            except CkalabError:  # not a lab's module (test_real_nodes)
+                group = "real-nodes"
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -115,8 +115,28 @@ class RealNodes:
         self.root = cluster.dir / "nodes"
         h = hashlib.sha1(str(cluster.dir).encode()).hexdigest()
         self.tag = h[:6]
-        self.subnet = ipaddress.ip_network(f"10.250.{int(h[6:10], 16) % 200 + 20}.0/24")
+        self._first_octet = int(h[6:10], 16) % 200  # the subnet's third octet is 20 + this
+        self.subnet = self._recorded_subnet() or self._subnet(0)
         self.bridge = f"ckb{self.tag}"
+
+    # --- the bridge's subnet: from the cluster's directory, another when that one is taken ------
+    def _subnet(self, step: int) -> ipaddress.IPv4Network:
+        return ipaddress.ip_network(f"10.250.{(self._first_octet + step) % 200 + 20}.0/24")
+
+    def _recorded_subnet(self) -> ipaddress.IPv4Network | None:
+        try:
+            return ipaddress.ip_network((self.root / "subnet").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _free_subnet(self) -> ipaddress.IPv4Network:
+        """The first of this cluster's candidate subnets no route of this machine covers (two
+        clusters whose directories hash alike, as parallel test sessions may, get different ones)."""
+        for step in range(200):
+            candidate = self._subnet(step)
+            if not _run(["ip", "-4", "route", "show", str(candidate)], check=False).stdout.strip():
+                return candidate
+        raise CkalabError("No free /24 in 10.250.20.0-10.250.219.0 for the real nodes' bridge; see `ip route`.")
 
     # --- which nodes -----------------------------------------------------------------------------
     @property
@@ -262,9 +282,13 @@ class RealNodes:
     def _bridge_up(self) -> None:
         if _run(["ip", "link", "show", self.bridge], check=False).returncode != 0:
             clash = _run(["ip", "-4", "route", "show", str(self.subnet)], check=False).stdout.strip()
-            if clash:
+            if clash and (self.root / CONTROL_PLANE).exists():  # its node files name these addresses
                 raise CkalabError(f"Subnet {self.subnet} for the real nodes' bridge is already routed "
                                   f"on this machine ({clash}); see `ip route`.")
+            if clash:  # nodes not made yet: take another subnet, and keep it
+                self.subnet = self._free_subnet()
+                self.root.mkdir(parents=True, exist_ok=True)
+                home.write_atomic(self.root / "subnet", f"{self.subnet}\n")
             _run(["ip", "link", "add", "name", self.bridge, "type", "bridge"])
             _run(["ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge])
         _run(["ip", "link", "set", self.bridge, "up"])
