@@ -266,10 +266,10 @@ def cmd_submit(args):
 
 
 def cmd_gradebook(args):
-    from . import render, results
+    from . import exports, render
     from .grading import printable
 
-    book, notes = results.gradebook_and_exports(args.dir, args.key_file, args.out, args.duplicates, args.seeds,
+    book, notes = exports.gradebook_and_exports(args.dir, args.key_file, args.out, args.duplicates, args.seeds,
                                                 args.per_check, args.canvas, args.canvas_template, args.moodle)
     print(render.gradebook_text(book))
     for n in notes:
@@ -278,16 +278,16 @@ def cmd_gradebook(args):
 
 
 def cmd_gradescope_verify(args):
-    from . import results
+    from . import exports
     from .grading import printable
 
-    res, written, unread = results.gradescope_verify(args.bundle, args.key_file, args.out, args.labs, args.seeds,
+    res, written, unread = exports.gradescope_verify(args.bundle, args.key_file, args.out, args.labs, args.seeds,
                                                      args.metadata)
     if unread:
         print(unread, file=sys.stderr)
     print(printable(res["output"]))
     print(f"Wrote {written}: {res['score']} points, {len(res['tests'])} tests.")
-    return 0 if results.bundle_verified(res) else 1
+    return 0 if exports.bundle_verified(res) else 1
 
 
 def cmd_keygen(args):
@@ -464,7 +464,7 @@ def _exam_options(ex) -> None:
 
 
 def _result_options(sb, gb, gs) -> None:
-    from . import results
+    from . import exports, results
 
     sb.add_argument("--student", required=True, help="your student id")
     sb.add_argument("--key-file", help=f"course key from the instructor (default ${results.KEY_ENV})")
@@ -484,7 +484,7 @@ def _result_options(sb, gb, gs) -> None:
     gb.add_argument("--canvas", action="store_true", help="also write canvas.csv for Canvas's Gradebook import")
     gb.add_argument("--canvas-template", metavar="EXPORT.csv",
                     help="your Canvas gradebook export: canvas.csv fills in its lab columns (implies --canvas)")
-    gb.add_argument("--moodle", nargs="?", const="username", choices=results.MOODLE_IDS,
+    gb.add_argument("--moodle", nargs="?", const="username", choices=exports.MOODLE_IDS,
                     help="also write moodle.csv for Moodle's CSV grade import, the student id in a column "
                          "username (default), email or idnumber")
     gs.add_argument("bundle", help="the bundle, or the submission directory holding exactly one .json")

@@ -8,6 +8,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -401,6 +403,14 @@ CANVAS_EXPORT = (
     '"Two, Stu",102,STU-2,,Sec A,,4,40\n'
     '"Else, Some",103,,someone,Sec B,7,3,30\n'
     '"Student, Test",104,,,Sec A,,,\n')
+
+
+def test_results_does_not_import_exports():
+    # exports is built on results; the other way round would be a cycle, and every verb that only
+    # submits or grades would load the LMS formats.
+    code = "import sys, ckalab.results; print('ckalab.exports' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_canvas_moodle_and_per_check_exports(bundles, key_file, tmp_path, capsys):

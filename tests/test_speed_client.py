@@ -363,7 +363,7 @@ def test_cold_check_imports_only_what_it_needs(lab_harness, cluster, lab_id):
         from ckalab.cli import _main
         code = _main(["check", {lab_id!r}, "--name", {cluster.name!r}])
         heavy = ("pytest", "_pytest", "pydantic", "dateutil", "kubernetes.config", "requests", "oauthlib",
-                 "kubernetes.client.api_client", "kubernetes.stream", "websocket")
+                 "kubernetes.client.api_client", "kubernetes.stream", "websocket", "ckalab.exports")
         print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))
     """))
     assert out == [0, []]
