@@ -58,7 +58,7 @@ FIELDS: dict[str, tuple[bool, type | tuple, str]] = {
                               "works with the API server down"),
     "targets": (False, list,
                 "`{apiVersion, kind, name, namespace}` of objects the task asks for; `reset` removes them"),
-    "needs": (False, list, "cluster features the lab needs: exec, netpol-enforcement (some checks); "
+    "needs": (False, list, "cluster features the lab needs: exec, netpol-enforcement, private-registry (some checks); "
                           "static-pods, node-shell (the whole lab: real nodes)"),
     "data": (False, dict, "name -> file under data/: extra files the lab's grader or scripts read"),
     "exam": (False, dict, "{weight: int, minutes: int}: how the lab counts in a mock exam"),
@@ -381,6 +381,7 @@ NEEDS = {
     "static-pods": ("a control plane run as static pods by a real kubelet (local backend: "
                     "'ckalab up --nodes real' as root)", "static-pods"),
     "node-shell": ("a shell on the nodes ('ckalab ssh NODE')", "node-shell"),
+    "private-registry": ("a registry with logins the nodes pull from (real nodes)", "private-registry"),
 }
 
 

@@ -10,8 +10,9 @@ digests (an edited grader or lab is detected), parameters recomputed from the se
 list, titles and points of the instructor's grader (a hand-edited score is detected even by
 someone who holds the key). Every check is in the bundle with its state: passed, failed, or
 unavailable (the learner's backend cannot run it, e.g. real traffic on the local backend); an
-unavailable check counts 0 of 0, so each bundle's maximum is that of its backend, and it is
-accepted only for a lab that declares a `need` the bundle's backend lacks. It never raises on a
+unavailable check counts 0 of 0, so each bundle's maximum is that of the learner's cluster, and
+it is accepted only for a lab that declares a `need` that cluster lacked (the bundle records the
+features the cluster offered: the local backend offers exec and traffic with real nodes only). It never raises on a
 bad file: every rejected bundle is listed with its reason (size and JSON nesting are capped
 before parsing) and the rest are graded. Everything a bundle carries is passed through
 grading.printable() where it is rendered (CSV, XML, terminal), and CSV cells that a spreadsheet
@@ -155,7 +156,9 @@ def submit(student: str, cluster, out: str | Path, key_file: str | Path | None =
         marker = lab.workdir / labs.MARKER
         t0 = marker.stat().st_mtime if marker.exists() else None
         entries.append(lab_entry(lab, labs.check(lab, cluster), t0))
-    bundle = make_bundle(student, entries, key, {"backend": getattr(cluster, "backend", "?")})
+    offered = getattr(cluster, "offered", None)
+    bundle = make_bundle(student, entries, key, {"backend": getattr(cluster, "backend", "?"),
+                                                 "features": sorted(offered()) if offered else []})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(bundle, indent=2) + "\n")
@@ -194,11 +197,13 @@ class Catalogue:
         """The lab's maximum when every check can run (the kind backend)."""
         return sum(self.checks(lab_id).values())
 
-    def lacks(self, lab_id: str, backend) -> list[str]:
-        """The lab's needs that `backend` does not provide: only then may a check be unavailable."""
+    def lacks(self, lab_id: str, backend, features: frozenset[str] | None = None) -> list[str]:
+        """The lab's needs that the learner's cluster did not offer: what `backend` always offers
+        and the `features` the bundle recorded (the local backend offers more with real nodes
+        than with kwok nodes). Only then may a check be unavailable."""
         from .cluster import features_of
 
-        return labs.lacking(labs.load(lab_id), features_of(backend))
+        return labs.lacking(labs.load(lab_id), features_of(backend) | (features or frozenset()))
 
 
 def _is_int(v) -> bool:
@@ -266,6 +271,9 @@ def _problems_in_lab(entry, cat: Catalogue, bundle: dict | None = None, seeds: s
             detail += " (a v1 bundle leaves out the checks its backend cannot run: submit again with this ckalab)"
         return out + [f"checks of '{lab_id}' do not match the course grader: {grading.printable(detail, oneline=True)}"]
     backend = str(bundle.get("backend"))
+    recorded = bundle.get("features")
+    features = (frozenset(recorded) if isinstance(recorded, list) and all(isinstance(f, str) for f in recorded)
+                else None)
     for c in checks:
         meta, state = grader[c["id"]], _check_state(c, v1)
         worth = 0 if state == grading.UNAVAILABLE else meta.points
@@ -273,7 +281,7 @@ def _problems_in_lab(entry, cat: Catalogue, bundle: dict | None = None, seeds: s
             out.append(f"checks of '{lab_id}' do not match the course grader: {c['id']} differs in title or points")
         elif state not in grading.STATES:
             out.append(f"malformed: check {c['id']} of '{lab_id}' has no state (passed, failed or unavailable)")
-        elif state == grading.UNAVAILABLE and not cat.lacks(lab_id, backend):
+        elif state == grading.UNAVAILABLE and not cat.lacks(lab_id, backend, features):
             out.append(f"check {c['id']} of '{lab_id}' is marked unavailable, but the "
                        f"{grading.printable(backend, oneline=True)[:30]} backend can run every check of this lab")
         elif c["points"] != (worth if state == grading.PASSED else 0) or c["passed"] != (state == grading.PASSED):

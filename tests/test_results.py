@@ -230,7 +230,10 @@ def test_every_lab_bundle_is_accepted_with_its_backend_maximum(lab_harness, clus
         assert int(row[e["lab"]]) == e["max_score"] == sum(
             p for i, p in cat.checks(e["lab"]).items() if i not in gone[e["lab"]])
     assert gone["network-policies"] == ["test_real_traffic"] and gone["rbac-role"] == []
-    assert {lab for lab, ids in gone.items() if ids} == {"network-policies", "security-contexts"}
+    assert gone["image-pull-secrets"] == ["test_pods_pull_the_image"]
+    assert gone["service-accounts"] == ["test_dashboard_calls_the_api"]
+    assert {lab for lab, ids in gone.items() if ids} == {"network-policies", "security-contexts", "service-accounts",
+                                                         "image-pull-secrets"}
     assert (row["total"], row["percent"], row["labs_passed"]) == (row["max"], "100.0", str(len(entries)))
     assert int(row["max"]) == int(table["(max)"]["max"]) - sum(
         cat.checks(lab)[i] for lab, ids in gone.items() for i in ids)
@@ -268,6 +271,10 @@ def test_unavailable_is_only_accepted_where_the_backend_lacks_a_need(netpol_bund
     v1["labs"][0]["checks"] = [{k: v for k, v in c.items() if k != "state"} for c in v1["labs"][0]["checks"]
                                if c["state"] != "unavailable"]
     (d / "d-v1.json").write_text(json.dumps(_resign(v1, key_file)))
+    real = copy.deepcopy(netpol_bundle)                            # local with real nodes enforces policies
+    assert "netpol-enforcement" not in real["features"]
+    real["features"] = sorted({*real["features"], "netpol-enforcement", "exec", "traffic"})
+    (d / "f-real-nodes.json").write_text(json.dumps(_resign(real, key_file)))
     old = copy.deepcopy(json.loads((bundles / "stu-2.json").read_text()))
     old["format"] = "ckalab-result/v1"
     old["student"] = "stu-old"
@@ -282,6 +289,8 @@ def test_unavailable_is_only_accepted_where_the_backend_lacks_a_need(netpol_bund
                           "run every check of this lab",
         "d-v1.json": "checks of 'network-policies' do not match the course grader: missing test_real_traffic (a v1 "
                      "bundle leaves out the checks its backend cannot run: submit again with this ckalab)",
+        "f-real-nodes.json": "check test_real_traffic of 'network-policies' is marked unavailable, but the local "
+                             "backend can run every check of this lab",
     }
     r = rows(tmp_path / "out" / "gradebook.csv")
     assert (r["np-1"]["network-policies"], r["np-1"]["not_available"]) == ("14", "network-policies/test_real_traffic")

@@ -106,6 +106,10 @@ class Cluster(abc.ABC):
     def offers(self, feature: str) -> bool:
         return feature in self.features
 
+    def offered(self) -> frozenset[str]:
+        """Every feature this cluster offers now (a result bundle records them)."""
+        return frozenset(self.features)
+
     # The kinds of nodes `ckalab up --nodes MODE` may ask this backend for (the local backend:
     # "kwok", or "real" kubelet nodes); empty for a backend with one kind of node only (kind's
     # nodes are real containers already). cmd_up asks check_nodes() instead of naming backends.

@@ -808,6 +808,9 @@ class LocalCluster(Cluster):
     def offers(self, feature: str) -> bool:
         return super().offers(feature) or (feature in self.REAL_FEATURES and self._real_mode())
 
+    def offered(self) -> frozenset[str]:
+        return super().offered() | (self.REAL_FEATURES if self._real_mode() else frozenset())
+
     def publish_private_image(self, image: str, username: str, password: str) -> str:
         if not self._real_mode():
             return super().publish_private_image(image, username, password)
