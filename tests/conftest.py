@@ -98,6 +98,11 @@ def _on_real_nodes(item) -> bool:
     return item is not None and "real_nodes" in getattr(item, "fixturenames", ())
 
 
+def pytest_configure(config):
+    # Known without pytest-xdist too (-p no:xdist, or a venv without it): the groups just go unused.
+    config.addinivalue_line("markers", "xdist_group(name): tests that one pytest-xdist worker runs together")
+
+
 def pytest_collection_modifyitems(config, items):
     """Groups for `pytest -n 2 --dist loadgroup` (make test): a module's tests stay together (its
     module fixtures are set up once), and the modules on real nodes form two groups, the labs
