@@ -17,13 +17,16 @@ hostPID, hostIPC) fail the extra-privileges check even though the two asked for 
 Capabilities are read, never exercised: the runtime check greps CapEff in /proc/1/status. With
 SYS_TIME a container could set the clock of the machine itself (the clock is not namespaced).
 
-On backends with a container runtime (kind) two more checks exec into the containers and read
-the real uid and capability set. The local backend cannot exec; there those checks skip
+Where containers really run (kind, and the local backend's real nodes) two more checks exec
+into the containers and read the real uid and capability set; a pod created moments ago gets a
+few seconds to start first, and one that cannot start (an image that is not pulled, a crashing
+command) is named with its reason. On kwok nodes nothing runs; there those checks skip
 themselves before they run, so their points are not part of the maximum: nothing claims a
 runtime confirmation that did not happen.
 """
 
 from ckalab.grading import check, expect, fail, fixture, skip
+from ckalab.waiting import WaitTimeout, wait_for
 
 CAPS = ("SYS_TIME", "NET_ADMIN")
 # What containerd (and Docker) give every container anyway: adding one of these is no extra privilege.
@@ -31,6 +34,10 @@ RUNTIME_DEFAULT_CAPS = {"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "N
                         "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"}
 HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
 CAP_BITS = {"SYS_TIME": 25, "NET_ADMIN": 12}  # bit numbers in /proc/<pid>/status CapEff
+# How long a container that is still starting (a pod created just before the check) is waited for.
+START_SECONDS = 10
+# Waiting reasons of a container that is not about to start (anything else: still starting).
+STARTING = {"ContainerCreating", "PodInitializing"}
 
 
 def _pod(kube, lab, key):
@@ -238,24 +245,47 @@ def test_no_extra_privileges(kube, lab):
 
 # --- runtime confirmation (backends with exec only) ----------------------------------------------
 
+def _container_state(pod, name) -> tuple[str, str]:
+    """("running" | "starting" | "stuck", why) for container `name` as the pod's status has it."""
+    status = next((c for c in (pod.get("status") or {}).get("containerStatuses") or [] if c.get("name") == name), None)
+    state = (status or {}).get("state") or {}
+    if "running" in state:
+        return "running", ""
+    waiting, ended = state.get("waiting") or {}, state.get("terminated") or {}
+    if ended:
+        return "stuck", f"exited ({ended.get('reason', 'exit code ' + str(ended.get('exitCode')))})"
+    if waiting and waiting.get("reason") not in STARTING:
+        why = waiting.get("reason", "waiting")
+        return "stuck", f"{why}: {waiting['message'][:160]}" if waiting.get("message") else why
+    return "starting", waiting.get("reason") or (pod.get("status") or {}).get("phase") or "Pending"
+
+
 @fixture
 def exec_in(cluster, kube):
     """Run a command in a container; skips the check (not scored) where exec is impossible.
 
     These checks have no `after=`: the engine would report "Not checked yet" for them before this
-    skip could happen, as if the local backend could ever run them. They compare with the
-    spec-level checks themselves instead (see _spec_first)."""
+    skip could happen, as if kwok nodes could ever run them. They compare with the spec-level
+    checks themselves instead (see _spec_first)."""
     if not cluster.offers("exec"):
         skip(f"the {cluster.backend} backend has no container runtime to exec into")
-    from kubernetes.stream import stream
 
     def run(pod, container, command):
-        phase = (pod.get("status") or {}).get("phase")
-        expect(phase == "Running", f"Pod '{pod['metadata']['name']}' is {phase}, not Running, so its container "
-               f"'{container}' cannot be inspected yet. Look: kubectl describe pod {pod['metadata']['name']}")
-        return stream(kube.core.connect_get_namespaced_pod_exec, pod["metadata"]["name"],
-                      pod["metadata"]["namespace"], container=container, command=command, stderr=True,
-                      stdin=False, stdout=True, tty=False, _request_timeout=5)
+        name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+
+        def settled():  # the pod as it is now, once its container runs or cannot start
+            now = kube.get("v1", "Pod", name, ns) or pod
+            return now if _container_state(now, container)[0] != "starting" else None
+        try:
+            pod = settled() or wait_for(settled, START_SECONDS, f"container '{container}' of pod '{name}' to start", 0.5)
+        except WaitTimeout:
+            fail(f"Pod '{name}': container '{container}' has not started within {START_SECONDS} s "
+                 f"({_container_state(kube.get('v1', 'Pod', name, ns) or pod, container)[1]}), so it cannot be "
+                 f"inspected yet. Look: kubectl get pod {name} -n {ns}; kubectl describe pod {name} -n {ns}")
+        state, why = _container_state(pod, container)
+        expect(state == "running", f"Pod '{name}': container '{container}' does not run ({why}), so `{' '.join(command)}` "
+               f"cannot be run in it. Look: kubectl describe pod {name} -n {ns}")
+        return kube.exec(name, ns, container, command)
     return run
 
 

@@ -49,3 +49,6 @@ spec:
         capabilities:
           add: ["SYS_TIME", "NET_ADMIN"]
 YAML
+# Where containers really run they start moments later: wait until all three are Ready.
+kubectl wait --for=condition=Ready pod/"{{ web_pod }}" pod/"{{ multi_pod }}" pod/"{{ cap_pod }}" \
+  -n "{{ namespace }}" --timeout=60s
