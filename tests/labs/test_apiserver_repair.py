@@ -11,6 +11,7 @@ ckalab's manifests and waits for /readyz) and the module ends with the control p
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import ssl
@@ -19,7 +20,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import LabHarness, check_of, failed_ids
+from conftest import VENV_BIN, LabHarness, check_of, failed_ids
 
 from ckalab import labs
 from ckalab.waiting import wait_for
@@ -144,6 +145,11 @@ def test_setup_takes_the_api_server_down_and_checks_report_from_the_node(lab):
         'cluster CA".')
     # The message diagnoses; the right file is left to the learner.
     assert "apiserver-etcd-client.crt" not in " ".join(c.message for c in r.checks)
+    # `ckalab check` shows that diagnosis too, not "the cluster stopped answering".
+    cli = subprocess.run([f"{VENV_BIN}/ckalab", "check", LAB, "--name", h.cluster.name, "--json"], env=h.env(),
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1, cli.stderr
+    assert {c["id"]: c["passed"] for c in json.loads(cli.stdout)["checks"]}["test_files_exist"] is False
 
 
 @pytest.mark.parametrize("fault, failing, phrase", [

@@ -512,6 +512,11 @@ class Node:
         except FileNotFoundError:
             return None  # a node that never ran: nothing of ckalab's to restore
         if now == want:
+            if self.nodes.processes().get(f"{self.name}/containerd") and \
+                    not self.nodes.processes().get(f"{self.name}/kubelet"):
+                self.start_kubelet(ensure_binaries(lambda m: None))  # stopped by hand (systemctl stop)
+                self.wait_ready(60)
+                return f"{self.name}: its stopped kubelet started again"
             return None
         said = f"{self.name}: /var/lib/kubelet/config.yaml restored"
         if now is not None:
