@@ -11,6 +11,7 @@ if ! grep -qs '^# Written by ckalab for the controlplane node' "$etc/manifests/k
 fi
 keep=$(dirname "$(dirname "$etc")")/cert-renewal.orig
 if ! [ -d "$keep" ]; then
+  rm -rf "$keep.new"  # half a copy from an interrupted setup
   mkdir -p "$keep.new"
   cp -a "$CKALAB_PKI_DIR" "$keep.new/pki"
   for conf in admin super-admin controller-manager scheduler; do
