@@ -101,7 +101,8 @@ def config_text(provider="aescbc", key=KEY, first=None, resources=("secrets",), 
 
 
 def answer(h, config: str | None = None, config_path: str | None = None, flag: str | None = "default",
-           mounts: list | None = None, rewrite: str | None = "all", expect_down: bool = False) -> None:
+           mounts: list | None = None, rewrite: str | None = "all", expect_down: bool = False,
+           extra_args: list | None = None) -> None:
     """Write the configuration and ckalab's manifest with the flag and mounts (defaults: the
     reference solution's), wait for the kubelet to run it, then rewrite the namespace's Secrets."""
     p = h.params
@@ -113,6 +114,7 @@ def answer(h, config: str | None = None, config_path: str | None = None, flag: s
     c = pod["spec"]["containers"][0]
     if flag:
         c["command"].append(f"--encryption-provider-config={p['config'] if flag == 'default' else flag}")
+    c["command"] += extra_args or []
     d = p["config"].rsplit("/", 1)[0]
     for name, host, inside, kind in (mounts if mounts is not None else [("enc", d, d, "DirectoryOrCreate")]):
         c["volumeMounts"].append({"name": name, "mountPath": inside, "readOnly": True})
@@ -179,7 +181,7 @@ def test_reference_solution_passes_and_reset_leaves_nothing_encrypted(lab):
     assert not (h.cluster.etc / "ckalab-teardown").exists()  # its copy of the learner's key is gone
 
 
-def test_every_secret_of_the_cluster_rewritten_comes_back_readable_after_reset(lab):
+def test_every_secret_of_the_cluster_rewritten_and_readable_after_reset_passes(lab):
     """The learner encrypted every Secret (kube-system's too) with secretbox: the teardown must
     write them all back in plain form while the key is at hand."""
     h = lab(provider="secretbox", namespace="ledger", secret="api-key", config="/etc/kubernetes/encryption/config.yaml")
@@ -237,6 +239,18 @@ def test_other_providers_after_the_first_passes(lab):
     assert r.passed, r.render()
 
 
+def test_short_key_and_flag_as_two_arguments_passes(lab):
+    """A 16-byte aescbc key (AES-128), the flag given as "--encryption-provider-config PATH", the
+    file's directory mounted under another container path."""
+    h = lab()
+    p = h.params
+    answer(h, config=config_text(key=base64.b64encode(bytes(range(16))).decode()), flag=None,
+           mounts=[("enc", "/etc/kubernetes/enc", "/srv/encryption", "DirectoryOrCreate")], extra_args=[
+               "--encryption-provider-config", "/srv/encryption/" + p["config"].rsplit("/", 1)[1]])
+    r = grade(h)
+    assert r.passed, r.render()
+
+
 # --- wrong answers -----------------------------------------------------------------------------------
 
 MUTATIONS = {
@@ -270,6 +284,10 @@ MUTATIONS = {
     "key not base64": (
         dict(config=config_text(key="not base64!"), expect_down=True),
         "test_config", "The secret of key 'key1' in /etc/kubernetes/enc/enc.yaml is not base64"),
+    "a key of 20 bytes": (
+        dict(config=config_text(key=base64.b64encode(bytes(20)).decode()), expect_down=True),
+        "test_config", "The secret of key 'key1' in /etc/kubernetes/enc/enc.yaml decodes to 20 bytes; aescbc wants 16 "
+                       "or 24 or 32"),
     "configuration elsewhere": (
         dict(config_path="/etc/kubernetes/enc/other.yaml", flag="/etc/kubernetes/enc/other.yaml"),
         "test_config", "No file /etc/kubernetes/enc/enc.yaml on the controlplane node"),
