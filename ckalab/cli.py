@@ -131,7 +131,7 @@ def cmd_start(args):
     lab, cluster = _lab(args), _cluster(args)
     workdir = labs.start(lab, cluster)
     print(lab.task.rstrip())
-    if note := labs.backend_note(lab, cluster.backend):
+    if note := labs.backend_note(lab, cluster):
         print(f"\n{note}")
     print(f"\nWork directory: {workdir}\nWhen done: ckalab check {lab.id}    Stuck? ckalab hint {lab.id}")
 

@@ -383,11 +383,15 @@ class Kube:
         from kubernetes.dynamic.exceptions import NotFoundError
 
         res = self.resource(api_version, kind)
+        # Foreground for the kinds that own pods: the object goes only after its dependents (a
+        # Deployment's ReplicaSets and pods), so "deleted" means no leftovers for the next setup
+        # or check to trip over. Background for the rest: a Secret or a Role then goes at once,
+        # without waiting for the controller manager's garbage collector (slow to come back
+        # after the API server restarts, which the control-plane labs do).
+        policy = "Foreground" if kind in OWNERS_OF_PODS else "Background"
         try:
-            # Foreground: the object goes only after its dependents (a Deployment's ReplicaSets and
-            # pods), so "deleted" means no leftovers for the next setup or check to trip over.
             res.delete(name=name, namespace=namespace if res.namespaced else None,
-                       body={"propagationPolicy": "Foreground"})
+                       body={"propagationPolicy": policy})
             return True
         except NotFoundError:
             return False
@@ -437,6 +441,10 @@ class Kube:
             return resp.status == 200 and resp.read().strip() == b"ok"
         except (ApiException, urllib3.exceptions.HTTPError, OSError):
             return False
+
+
+OWNERS_OF_PODS = frozenset({"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob",
+                            "ReplicationController"})
 
 
 def _segment(name: str) -> str:

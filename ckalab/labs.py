@@ -399,15 +399,21 @@ def runs_on(lab: Lab, cluster) -> bool:
     return all(cluster.offers(NEEDS[n][1]) for n in lab.needs if n in ESSENTIAL_NEEDS)
 
 
-def backend_note(lab: Lab, backend: str) -> str:
-    """A line telling the learner which checks this backend cannot run (they are left out)."""
+def backend_note(lab: Lab, backend) -> str:
+    """A line telling the learner which checks this cluster (or backend, by name) cannot run
+    (they are left out). A cluster says what it offers now: local with real nodes offers more."""
     from .cluster import features_of
 
-    missing = [NEEDS[n][0] for n in lacking(lab, features_of(backend))]
+    if isinstance(backend, str):
+        features = features_of(backend)
+    else:
+        features, backend = backend.offered(), backend.backend
+    missing = [NEEDS[n][0] for n in lacking(lab, features)]
     if not missing:
         return ""
     return (f"Note: the {backend} backend lacks {' and '.join(missing)}; the checks that need it are left "
-            "out and everything else is graded. Use 'ckalab up --backend kind' on a Docker machine for all.")
+            "out and everything else is graded. For all of them: 'ckalab up --nodes real' (as root on Linux) "
+            "or 'ckalab up --backend kind' on a Docker machine.")
 
 
 def guard_exam(lab: Lab) -> None:

@@ -102,7 +102,7 @@ class LabBar:
         self._refresh_status()
         display(HTML(render.message_html(f"Lab '{self.lab.id}' is set up. Work directory: {workdir}\n"
                                      "Cells in this notebook run there, with the lab cluster's kubeconfig.", "ok")))
-        if note := labs.backend_note(self.lab, self.cluster.backend):
+        if note := labs.backend_note(self.lab, self.cluster):
             display(HTML(render.message_html(note, "info")))
         self.show_task()
         return workdir

@@ -332,11 +332,14 @@ def test_cli_status_and_env(cluster):
     assert gone.returncode == 0 and "nothing to stop" in gone.stdout
 
 
-def test_backend_note_names_what_the_local_backend_lacks():
-    assert labs.backend_note(labs.load("network-policies"), "local") == (
-        "Note: the local backend lacks a CNI that enforces NetworkPolicy, for real traffic probes; the checks "
-        "that need it are left out and everything else is graded. Use 'ckalab up --backend kind' on a Docker "
-        "machine for all.")
+def test_backend_note_names_what_the_local_backend_lacks(cluster):
+    note = ("Note: the local backend lacks a CNI that enforces NetworkPolicy, for real traffic probes; the checks "
+            "that need it are left out and everything else is graded. For all of them: 'ckalab up --nodes real' (as "
+            "root on Linux) or 'ckalab up --backend kind' on a Docker machine.")
+    assert labs.backend_note(labs.load("network-policies"), "local") == note
+    # A cluster answers for what it offers now (this session's: kwok nodes, unless CKALAB_TEST_NODES=real).
+    assert labs.backend_note(labs.load("network-policies"), cluster) == ("" if cluster.offers("netpol-enforcement")
+                                                                         else note)
     assert labs.backend_note(labs.load("network-policies"), "kind") == ""
     assert labs.backend_note(labs.load("rbac-role"), "local") == ""
 

@@ -13,6 +13,7 @@ import json
 import pytest
 from conftest import check_of, failed_ids
 
+from ckalab import labs
 from ckalab.waiting import wait_for
 
 LAB = "image-pull-secrets"
@@ -55,6 +56,7 @@ def test_without_credentials_the_registry_really_refuses(lab):
 @pytest.mark.parametrize("seed", [None, "student-3"])
 def test_reference_solution_pulls_and_runs(lab, seed):
     h = lab(seed)
+    assert labs.backend_note(h.lab, h.cluster) == ""  # `ckalab start` says nothing is left out here
     h.solve()
     r = h.grade()
     assert r.passed, r.render()
