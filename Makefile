@@ -5,8 +5,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Test workers, each with its own cluster (1 runs the suite in one process, in order).
-TEST_WORKERS ?= 2
+# Test workers, each with its own cluster; a module's tests stay on one worker.
+TEST_WORKERS ?= 3
 
 .PHONY: install binaries lab test bench notebooks clean-venv
 
@@ -38,7 +38,7 @@ test: install binaries
 	$(BIN)/ckalab validate
 	$(BIN)/python tools/check_notebooks.py
 	$(BIN)/python tools/schema_table.py --check
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup tests
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: install binaries
 	$(BIN)/python bench/bench.py

@@ -27,7 +27,6 @@ os.environ.pop("KUBECONFIG", None)  # nothing may fall back to a learner's kubec
 
 from ckalab import grading, labs  # noqa: E402
 from ckalab.cluster import get_cluster  # noqa: E402
-from ckalab.errors import CkalabError  # noqa: E402
 from ckalab.grading import CheckResult, GradeResult  # noqa: E402
 from ckalab.kube import Kube  # noqa: E402
 
@@ -96,26 +95,6 @@ def pytest_runtest_teardown(item, nextitem):
 
 def _on_real_nodes(item) -> bool:
     return item is not None and "real_nodes" in getattr(item, "fixturenames", ())
-
-
-def pytest_configure(config):
-    # Known without pytest-xdist too (-p no:xdist, or a venv without it): the groups just go unused.
-    config.addinivalue_line("markers", "xdist_group(name): tests that one pytest-xdist worker runs together")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for `pytest -n 2 --dist loadgroup` (make test): a module's tests stay together (its
-    module fixtures are set up once), and the modules on real nodes form two groups, the labs
-    that break the control plane and the rest, so each worker switches its cluster seldom."""
-    for item in items:
-        group = str(item.path)
-        if _on_real_nodes(item) or item.path.name == "test_real_nodes.py":
-            lab_id = item.path.stem.removeprefix("test_").removesuffix("_real").replace("_", "-")
-            try:
-                group = "real-nodes-control-plane" if labs.edits_control_plane(labs.load(lab_id)) else "real-nodes"
-            except CkalabError:  # not a lab's module (test_real_nodes)
-                group = "real-nodes"
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -558,6 +558,12 @@ class LocalCluster(Cluster):
             return self._up_real(progress, state)
         if real.root.exists() and (real.running() or real.remembered()):
             real.forget(progress)  # `up --nodes kwok`: the control plane runs as processes again
+            # kwok talked to the static-pod API server, which is gone: a fresh kwok meets the new
+            # one at once (the old one's watches come back only after their back-off, which
+            # kept its stand-in nodes NotReady past the wait on a loaded machine).
+            kwok = self._processes().get("kwok", [])
+            if kwok:
+                self._terminate("kwok", kwok)
         found = self._processes()
         for comp, pids in found.items():
             if len(pids) > 1:  # left by a crash or by an older ckalab without the lock
