@@ -359,7 +359,8 @@ def test_unknown_needs_are_reported(tmp_path):
     d = tmp_path / "x"
     d.mkdir()
     problems = labs.validate(d, {"needs": ["gpu"]})
-    assert f"{d / 'lab.yaml'}: needs 'gpu' is unknown (known: exec, netpol-enforcement, static-pods, node-shell)" in problems
+    assert (f"{d / 'lab.yaml'}: needs 'gpu' is unknown (known: exec, netpol-enforcement, static-pods, node-shell, "
+            "private-registry)") in problems
 
 
 def test_reset_clean_moves_the_learners_files_aside(sample, cluster):

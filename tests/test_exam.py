@@ -60,7 +60,9 @@ def test_two_tasks_weighted_report(fresh, capsys):
     root = ET.parse(exam.exam_dir() / "report.xml").getroot()
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == ["1. rbac-role", "2. image-pull-secrets"]
-    assert suites[0].get("failures") == "0" and int(suites[1].get("failures")) == len(report["tasks"][1]["checks"])
+    # Every check of the untouched task fails, but one this cluster cannot run (not a failure).
+    assert suites[0].get("failures") == "0" and int(suites[1].get("failures")) == len(
+        [c for c in report["tasks"][1]["checks"] if c["state"] != "unavailable"])
     assert root.find("properties/property[@name='percent']").get("value") == "54.5"
     # Graded once: solving afterwards changes nothing, and practice mode is back.
     solve_task(cluster, state, "image-pull-secrets")
