@@ -182,6 +182,9 @@ def test_a_pod_reaches_the_api_server_through_its_service_with_its_own_token(rea
     kubecall (in our busybox image) is an in-cluster client's one request."""
     c = real["cluster"]
     _pod(c, "caller", "sleep 3600")
+    # kube-proxy writes the Service's rules a moment after the node (re)starts: until then refused.
+    wait_for(lambda: _exec(c, "caller", "kubecall", "/version", check=False).stdout.startswith("200\n"), 60,
+             "the kubernetes Service to reach the API server from the pod")
     version = _exec(c, "caller", "kubecall", "/version").stdout.split("\n", 1)
     assert version[0] == "200" and json.loads(version[1])["gitVersion"] == "v1.36.3"
     denied = _exec(c, "caller", "kubecall", f"/api/v1/namespaces/{NS}/secrets").stdout
