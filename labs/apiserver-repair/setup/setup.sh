@@ -79,9 +79,22 @@ PY
     set_flag tls-private-key-file "$node_pki/apiserver-backup.key" ;;
 esac
 
-# The kubelet notices the change within seconds and the new container exits at once.
+# The kubelet notices the change within seconds; the old API server then shuts down (answering
+# /readyz with 500 meanwhile) and the new container exits at once, or (expired-cert) serves the
+# backup certificate. Setup returns only once that end state is reached, not at the first failed
+# /readyz: a check right after setup must see what the learner will find.
+port=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
+served() { timeout 3 openssl s_client -connect "127.0.0.1:$port" </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256 2>/dev/null; }
+if [ "{{ fault }}" = expired-cert ]; then
+  want=$(openssl x509 -noout -fingerprint -sha256 < "$CKALAB_PKI_DIR/apiserver-backup.crt")
+  ready() { [ "$(served)" = "$want" ] && ! kubectl get --raw=/readyz --request-timeout=2s >/dev/null 2>&1; }
+else
+  # No TLS server behind the port (twice in a row, a second apart: the kubelet may be between
+  # two attempts of the failing container).
+  ready() { [ -z "$(served)" ] && sleep 1 && [ -z "$(served)" ]; }
+fi
 for _ in $(seq 90); do
-  kubectl get --raw=/readyz --request-timeout=2s >/dev/null 2>&1 || { echo "kubectl gets no answer it trusts: the lab is ready."; exit 0; }
+  ready && { echo "kubectl gets no answer it trusts: the lab is ready."; exit 0; }
   sleep 1
 done
 echo "The API server still answers 90 s after its manifest was changed: is the controlplane node's kubelet running?" >&2
