@@ -3,8 +3,9 @@ only one address on one port.
 
 Pods on the local backend do not carry traffic, so the verdicts come from ckalab.netpol applied
 to the LIVE pods, namespaces and every NetworkPolicy in the cluster (another policy in the
-namespace can open what db-policy closes, because policies add up). On kind, whose CNI enforces
-policies, one more check sends real connections between the lab's own pods.
+namespace can open what db-policy closes, because policies add up). Where pods carry traffic and
+the CNI enforces policies (kind; real local nodes, where kube-router does), one more check sends
+real connections between the lab's own pods.
 
 The policy set is judged by what it allows as a whole, not by sampling a few ports: for each
 peer the task has an opinion about (the live pods, and pods that could be created: a recreated
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ckalab.grading import check, expect, fail, fixture, skip
+from ckalab.waiting import WaitTimeout, wait_for
 from ckalab.netpol import (EGRESS, INGRESS, AddressSet, Network, Pod, Policy, PortSet, address_grants, coverage,
                            describe_peer, describe_selector, pod_grants, union_ports)
 
@@ -37,6 +39,7 @@ LOOK = "kubectl describe networkpolicy -n {ns}"
 ROLES = ("web", "api", "db", "other_api")
 # A namespace that does not exist: it stands for every namespace the task does not name.
 ELSEWHERE = "any-other-namespace"
+SETTLE = 10  # seconds the CNI may take to enforce a policy just stored
 
 
 @dataclass
@@ -366,7 +369,7 @@ def enforcing(cluster):
 
 
 def _connect(kubeconfig: str, pod, ip: str, port: int) -> str:
-    """'connected', 'blocked' or an error text, from `agnhost connect` run inside `pod`."""
+    """'connected', 'timeout', 'refused' or an error text, from `agnhost connect` run inside `pod`."""
     kubectl = Path(sys.executable).parent / "kubectl"
     target = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
     cmd = [str(kubectl) if kubectl.exists() else (shutil.which("kubectl") or "kubectl"), "--kubeconfig", kubeconfig,
@@ -379,7 +382,17 @@ def _connect(kubeconfig: str, pod, ip: str, port: int) -> str:
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode == 0:
         return "connected"
-    return "blocked" if "TIMEOUT" in out else out.splitlines()[0] if out else f"exit {proc.returncode}"
+    if "TIMEOUT" in out:
+        return "timeout"
+    if "REFUSED" in out:
+        return "refused"
+    return out.splitlines()[0] if out else f"exit {proc.returncode}"
+
+
+# The probes: only between our own pods (the ipBlock addresses belong to somebody else).
+def _probes(port: int) -> list[tuple[str, str, int, bool]]:
+    return [("api", "db", port, True), ("web", "db", port, False), ("other_api", "db", port, False),
+            ("db", "web", 80, False)]
 
 
 # Not `after=`: the engine would report "Not checked yet" before the fixture could skip, which
@@ -391,22 +404,47 @@ def test_real_traffic(enforcing, world, lab):
     _need_pods(world, lab)
     if not _policy(world, lab) or _analyse(world, lab, INGRESS) or _analyse(world, lab, EGRESS):
         fail("Not checked yet: first fix the policy checks above.")
-    pods = {r: world.pod(r) for r in ("web", "api", "db", "other_api")}
+    pods = {r: world.pod(r) for r in ROLES}
     expect(all(x.ip for x in pods.values()), "Some lab pods have no IP yet: wait until they are Running "
            f"(kubectl get pods -n {p['namespace']} -o wide).")
-    port = int(p["db_port"])
-    # Only between our own pods: the ipBlock addresses belong to somebody else.
-    probes = [("api", "db", port, True), ("web", "db", port, False), ("other_api", "db", port, False),
-              ("db", "web", 80, False)]
-    with ThreadPoolExecutor(len(probes)) as pool:
-        results = list(pool.map(lambda t: _connect(str(enforcing.kubeconfig), pods[t[0]], pods[t[1]].ip, t[2]),
-                                probes))
-    wrong = []
-    for (src, dst, prt, want), got in zip(probes, results):
-        if got not in ("connected", "blocked"):
-            wrong.append(f"- {pods[src].key} -> {pods[dst].key} TCP/{prt}: the probe failed ({got})")
-        elif (got == "connected") != want:
-            wrong.append(f"- {pods[src].key} -> {pods[dst].key} TCP/{prt}: expected "
-                         f"{'a connection' if want else 'no connection'}, got {got}")
-    expect(not wrong, "Real connections disagree with the task (the CNI may need a few seconds after a change):\n"
-           + "\n".join(wrong))
+    probes = _probes(int(p["db_port"]))
+    kubeconfig = str(enforcing.kubeconfig)
+    listening: dict[tuple[str, int], bool] = {}
+
+    def listens(role: str, prt: int) -> bool:
+        """Whether the destination listens at all (from inside its own pod: loopback is never
+        filtered), which tells a policy's refusal from a port nobody serves."""
+        if (role, prt) not in listening:
+            listening[role, prt] = _connect(kubeconfig, pods[role], "127.0.0.1", prt) == "connected"
+        return listening[role, prt]
+
+    def verdicts() -> list[str]:
+        with ThreadPoolExecutor(len(probes)) as pool:
+            results = list(pool.map(lambda t: _connect(kubeconfig, pods[t[0]], pods[t[1]].ip, t[2]), probes))
+        wrong = []
+        for (src, dst, prt, want), got in zip(probes, results):
+            route = f"- {pods[src].key} -> {pods[dst].key} TCP/{prt}"
+            if got == "refused" and not listens(dst, prt):
+                wrong.append(f"{route}: nothing listens there (refused from inside the pod too): is "
+                             f"{pods[dst].key} running as setup made it? Look: kubectl get pods -n {pods[dst].namespace}")
+            elif got not in ("connected", "timeout", "refused"):
+                wrong.append(f"{route}: the probe failed ({got})")
+            elif (got == "connected") != want:
+                seen = {"connected": "a connection", "timeout": "no answer (dropped)",
+                        "refused": "a refusal (rejected by the policy)"}[got]
+                wrong.append(f"{route}: expected {'a connection' if want else 'no connection'}, got {seen}")
+        return wrong
+
+    # A policy is enforced a moment after it is stored (the CNI watches for it): look again
+    # for a few seconds before judging, and judge what the last look saw.
+    wrong: list[str] = []
+
+    def agrees() -> bool:
+        wrong[:] = verdicts()
+        return not wrong
+
+    try:
+        wait_for(agrees, SETTLE, "the CNI to enforce the policies", interval=0.5)
+    except WaitTimeout:
+        pass  # judged by the last look
+    expect(not wrong, "Real connections disagree with the task:\n" + "\n".join(wrong))

@@ -41,6 +41,8 @@ from ..base import Cluster, ClusterStatus, ComponentStatus, Progress, command, u
 from . import build, procs
 from . import pki as kpki
 
+NODE_ETC = "/etc/kubernetes"  # where a kubeadm node keeps its configuration and PKI
+
 NODE = "controlplane"
 WORKERS = ("node01", "node02")
 ADVERTISE = "127.0.0.1"  # everything listens on loopback only
@@ -128,13 +130,32 @@ class LocalCluster(Cluster):
         return str(self.etc / "pki")
 
     def read_file(self, path: str) -> bytes:
+        """A control-plane file by a path relative to the PKI, a path on this host (the manifests
+        of kwok mode name those), or a path on the controlplane node as kubeadm lays it out (the
+        manifests of real nodes name those): /etc/kubernetes there is this cluster's etc/kubernetes,
+        anything else is read through the node's shell."""
         p = Path(path)
         if not p.is_absolute():
             p = self.etc / "pki" / p
+        elif p == Path(NODE_ETC) or Path(NODE_ETC) in p.parents:
+            p = self.etc / p.relative_to(NODE_ETC)
+        elif not p.exists() and self._real_mode():
+            return self._read_on_node(path)
         try:
             return p.read_bytes()
         except OSError as exc:
-            raise CkalabError(f"Cannot read {p}: {exc.strerror}") from None
+            raise CkalabError(f"Cannot read {path if Path(path).is_absolute() else p}: {exc.strerror}") from None
+
+    def _read_on_node(self, path: str, limit: int = 16 << 20) -> bytes:
+        argv, env = self.shell("controlplane", ["sh", "-c", 'test -f "$1" || exit 3; head -c "$2" "$1"', "sh",
+                                                path, str(limit)])
+        proc = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+        if proc.returncode == 3:
+            raise CkalabError(f"Cannot read {path} on the controlplane node: no such file")
+        if proc.returncode:
+            raise CkalabError(f"Cannot read {path} on the controlplane node: "
+                              f"{proc.stderr.decode(errors='replace').strip()[:200]}")
+        return proc.stdout
 
     def manifest(self, component: str) -> dict:
         p = self.etc / "manifests" / f"{component}.yaml"
