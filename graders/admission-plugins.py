@@ -6,20 +6,17 @@ DenyServiceExternalIPs, a Service) in the lab's namespace with a server-side dry
 admission plugins run on dry runs, and nothing is stored) and reads what admission made of it.
 The flags are a lower-level check read from the node's manifest, so they also report while the
 API server is down (a misspelt plugin name keeps it from starting); requests use short timeouts.
-The node's files are read with apiserver-repair's grader (loaded at check time: its reading of
-the manifest and of the container's state is the same job).
+The node's files are read with ckalab.controlplane, as every control-plane lab's grader does.
 """
 
 from __future__ import annotations
 
 import ssl
-from pathlib import Path
 
-from ckalab.grading import check, expect, fail, fixture, load_grader, skip
+from ckalab.controlplane import (API_SERVER as MANIFEST, LOOK_CONTAINER, ON_NODE, StaticPod, admin_kubeconfig,
+                                 container_state, get)
+from ckalab.grading import check, expect, fail, fixture, skip
 
-MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
-ON_NODE = "on the node: ckalab ssh controlplane"
-LOOK_CONTAINER = "crictl ps -a --name kube-apiserver, then crictl logs CONTAINER-ID"
 ANNOTATION = "scheduler.alpha.kubernetes.io/node-selector"
 TIMEOUT = 4  # seconds for each request to the API server: a check must never hang on it
 # Every admission plugin kube-apiserver v1.36 knows (kube-apiserver -h): any other name keeps it
@@ -33,28 +30,6 @@ OwnerReferencesPermissionEnforcement PersistentVolumeClaimResize PodGroupProtect
 PodNodeSelector PodResizeValidator PodSecurity PodTolerationRestriction PodTopologyLabels Priority ResourceQuota
 RuntimeClass ServiceAccount StorageObjectInUseProtection TaintNodesByCondition ValidatingAdmissionPolicy
 ValidatingAdmissionWebhook""".split())
-
-
-def _repair():
-    """apiserver-repair's grader module: reads the node's manifest and the container's state."""
-    return load_grader(Path(__file__).with_name("apiserver-repair.py"))
-
-
-def _list_flag(pod: dict, flag: str) -> list[str] | None:
-    """Every name a list flag gives, over all its occurrences (the API server appends repeated
-    list flags); None when the flag is absent."""
-    c = pod["spec"]["containers"][0]
-    args = [str(a) for a in list(c.get("command") or []) + list(c.get("args") or [])]
-    found: list[str] | None = None
-    for i, arg in enumerate(args):
-        key, eq, value = arg.partition("=")
-        if key != f"--{flag}":
-            continue
-        if not eq and i + 1 < len(args):
-            value = args[i + 1]
-        # Not stripped: the API server reads " PodNodeSelector" (after a space) as another name.
-        found = (found or []) + [n for n in value.split(",") if n]
-    return found
 
 
 def _selector(text: str) -> dict[str, str]:
@@ -107,15 +82,15 @@ def node(cluster):
 
 @check(1, "the API server's static pod manifest is a valid Pod", hint=f"cat {MANIFEST} ({ON_NODE})")
 def test_manifest(node):
-    _repair()._pod(node)
+    StaticPod(node)
 
 
 @check(3, "--enable-admission-plugins names the task's plugin and keeps NodeRestriction", after="test_manifest",
        hint=f"grep -- admission-plugins {MANIFEST} ({ON_NODE})")
 def test_flags(node, lab):
     plugin = lab.params["plugin"]
-    pod = _repair()._pod(node)
-    enabled = _list_flag(pod, "enable-admission-plugins")
+    pod = StaticPod(node)
+    enabled = pod.list_flag("enable-admission-plugins")
     look = f"Look: grep -- admission-plugins {MANIFEST} ({ON_NODE})."
     expect(enabled is not None, f"{MANIFEST} has no --enable-admission-plugins: only the default plugins run "
            f"(no {plugin}, no NodeRestriction). {look}")
@@ -128,7 +103,7 @@ def test_flags(node, lab):
     expect("NodeRestriction" in enabled,
            f"--enable-admission-plugins={shown} no longer names NodeRestriction: without it a kubelet may change "
            f"other Nodes and pods bound to other nodes. {look}")
-    disabled = _list_flag(pod, "disable-admission-plugins") or []
+    disabled = pod.list_flag("disable-admission-plugins") or []
     both = [n for n in (plugin, "NodeRestriction") if n in disabled]
     expect(not both, f"--disable-admission-plugins={','.join(disabled)} names {' and '.join(both)}, which "
            f"--enable-admission-plugins names too: the API server refuses to start with a plugin both enabled and "
@@ -138,15 +113,14 @@ def test_flags(node, lab):
 @check(2, "the API server runs and answers /readyz", after="test_manifest",
        hint=f"{LOOK_CONTAINER} ({ON_NODE})")
 def test_running(node):
-    repair = _repair()
-    server = repair._kubeconfig(node)["server"]
+    server = admin_kubeconfig(node)["server"]
     try:
-        status, body = repair._get(node, "/readyz")
+        status, body = get(node, "/readyz")
     except ssl.SSLCertVerificationError as exc:
         fail(f"The API server at {server} answers with a certificate that does not verify against the cluster CA "
              f"({exc.verify_message}). Look: kubectl get --raw /readyz.")
     if status is None:
-        fail(f"The API server at {server} does not answer ({body}).{repair._container_state(node)} If you have "
+        fail(f"The API server at {server} does not answer ({body}).{container_state(node)} If you have "
              f"just changed the manifest, the kubelet needs about 15 s to start it again. Look: {LOOK_CONTAINER} "
              f"({ON_NODE}).")
     expect(status == 200, f"The API server at {server} answers /readyz with {status}: {body.strip()[:300]}. "

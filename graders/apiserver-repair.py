@@ -12,29 +12,15 @@ short timeouts and say how to look on the node instead of hanging.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
-import os
 import posixpath
 import ssl
-import subprocess
-import tempfile
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-import yaml
-
-from ckalab import learner_files, pki
+from ckalab import pki
+from ckalab.controlplane import (API_SERVER as MANIFEST, ETCD as ETCD_MANIFEST, LOOK_CONTAINER, ON_NODE,
+                                 StaticPod, admin_kubeconfig, container_state, get, read_file)
 from ckalab.grading import check, expect, fail, fixture, skip
 
-NODE = "controlplane"
-MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
-ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
-NODE_ETC = "/etc/kubernetes"
-ON_NODE = "on the node: ckalab ssh controlplane"
-LOOK_CONTAINER = "crictl ps -a --name kube-apiserver, then crictl logs CONTAINER-ID"
 # Every file flag the API server needs to start and to be used with certificates.
 FILE_FLAGS = ("tls-cert-file", "tls-private-key-file", "client-ca-file", "etcd-cafile", "etcd-certfile",
               "etcd-keyfile", "kubelet-client-certificate", "kubelet-client-key")
@@ -43,108 +29,20 @@ OPTIONAL_FILE_FLAGS = ("proxy-client-cert-file", "proxy-client-key-file", "reque
                        "service-account-key-file", "service-account-signing-key-file")
 PAIRS = (("tls-cert-file", "tls-private-key-file"), ("etcd-certfile", "etcd-keyfile"),
          ("kubelet-client-certificate", "kubelet-client-key"), ("proxy-client-cert-file", "proxy-client-key-file"))
-TIMEOUT = 3  # seconds for each request to the API server: a check must never hang on it
 
 
-# --- the node's files -------------------------------------------------------------------------
-
-def _host_etc(cluster) -> str:
-    return posixpath.dirname(cluster.pki_dir.rstrip("/"))
-
-
-def _read_node(cluster, path: str) -> bytes | None:
-    """A file of the controlplane node by its path there (None: no such file). Bounded like every
-    learner file: regular files only, 1 MB at most."""
-    path = posixpath.normpath(path)
-    host_etc = _host_etc(cluster)
-    if not Path(host_etc).is_dir():  # the node's files are elsewhere (a kind node): the backend reads
-        try:
-            return cluster.read_file(path)[:learner_files.MAX_BYTES + 1]
-        except Exception:  # noqa: BLE001 - an unreadable file is reported as missing
-            return None
-    if path == NODE_ETC or path.startswith(NODE_ETC + "/"):
-        # /etc/kubernetes of the controlplane node is the cluster's etc/kubernetes on this machine
-        try:
-            return learner_files.read_bytes(host_etc + path[len(NODE_ETC):], name=path)
-        except learner_files.LearnerFileError as exc:
-            if "not found" in str(exc):
-                return None
-            fail(str(exc).replace(host_etc, NODE_ETC) + f" ({ON_NODE}).")
-    # elsewhere on the node (its own overlays): read it there, bounded in size and time
-    try:
-        argv, env = cluster.shell(NODE, ["sh", "-c", 'test -f "$1" || exit 3; head -c 1000001 "$1"', "sh", path])
-        proc = subprocess.run(argv, env=env, capture_output=True, timeout=10)
-    except Exception:  # noqa: BLE001 - no node shell: the file cannot be found there
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def _pod(cluster, path: str = MANIFEST) -> dict:
-    data = _read_node(cluster, path)
-    expect(data is not None, f"{path} is missing on the controlplane node, so the kubelet runs no "
-           f"{posixpath.basename(path)[:-5]}. Look: ls /etc/kubernetes/manifests ({ON_NODE}).")
-    try:
-        pod = learner_files.parse_yaml(data.decode("utf-8"), path)
-    except UnicodeDecodeError:
-        fail(f"{path} is not a text file. Look: cat {path} ({ON_NODE}).")
-    except learner_files.LearnerFileError as exc:
-        fail(str(exc))
-    except yaml.YAMLError as exc:
-        fail(f"{learner_files.yaml_error_text(exc, path)} The kubelet cannot read it either, so the static pod "
-             f"does not run. Look: cat -A {path} ({ON_NODE}); indentation uses spaces only.")
-    containers = (pod.get("spec") or {}).get("containers") if isinstance(pod, dict) else None
-    expect(isinstance(containers, list) and containers and isinstance(containers[0], dict),
-           f"{path} is not a Pod with a container (spec.containers). Look: cat {path} ({ON_NODE}).")
-    return pod
-
-
-def _flags(pod: dict) -> dict[str, str]:
-    c = pod["spec"]["containers"][0]
-    args = [str(a) for a in list(c.get("command") or []) + list(c.get("args") or [])]
-    out: dict[str, str] = {}
-    for i, arg in enumerate(args):
-        if arg.startswith("--"):
-            key, eq, value = arg[2:].partition("=")
-            if not eq and i + 1 < len(args) and not args[i + 1].startswith("-"):
-                value = args[i + 1]  # "--flag value" as two items: the API server reads it so too
-            out[key] = value.strip()
-    return out
-
-
-def _node_path(pod: dict, container_path: str) -> str | None:
-    """Where a path of the API server's container is on the node (through its hostPath volumes);
-    None when no volume mounts it: the container cannot see it."""
-    path = posixpath.normpath(container_path)
-    volumes = {v.get("name"): (v.get("hostPath") or {}).get("path") for v in pod["spec"].get("volumes") or []
-               if isinstance(v, dict)}
-    best = None
-    for m in pod["spec"]["containers"][0].get("volumeMounts") or []:
-        if not isinstance(m, dict):
-            continue
-        mount, host = posixpath.normpath(str(m.get("mountPath", "/-"))), volumes.get(m.get("name"))
-        if host and (path == mount or path.startswith(mount.rstrip("/") + "/")):
-            if best is None or len(mount) > len(best[0]):
-                best = (mount, host)
-    if best is None:
-        return None
-    return posixpath.normpath(best[1] + path[len(best[0]):])
-
-
-def _mounts(pod: dict) -> str:
-    return ", ".join(str(m.get("mountPath")) for m in pod["spec"]["containers"][0].get("volumeMounts") or []
-                     if isinstance(m, dict)) or "none"
-
+# --- the manifest's certificate files ------------------------------------------------------
 
 class Files:
     """The manifest's flag files, read from the node once per check."""
 
     def __init__(self, cluster):
         self.cluster = cluster
-        self.pod = _pod(cluster)
-        self.flags = _flags(self.pod)
+        self.pod = StaticPod(cluster)
+        self.flags = self.pod.flags
 
     def raw(self, flag: str) -> bytes:
-        data = _read_node(self.cluster, _node_path(self.pod, self.flags[flag]) or "/-")
+        data = read_file(self.cluster, self.pod.node_path(self.flags[flag]) or "/-")
         expect(data is not None, f"--{flag}={self.flags[flag]}: no such file on the controlplane node.")
         return data
 
@@ -184,80 +82,6 @@ def _chains(cert, cas: list) -> bool:
     return any(pki.signed_by(cert, ca) for ca in cas)
 
 
-# --- the admin kubeconfig and the API server --------------------------------------------------
-
-def _kubeconfig(cluster) -> dict:
-    """server, CA and client certificate of the lab cluster's admin kubeconfig."""
-    data = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    ctx_name = data.get("current-context")
-    ctx = next((c["context"] for c in data.get("contexts") or [] if c.get("name") == ctx_name), None) or {}
-    cl = next((c["cluster"] for c in data.get("clusters") or [] if c.get("name") == ctx.get("cluster")),
-              (data.get("clusters") or [{}])[0].get("cluster", {}))
-    user = next((u["user"] for u in data.get("users") or [] if u.get("name") == ctx.get("user")),
-                (data.get("users") or [{}])[0].get("user", {}))
-
-    def blob(d: dict, key: str) -> bytes:
-        if d.get(f"{key}-data"):
-            return base64.b64decode(d[f"{key}-data"])
-        return Path(d[key]).read_bytes()
-
-    return {"server": cl["server"].rstrip("/"), "ca": blob(cl, "certificate-authority"),
-            "cert": blob(user, "client-certificate"), "key": blob(user, "client-key")}
-
-
-def _get(cluster, path: str, client_cert: bool = False) -> tuple[int | None, str]:
-    """(HTTP status, body) of a GET verified against the kubeconfig's CA, as kubectl makes it;
-    (None, why) when nothing answers. A certificate that does not verify raises
-    ssl.SSLCertVerificationError: the server answers, but no client would trust it."""
-    kc = _kubeconfig(cluster)
-    ctx = ssl.create_default_context(cadata=kc["ca"].decode())
-    with tempfile.TemporaryDirectory(prefix="ckalab-apiserver-repair-") as d:
-        if client_cert:
-            cert, key = Path(d, "c.crt"), Path(d, "c.key")
-            cert.write_bytes(kc["cert"])
-            key.write_bytes(kc["key"])
-            ctx.load_cert_chain(cert, key)
-        try:
-            with urllib.request.urlopen(kc["server"] + path, context=ctx, timeout=TIMEOUT) as r:
-                return r.status, r.read(4096).decode(errors="replace")
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(4096).decode(errors="replace")
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, ssl.SSLCertVerificationError):
-                raise exc.reason from None
-            return None, _why(exc.reason)
-        except ssl.SSLCertVerificationError:
-            raise
-        except (OSError, ValueError) as exc:  # reset, EOF from the relay, timeout
-            return None, _why(exc)
-
-
-def _why(exc) -> str:
-    """Why a connection got no HTTP answer, in words (not the socket library's)."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused: nothing listens there"
-    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-        return f"no answer within {TIMEOUT} s"
-    return "the connection was closed before TLS was set up: nothing serves behind that address"
-
-
-def _container_state(cluster) -> str:
-    """What the controlplane's container runtime says about the API server's container, or ''."""
-    try:
-        argv, env = cluster.shell(NODE, ["crictl", "ps", "-a", "--name", "kube-apiserver", "-o", "json"])
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10)
-        found = json.loads(proc.stdout).get("containers") or []
-    except Exception:  # noqa: BLE001 - no node shell: say nothing about the container
-        return ""
-    if not found:
-        return " The node's container runtime has no kube-apiserver container at all."
-    c = max(found, key=lambda x: int(x.get("createdAt", 0)))
-    state = str(c.get("state", "?")).removeprefix("CONTAINER_").lower()
-    starts = int((c.get("metadata") or {}).get("attempt", 0)) + 1
-    return (f" On the node, the kubelet has started its container {starts} time{'s' if starts > 1 else ''} "
-            f"since the manifest last changed; the newest is {state}.")
-
-
 # --- checks -----------------------------------------------------------------------------------
 
 @fixture
@@ -270,8 +94,7 @@ def node(cluster):
 
 @check(1, "the API server's static pod manifest is a valid Pod", hint=f"cat {MANIFEST} ({ON_NODE})")
 def test_manifest(node):
-    cluster = node
-    _pod(cluster)
+    StaticPod(node)
 
 
 @check(3, "every certificate and key flag names a file the container can see",
@@ -285,10 +108,10 @@ def test_files_exist(node):
                f"Look: grep -- --{flag} {MANIFEST} ({ON_NODE}).")
     for flag in FILE_FLAGS + tuple(x for x in OPTIONAL_FILE_FLAGS if f.flags.get(x)):
         path = f.flags[flag]
-        node_path = _node_path(f.pod, path)
-        expect(node_path, f"--{flag}={path} is outside every directory the static pod mounts ({_mounts(f.pod)}): "
+        node_path = f.pod.node_path(path)
+        expect(node_path, f"--{flag}={path} is outside every directory the static pod mounts ({f.pod.mounts()}): "
                f"the container cannot see it. Look: the volumeMounts and volumes of {MANIFEST}.")
-        expect(_read_node(cluster, node_path) is not None,
+        expect(read_file(cluster, node_path) is not None,
                f"--{flag}={path}: no such file on the controlplane node, and the API server cannot start without "
                f"it. Look: ls -l {posixpath.dirname(node_path)}, and the container's log ({LOOK_CONTAINER}; {ON_NODE}).")
 
@@ -317,7 +140,7 @@ def test_roles(node):
     from urllib.parse import urlparse
 
     f = Files(cluster)
-    kc = _kubeconfig(cluster)
+    kc = admin_kubeconfig(cluster)
     cluster_cas = x509.load_pem_x509_certificates(kc["ca"])
     look = lambda path: f"Look: openssl x509 -in {path} -noout -subject -issuer -ext subjectAltName,extendedKeyUsage ({ON_NODE})."  # noqa: E731
 
@@ -351,12 +174,12 @@ def test_roles(node):
 
     # etcd: --etcd-cafile must have signed etcd's serving certificate, --etcd-certfile must be a
     # client certificate from the CA etcd trusts, and not one of etcd's own certificates.
-    etcd_pod = _pod(cluster, ETCD_MANIFEST)
-    etcd = _flags(etcd_pod)
+    etcd_pod = StaticPod(cluster, ETCD_MANIFEST)
+    etcd = etcd_pod.flags
     etcd_ca_file, etcd_cert_file = etcd.get("trusted-ca-file"), etcd.get("cert-file")
 
     def etcd_file(flag_value: str | None):
-        data = _read_node(cluster, _node_path(etcd_pod, flag_value) or "/-") if flag_value else None
+        data = read_file(cluster, etcd_pod.node_path(flag_value) or "/-") if flag_value else None
         expect(data is not None, f"etcd's manifest ({ETCD_MANIFEST}) names no readable --trusted-ca-file and "
                f"--cert-file: this lab expects etcd as ckalab set it up.")
         return x509.load_pem_x509_certificates(data)
@@ -388,15 +211,15 @@ def test_roles(node):
        hint="crictl ps -a --name kube-apiserver; crictl logs CONTAINER-ID (on the node)")
 def test_readyz(node):
     cluster = node
-    server = _kubeconfig(cluster)["server"]
+    server = admin_kubeconfig(cluster)["server"]
     try:
-        status, body = _get(cluster, "/readyz")
+        status, body = get(cluster, "/readyz")
     except ssl.SSLCertVerificationError as exc:
         fail(f"The API server at {server} answers, but its serving certificate does not verify against the cluster "
              f"CA ({exc.verify_message}): kubectl refuses it. Look: openssl s_client -connect "
              f"{server.removeprefix('https://')} -CAfile /etc/kubernetes/pki/ca.crt </dev/null.")
     if status is None:
-        fail(f"The API server at {server} does not answer ({body}).{_container_state(cluster)} If you have just "
+        fail(f"The API server at {server} does not answer ({body}).{container_state(cluster)} If you have just "
              f"changed the manifest, the kubelet needs about 15 s to start it again. Look: {LOOK_CONTAINER} "
              f"({ON_NODE}).")
     expect(status == 200, f"The API server at {server} answers /readyz with {status}: {body.strip()[:300]}. "
@@ -407,7 +230,7 @@ def test_readyz(node):
        hint="kubectl get nodes; kubectl auth whoami")
 def test_kubectl_works(node):
     cluster = node
-    status, body = _get(cluster, "/api/v1/namespaces/kube-system", client_cert=True)
+    status, body = get(cluster, "/api/v1/namespaces/kube-system", client_cert=True)
     expect(status is not None, f"The API server stopped answering ({body}). Look: {LOOK_CONTAINER} ({ON_NODE}).")
     if status == 401:
         fail("The API server does not accept the admin kubeconfig's client certificate (401 Unauthorized): it checks "

@@ -14,98 +14,25 @@ import base64
 import json
 import posixpath
 import secrets
-import subprocess
 import time
 
-import yaml
-
-from ckalab import learner_files
+from ckalab.controlplane import (API_SERVER as MANIFEST, LOOK_CONTAINER, ON_NODE, StaticPod,
+                                 expect_api_server_serves, parse_yaml, read_file)
 from ckalab.grading import check, expect, fail, fixture, skip
 
-NODE = "controlplane"
-MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
-ON_NODE = "on the node: ckalab ssh controlplane"
-LOOK_CONTAINER = "crictl ps -a --name kube-apiserver, then crictl logs CONTAINER-ID"
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
-TIMEOUT = 3  # seconds for each request to the API server: a check must never hang on it
 # Where each resource the task may name lives: (API group, version, kind).
 RESOURCES = {"configmaps": ("", "v1", "ConfigMap"), "serviceaccounts": ("", "v1", "ServiceAccount"),
              "roles": ("rbac.authorization.k8s.io", "v1", "Role")}
 
 
-# --- the node's files ---------------------------------------------------------------------------
-
-def _node_file(cluster, path: str, tail: bool = False) -> bytes | None:
-    """A file of the controlplane node (None: no such regular file), at most 4 MB: its beginning,
-    or with `tail` its end (a log's newest lines)."""
-    script = 'test -f "$1" || exit 3; ' + ('tail -c 4000000 "$1"' if tail else 'head -c 1000001 "$1"')
-    argv, env = cluster.shell(NODE, ["sh", "-c", script, "sh", path])
-    try:
-        proc = subprocess.run(argv, env=env, capture_output=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        fail(f"Reading {path} on the controlplane node took longer than 15 s. Look: ls -l {path} ({ON_NODE}).")
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def _yaml(data: bytes, path: str, what: str):
-    try:
-        return learner_files.parse_yaml(data.decode("utf-8"), path)
-    except UnicodeDecodeError:
-        fail(f"{path} is not a text file. Look: cat {path} ({ON_NODE}).")
-    except learner_files.LearnerFileError as exc:
-        fail(str(exc))
-    except yaml.YAMLError as exc:
-        fail(f"{learner_files.yaml_error_text(exc, path)} {what} Look: cat -A {path} ({ON_NODE}); "
-             "indentation uses spaces only.")
-
-
-class ApiServerPod:
-    """The API server's static pod manifest as the kubelet reads it: flags and hostPath mounts."""
-
-    def __init__(self, cluster):
-        data = _node_file(cluster, MANIFEST)
-        expect(data is not None, f"{MANIFEST} is missing on the controlplane node, so the kubelet runs no API "
-               f"server. Look: ls /etc/kubernetes/manifests ({ON_NODE}).")
-        pod = _yaml(data, MANIFEST, "The kubelet cannot read it either, so the API server does not run.")
-        containers = (pod.get("spec") or {}).get("containers") if isinstance(pod, dict) else None
-        expect(isinstance(containers, list) and containers and isinstance(containers[0], dict),
-               f"{MANIFEST} is not a Pod with a container (spec.containers). Look: cat {MANIFEST} ({ON_NODE}).")
-        self.spec, self.container = pod["spec"], containers[0]
-        args = [str(a) for a in list(self.container.get("command") or []) + list(self.container.get("args") or [])]
-        self.flags: dict[str, str] = {}
-        for i, arg in enumerate(args):  # the last of a repeated flag wins, as in the API server
-            if arg.startswith("--"):
-                key, eq, value = arg[2:].partition("=")
-                if not eq and i + 1 < len(args) and not args[i + 1].startswith("-"):
-                    value = args[i + 1]
-                self.flags[key] = value.strip()
+class ApiServerPod(StaticPod):
+    """The API server's static pod, with the audit flags the task needs."""
 
     def flag(self, name: str) -> str:
         value = self.flags.get(name)
         expect(value, f"{MANIFEST} has no --{name}. Look: grep -- --audit {MANIFEST} ({ON_NODE}).")
         return value
-
-    def mount_of(self, container_path: str) -> tuple[dict, str] | None:
-        """The volumeMount that shows `container_path` to the container (the deepest one) and the
-        path on the node it leads to; None when no hostPath volume covers it."""
-        path = posixpath.normpath(container_path)
-        volumes = {v.get("name"): (v.get("hostPath") or {}).get("path") for v in self.spec.get("volumes") or []
-                   if isinstance(v, dict)}
-        best = None
-        for m in self.container.get("volumeMounts") or []:
-            if not isinstance(m, dict):
-                continue
-            mount, host = posixpath.normpath(str(m.get("mountPath", "/-"))), volumes.get(m.get("name"))
-            if host and (path == mount or path.startswith(mount.rstrip("/") + "/")):
-                if best is None or len(mount) > len(best[0]):
-                    best = (mount, host, m)
-        if best is None:
-            return None
-        return best[2], posixpath.normpath(best[1] + path[len(best[0]):])
-
-    def mounts(self) -> str:
-        return ", ".join(str(m.get("mountPath")) for m in self.container.get("volumeMounts") or []
-                         if isinstance(m, dict)) or "none"
 
 
 @fixture(scope="module")
@@ -136,10 +63,10 @@ def _on_node(pod: ApiServerPod, flag: str, want: str, writable: bool = False) ->
 @check(2, "the audit policy file on the node is a valid Policy", hint="cat the policy file on the node")
 def test_policy(node, lab):
     path = lab.params["policy"]
-    data = _node_file(node, path)
+    data = read_file(node, path)
     expect(data is not None, f"No file {path} on the controlplane node. Look: ls -l {posixpath.dirname(path)} "
            f"({ON_NODE}).")
-    policy = _yaml(data, path, "The API server cannot start with a policy it cannot read.")
+    policy = parse_yaml(data, path, "The API server cannot start with a policy it cannot read.")
     expect(isinstance(policy, dict), f"{path} is not a YAML mapping. Look: cat {path} ({ON_NODE}).")
     expect(policy.get("apiVersion") == "audit.k8s.io/v1" and policy.get("kind") == "Policy",
            f"{path} has apiVersion '{policy.get('apiVersion')}' and kind '{policy.get('kind')}'; an audit policy is "
@@ -177,41 +104,9 @@ def test_retention(node, lab):
 
 # --- behaviour --------------------------------------------------------------------------------
 
-def _container_state(cluster) -> str:
-    try:
-        argv, env = cluster.shell(NODE, ["crictl", "ps", "-a", "--name", "kube-apiserver", "-o", "json"])
-        found = json.loads(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10).stdout
-                           ).get("containers") or []
-    except Exception:  # noqa: BLE001 - say nothing about the container then
-        return ""
-    if not found:
-        return " The node's container runtime has no kube-apiserver container."
-    c = max(found, key=lambda x: int(x.get("createdAt", 0)))
-    state = str(c.get("state", "?")).removeprefix("CONTAINER_").lower()
-    return f" On the node its newest container is {state}."
-
-
-def _why(exc: Exception) -> str:
-    """Why a request got no answer, in words."""
-    text = str(exc)
-    if "refused" in text:
-        return "connection refused: nothing listens there"
-    if "timed out" in text or "timeout" in text.lower():
-        return f"no answer within {TIMEOUT} s"
-    return "the connection failed"
-
-
 @check(1, "the API server is running and answers", hint=LOOK_CONTAINER)
 def test_api_server_up(node, lab):
-    from ckalab.kube import Kube
-
-    try:  # a namespace read goes through to etcd: the API server serves, not only listens
-        Kube(node.kubeconfig, timeout=TIMEOUT).request("GET", f"/api/v1/namespaces/{lab.params['namespace']}")
-    except Exception as exc:  # noqa: BLE001 - down, restarting, refusing: all say the same to the learner
-        if getattr(exc, "status", None):
-            return  # an HTTP answer (even a 404) is an API server that serves
-        fail(f"The API server does not answer ({_why(exc)}).{_container_state(node)} While it is down, only the "
-             f"node's files are checked. Look: {LOOK_CONTAINER} ({ON_NODE}).")
+    expect_api_server_serves(node, lab.params["namespace"])
 
 
 class Probe:
@@ -264,7 +159,7 @@ class Probe:
             return []
         deadline = time.monotonic() + 6
         while True:
-            data = _node_file(cluster, self.log, tail=True) or b""
+            data = read_file(cluster, self.log, tail=True) or b""
             events = []
             for line in data.decode("utf-8", "replace").splitlines():
                 if self.marker in line:

@@ -7,34 +7,26 @@ key file, the same names and usages as ckalab's original) and by behaviour: the 
 API server presents in a TLS handshake is the renewed file (serial and notAfter), and its running
 container started after the renewed client certificate was written (the API server reads client
 certificates only when it starts). The file checks work while the API server is down; the
-handshake uses a short timeout. The node's files and container are read with apiserver-repair's
-grader (loaded at check time).
+handshake uses a short timeout. The node's files and container are read with ckalab.controlplane.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ckalab import pki
-from ckalab.grading import check, expect, fail, fixture, load_grader, skip
+from ckalab.controlplane import ON_NODE, PKI, admin_kubeconfig, container_state, containers, read_file, why
+from ckalab.grading import check, expect, fail, fixture, skip
 
-PKI = "/etc/kubernetes/pki"
-ON_NODE = "on the node: ckalab ssh controlplane"
 LOOK_EXPIRY = f"Look: kubeadm certs check-expiration ({ON_NODE})."
 CAS = {"apiserver": "ca", "apiserver-kubelet-client": "ca", "front-proxy-client": "front-proxy-ca",
        "apiserver-etcd-client": "etcd/ca"}
 MIN_DAYS = 180  # a renewed certificate: kubeadm gives a year; anything under half of that is not one
 TIMEOUT = 4
-
-
-def _repair():
-    return load_grader(Path(__file__).with_name("apiserver-repair.py"))
 
 
 def _names(lab) -> list[str]:
@@ -43,7 +35,7 @@ def _names(lab) -> list[str]:
 
 def _cert(cluster, name: str):
     path = f"{PKI}/{name}.crt"
-    data = _repair()._read_node(cluster, path)
+    data = read_file(cluster, path)
     expect(data is not None, f"{path} is missing on the controlplane node. Look: ls -l {PKI} ({ON_NODE}).")
     try:
         return pki.load_cert(data)
@@ -66,12 +58,7 @@ def _when(t: dt.datetime) -> str:
 
 def _started(cluster) -> dt.datetime | None:
     """When the running kube-apiserver container started, by the node's container runtime."""
-    try:
-        argv, env = cluster.shell("controlplane", ["crictl", "ps", "--name", "kube-apiserver", "-o", "json"])
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10)
-        found = json.loads(proc.stdout).get("containers") or []
-    except Exception:  # noqa: BLE001 - no node shell or no answer: unknown
-        return None
+    found = containers(cluster, running_only=True)
     if not found:
         return None
     created = max(int(c.get("createdAt", 0)) for c in found)
@@ -100,7 +87,6 @@ def test_renewed_on_disk(node, lab):
 @check(3, "each renewed certificate keeps its CA, its key, its names and usages", after="test_renewed_on_disk",
        hint="openssl x509 -in CERT -noout -issuer -ext subjectAltName,extendedKeyUsage; openssl verify -CAfile CA CERT")
 def test_renewed_identity(node, lab):
-    repair = _repair()
     for name in _names(lab):
         path, ca_path = f"{PKI}/{name}.crt", f"{PKI}/{CAS[name]}.crt"
         cert = _cert(node, name)
@@ -108,7 +94,7 @@ def test_renewed_identity(node, lab):
         expect(pki.signed_by(cert, ca), f"{path} is issued by '{cert.issuer.rfc4514_string()}' and does not verify "
                f"against {ca_path}: whoever checks it with that CA refuses it. Look: openssl verify -CAfile {ca_path} "
                f"{path} ({ON_NODE}).")
-        key_data = repair._read_node(node, f"{PKI}/{name}.key")
+        key_data = read_file(node, f"{PKI}/{name}.key")
         try:
             key = pki.load_key(key_data) if key_data is not None else None
         except (ValueError, TypeError):
@@ -134,7 +120,7 @@ def test_renewed_identity(node, lab):
 
 def _served(cluster) -> tuple[object | None, str]:
     """(the certificate the API server presents, '') or (None, why nothing was presented)."""
-    url = urlparse(_repair()._kubeconfig(cluster)["server"])
+    url = urlparse(admin_kubeconfig(cluster)["server"])
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # what it presents, trusted or not
     try:
@@ -142,7 +128,7 @@ def _served(cluster) -> tuple[object | None, str]:
             with ctx.wrap_socket(sock, server_hostname=url.hostname) as tls:
                 der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as exc:
-        return None, _repair()._why(exc)
+        return None, why(exc)
     from cryptography import x509
 
     return x509.load_der_x509_certificate(der), ""
@@ -151,10 +137,10 @@ def _served(cluster) -> tuple[object | None, str]:
 @check(4, "the API server presents the renewed serving certificate in a TLS handshake", after="test_renewed_on_disk",
        hint="openssl s_client -connect 127.0.0.1:PORT </dev/null | openssl x509 -noout -serial -enddate")
 def test_served(node):
-    server = _repair()._kubeconfig(node)["server"]
+    server = admin_kubeconfig(node)["server"]
     served, why = _served(node)
     if served is None:
-        fail(f"The API server at {server} presents no certificate ({why}).{_repair()._container_state(node)} If you "
+        fail(f"The API server at {server} presents no certificate ({why}).{container_state(node)} If you "
              f"have just moved its manifest, the kubelet needs about 15 s to start it again. Look: crictl ps -a "
              f"--name kube-apiserver ({ON_NODE}).")
     on_disk = _cert(node, "apiserver")
@@ -173,7 +159,7 @@ def test_restarted(node, lab):
     host_file = Path(node.pki_dir) / f"{name}.crt"
     renewed = dt.datetime.fromtimestamp(host_file.stat().st_mtime, dt.timezone.utc)
     started = _started(node)
-    expect(started is not None, f"No kube-apiserver container runs on the controlplane node.{_repair()._container_state(node)} "
+    expect(started is not None, f"No kube-apiserver container runs on the controlplane node.{container_state(node)} "
            f"Look: crictl ps -a --name kube-apiserver ({ON_NODE}).")
     expect(started > renewed, f"The running kube-apiserver container started at {started:%H:%M:%S} UTC, before "
            f"{PKI}/{name}.crt was written at {renewed:%H:%M:%S} UTC: it still uses the client certificate it read "

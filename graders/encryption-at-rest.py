@@ -17,81 +17,14 @@ import posixpath
 import secrets
 import subprocess
 
-import yaml
-
-from ckalab import learner_files
+from ckalab.controlplane import (API_SERVER as MANIFEST, LOOK_CONTAINER, NODE, ON_NODE, PKI, TIMEOUT, StaticPod,
+                                 expect_api_server_serves, parse_yaml, read_file)
 from ckalab.grading import check, expect, fail, fixture, skip
 
-NODE = "controlplane"
-MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
-ON_NODE = "on the node: ckalab ssh controlplane"
-LOOK_CONTAINER = "crictl ps -a --name kube-apiserver, then crictl logs CONTAINER-ID"
-PKI = "/etc/kubernetes/pki"
-TIMEOUT = 3  # seconds for each request to the API server: a check must never hang on it
 # Key lengths (bytes) each provider the task may ask for accepts.
 KEY_BYTES = {"aescbc": (16, 24, 32), "secretbox": (32,)}
 # What setup stored (setup/secrets.yaml): name suffix -> password.
 PASSWORDS = {"": "correct-horse-{secret}", "-previous": "battery-staple-{secret}"}
-
-
-def _node_file(cluster, path: str) -> bytes | None:
-    """A file of the controlplane node (None: no such regular file), at most 1 MB."""
-    argv, env = cluster.shell(NODE, ["sh", "-c", 'test -f "$1" || exit 3; head -c 1000001 "$1"', "sh", path])
-    try:
-        proc = subprocess.run(argv, env=env, capture_output=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        fail(f"Reading {path} on the controlplane node took longer than 15 s. Look: ls -l {path} ({ON_NODE}).")
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def _yaml(data: bytes, path: str, what: str):
-    try:
-        return learner_files.parse_yaml(data.decode("utf-8"), path)
-    except UnicodeDecodeError:
-        fail(f"{path} is not a text file. Look: cat {path} ({ON_NODE}).")
-    except learner_files.LearnerFileError as exc:
-        fail(str(exc))
-    except yaml.YAMLError as exc:
-        fail(f"{learner_files.yaml_error_text(exc, path)} {what} Look: cat -A {path} ({ON_NODE}); "
-             "indentation uses spaces only.")
-
-
-def _flag(pod: dict, name: str) -> str | None:
-    c = pod["spec"]["containers"][0]
-    args = [str(a) for a in list(c.get("command") or []) + list(c.get("args") or [])]
-    value = None
-    for i, arg in enumerate(args):  # the last of a repeated flag wins, as in the API server
-        key, eq, rest = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if key == name:
-            value = rest if eq else (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else "")
-    return value
-
-
-def _host_path(pod: dict, container_path: str) -> str | None:
-    """Where the container's path is on the node, through the deepest hostPath mount covering it."""
-    path = posixpath.normpath(container_path)
-    volumes = {v.get("name"): (v.get("hostPath") or {}).get("path") for v in pod["spec"].get("volumes") or []
-               if isinstance(v, dict)}
-    best = None
-    for m in pod["spec"]["containers"][0].get("volumeMounts") or []:
-        if not isinstance(m, dict):
-            continue
-        mount, host = posixpath.normpath(str(m.get("mountPath", "/-"))), volumes.get(m.get("name"))
-        if host and (path == mount or path.startswith(mount.rstrip("/") + "/")) and (
-                best is None or len(mount) > len(best[0])):
-            best = (mount, host)
-    return posixpath.normpath(best[1] + path[len(best[0]):]) if best else None
-
-
-def _manifest(cluster) -> dict:
-    data = _node_file(cluster, MANIFEST)
-    expect(data is not None, f"{MANIFEST} is missing on the controlplane node, so the kubelet runs no API server. "
-           f"Look: ls /etc/kubernetes/manifests ({ON_NODE}).")
-    pod = _yaml(data, MANIFEST, "The kubelet cannot read it either, so the API server does not run.")
-    containers = (pod.get("spec") or {}).get("containers") if isinstance(pod, dict) else None
-    expect(isinstance(containers, list) and containers and isinstance(containers[0], dict),
-           f"{MANIFEST} is not a Pod with a container (spec.containers). Look: cat {MANIFEST} ({ON_NODE}).")
-    return pod
 
 
 class Etcd:
@@ -148,10 +81,10 @@ def _look(lab, name: str) -> str:
        hint="cat the configuration file on the node")
 def test_config(node, lab):
     path, provider = lab.params["config"], lab.params["provider"]
-    data = _node_file(node, path)
+    data = read_file(node, path)
     expect(data is not None, f"No file {path} on the controlplane node. Look: ls -l {posixpath.dirname(path)} "
            f"({ON_NODE}).")
-    config = _yaml(data, path, "The API server cannot start with a configuration it cannot read.")
+    config = parse_yaml(data, path, "The API server cannot start with a configuration it cannot read.")
     expect(isinstance(config, dict), f"{path} is not a YAML mapping. Look: cat {path} ({ON_NODE}).")
     expect(config.get("apiVersion") == "apiserver.config.k8s.io/v1" and config.get("kind") == "EncryptionConfiguration",
            f"{path} has apiVersion '{config.get('apiVersion')}' and kind '{config.get('kind')}'; the API server reads "
@@ -179,40 +112,16 @@ def test_config(node, lab):
 
 @check(2, "the API server reads that configuration", hint=f"grep -- --encryption-provider-config {MANIFEST}")
 def test_flag(node, lab):
-    pod, want = _manifest(node), lab.params["config"]
-    path = _flag(pod, "encryption-provider-config")
+    pod, want = StaticPod(node), lab.params["config"]
+    path = pod.flags.get("encryption-provider-config")
     expect(path, f"{MANIFEST} has no --encryption-provider-config: the API server stores Secrets as they are. "
            f"Look: grep -- --encryption {MANIFEST} ({ON_NODE}).")
-    host = _host_path(pod, path)
-    mounts = ", ".join(str(m.get("mountPath")) for m in pod["spec"]["containers"][0].get("volumeMounts") or []
-                       if isinstance(m, dict)) or "none"
+    host, mounts = pod.node_path(path), pod.mounts()
     expect(host, f"--encryption-provider-config={path} is inside the container only: no hostPath volume is mounted "
            f"there (mounts: {mounts}), so the API server cannot read it. Look: the volumeMounts and volumes of "
            f"{MANIFEST}.")
     expect(host == want, f"--encryption-provider-config={path} is {host} on the node; the task asks for {want}. "
            f"Look: grep -- --encryption-provider-config {MANIFEST}, and the hostPath of the volume mounted there.")
-
-
-def _why(exc: Exception) -> str:
-    text = str(exc)
-    if "refused" in text:
-        return "connection refused: nothing listens there"
-    if "timed out" in text or "timeout" in text.lower():
-        return f"no answer within {TIMEOUT} s"
-    return "the connection failed"
-
-
-def _container_state(cluster) -> str:
-    try:
-        argv, env = cluster.shell(NODE, ["crictl", "ps", "-a", "--name", "kube-apiserver", "-o", "json"])
-        found = json.loads(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10).stdout
-                           ).get("containers") or []
-    except Exception:  # noqa: BLE001 - say nothing about the container then
-        return ""
-    if not found:
-        return " The node's container runtime has no kube-apiserver container."
-    c = max(found, key=lambda x: int(x.get("createdAt", 0)))
-    return f" On the node its newest container is {str(c.get('state', '?')).removeprefix('CONTAINER_').lower()}."
 
 
 @fixture
@@ -223,14 +132,8 @@ def api(node):
 
 
 @check(1, "the API server is running and answers", hint=LOOK_CONTAINER)
-def test_api_server_up(node, api, lab):
-    try:  # a namespace read goes through to etcd: the API server serves, not only listens
-        api.request("GET", f"/api/v1/namespaces/{lab.params['namespace']}")
-    except Exception as exc:  # noqa: BLE001 - down, restarting, refusing: all say the same to the learner
-        if getattr(exc, "status", None):
-            return  # an HTTP answer (even a 404) is an API server that serves
-        fail(f"The API server does not answer ({_why(exc)}).{_container_state(node)} While it is down, only the "
-             f"node's files are checked. Look: {LOOK_CONTAINER} ({ON_NODE}).")
+def test_api_server_up(node, lab):
+    expect_api_server_serves(node, lab.params["namespace"])
 
 
 @fixture
