@@ -55,11 +55,15 @@ def cmd_ssh(args):
 
 
 def cmd_restore_manifests(args):
+    from . import labs
+
     cluster = _cluster(args)
     if not cluster.offers("static-pods"):
         raise CkalabError(f"Cluster '{cluster.name}' does not run its control plane as static pods "
                           "(that needs real nodes: 'ckalab up --nodes real', as root).")
-    done = cluster.restore_manifests()
+    # What a lab changed beyond the manifests (Secrets encrypted with the learner's key, renewed
+    # certificates, the audit policy) is undone first, while the learner's API server still runs.
+    done = labs.contain(None, cluster)
     print("\n".join(done) if done else "The static pod manifests are ckalab's already; nothing to restore.")
 
 

@@ -371,10 +371,11 @@ class Kube:
         out = [self.apply(o, labels) for o in objs if o.get("kind") == "Namespace"]
         # A new namespace gets its `default` ServiceAccount from the controller manager a moment
         # later, and until then the API server refuses pods there ("error looking up service
-        # account"): wait for it before the rest of the batch.
+        # account"): wait for it before the rest of the batch. Right after the control plane was
+        # restored, the controller manager may first have to win its lease back: up to 2 minutes.
         for ns in out:
             name = ns["metadata"]["name"]
-            wait_for(lambda: self.get("v1", "ServiceAccount", "default", name), 60,
+            wait_for(lambda: self.get("v1", "ServiceAccount", "default", name), 120,
                      f"the default ServiceAccount of namespace '{name}'")
         return out + [self.apply(o, labels) for o in objs if o.get("kind") != "Namespace"]
 

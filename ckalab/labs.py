@@ -478,12 +478,35 @@ def restore_control_plane(cluster, timeout: float = 180) -> list[str]:
     return done
 
 
-def contain(lab: Lab, cluster) -> list[str]:
-    """Give back the healthy control plane a lab that edits it found: its teardown script first
-    (while the learner's API server may still run: e.g. secrets encrypted with the learner's key
-    are rewritten in plain form), then ckalab's manifests and kubelet configs."""
-    _run_script(lab, "teardown", cluster)
+def contain(lab: Lab | None, cluster) -> list[str]:
+    """Give back the healthy control plane a lab that edits it found. First the teardown script of
+    every lab started here that has one, `lab`'s last (while the learner's API server may still
+    run: e.g. Secrets encrypted with the learner's key are rewritten in plain form; ckalab's API
+    server could read none of them, whichever lab comes next), then ckalab's manifests and
+    kubelet configs. Teardowns do nothing when there is nothing of theirs to undo."""
+    for other in _started_with_teardown(exclude=lab.id if lab else None):
+        _run_script(other, "teardown", cluster)
+    if lab is not None:
+        _run_script(lab, "teardown", cluster)
     return restore_control_plane(cluster)
+
+
+def _started_with_teardown(exclude: str | None) -> list[Lab]:
+    """The labs with a teardown script that were started in this home, as they were started
+    (their seed: a teardown may need the variant's paths)."""
+    found = []
+    for lab_id in lab_ids():
+        if lab_id == exclude:
+            continue
+        lab = load(lab_id)
+        if not lab.script("teardown") or not lab.started():
+            continue
+        try:
+            seed = json.loads((lab.workdir / MARKER).read_text()).get("seed")
+        except (OSError, ValueError, AttributeError):
+            seed = None
+        found.append(load(lab_id, seed) if seed else lab)
+    return found
 
 
 def _run_script(lab: Lab, step: str, cluster) -> None:

@@ -71,16 +71,29 @@ def switch_nodes(cluster, mode: str) -> None:
             os.environ["CKALAB_NODES"] = saved
 
 
+def _switch_for_module(cluster, mode: str):
+    """The cluster on `mode` nodes for one module; afterwards, on the nodes the next module runs
+    on (a switch costs ~30 s, so consecutive modules on the same nodes share one)."""
+    switch_nodes(cluster, mode)
+    yield cluster
+    after = _nodes_of(_NEXT.get("item"))
+    if after not in (None, mode):
+        switch_nodes(cluster, after)
+
+
 @pytest.fixture(scope="module")
 def real_nodes(cluster):
-    """The test cluster on real nodes (control plane as static pods) for one test module, and
-    back to the session's nodes afterwards (processes + kwok unless CKALAB_TEST_NODES=real)."""
+    """The test cluster on real nodes (control plane as static pods) for one test module."""
     if not REAL_NODES:
         pytest.skip("needs real nodes: set CKALAB_REAL_NODES=1 (root; builds kubelet/containerd/runc)")
-    switch_nodes(cluster, "real")
-    yield cluster
-    if not _on_real_nodes(_NEXT.get("item")):  # the next module on real nodes too: stay (a switch costs ~30 s)
-        switch_nodes(cluster, SESSION_NODES)
+    yield from _switch_for_module(cluster, "real")
+
+
+@pytest.fixture(scope="module")
+def kwok_nodes(cluster):
+    """The test cluster on kwok nodes for one test module: the fallback every learner without root
+    (or without Linux) gets, smoke-tested even when the session runs on real nodes."""
+    yield from _switch_for_module(cluster, "kwok")
 
 
 # The item that runs after the current one (pytest tears module fixtures down knowing it).
@@ -93,8 +106,29 @@ def pytest_runtest_teardown(item, nextitem):
     yield
 
 
-def _on_real_nodes(item) -> bool:
-    return item is not None and "real_nodes" in getattr(item, "fixturenames", ())
+def pytest_collection_modifyitems(config, items):
+    """A *_real.py module runs its kwok module's cases again on real nodes (star-imported, with a
+    harness made for real containers) plus its own. When the whole session runs on real nodes,
+    the kwok module's own run of the same cases would only repeat them: it is left out."""
+    if SESSION_NODES != "real":
+        return
+    modules = {getattr(item, "module", None) for item in items}
+    repeated = {m.__name__.removesuffix("_real") for m in modules if m is not None and m.__name__.endswith("_real")}
+    keep, drop = [], []
+    for item in items:
+        module = getattr(item, "module", None)
+        (drop if module is not None and module.__name__ in repeated else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _nodes_of(item) -> str | None:
+    """The nodes `item` runs on (None: no item, the session ends)."""
+    if item is None:
+        return None
+    names = getattr(item, "fixturenames", ())
+    return "real" if "real_nodes" in names else "kwok" if "kwok_nodes" in names else SESSION_NODES
 
 
 @pytest.fixture(scope="session")

@@ -115,25 +115,6 @@ def test_flags_as_kubeadm_sets_them(cluster):
     assert etcd["client-cert-auth"] == "true" and etcd["listen-client-urls"].startswith("https://127.0.0.1:")
 
 
-def test_pods_schedule_on_kwok_nodes_and_run(kube):
-    nodes = {n.metadata.name for n in kube.core.list_node().items}
-    assert nodes == {"controlplane", "node01", "node02"}
-    name = f"probe-{int(time.time() * 1000)}"
-    kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
-                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
-                         "template": {"metadata": {"labels": {"app": name}},
-                                      "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
-    try:
-        def running():
-            pods = kube.core.list_namespaced_pod("default", label_selector=f"app={name}").items
-            return len(pods) == 2 and all(p.status.phase == "Running" and p.status.pod_ip for p in pods) and pods
-        pods = wait_for(running, 30, "2 pods Running")
-        # The control-plane node keeps kubeadm's NoSchedule taint.
-        assert {p.spec.node_name for p in pods} <= {"node01", "node02"}
-    finally:
-        kube.delete("apps/v1", "Deployment", name, "default")
-
-
 def test_lifecycle_up_down_up_and_a_crashed_component(cluster):
     """A second cluster in the same home: idempotent up, status after a kill, down twice."""
     import os

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -303,6 +304,25 @@ def test_the_controlplane_shell_has_the_exam_paths_and_tools(real):
     offset = time.time() - time.monotonic()
     refused = _on_node(c, "controlplane", 'date -s "@$(date +%s)"', check=False)
     assert "Operation not permitted" in refused.stderr and abs((time.time() - time.monotonic()) - offset) < 0.5
+
+
+def test_node_file_reads_the_paths_the_manifests_name(real):
+    """`ckalab node-file` takes the node's paths, as the manifests of real nodes name them: under
+    /etc/kubernetes from the cluster's files, elsewhere through the controlplane's shell."""
+    c = real["cluster"]
+    ckalab = str(Path(sys.executable).parent / "ckalab")
+
+    def node_file(path):
+        return subprocess.run([ckalab, "node-file", path, "--name", c.name], capture_output=True, timeout=60)
+
+    cert = c.component_flags("kube-apiserver")["tls-cert-file"]
+    assert cert == "/etc/kubernetes/pki/apiserver.crt"
+    assert node_file(cert).stdout == (Path(c.pki_dir) / "apiserver.crt").read_bytes()
+    assert node_file("/var/lib/kubelet/config.yaml").stdout == _on_node(
+        c, "controlplane", "cat /var/lib/kubelet/config.yaml").stdout.encode()
+    missing = node_file("/var/lib/kubelet/nope.yaml")
+    assert missing.returncode == 2 and missing.stderr.decode().strip() == (
+        "error: Cannot read /var/lib/kubelet/nope.yaml on the controlplane node: no such file")
 
 
 def test_an_edited_manifest_restarts_the_api_server_and_up_keeps_it(real):

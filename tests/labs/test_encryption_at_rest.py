@@ -181,6 +181,21 @@ def test_reference_solution_passes_and_reset_leaves_nothing_encrypted(lab):
     assert not (h.cluster.etc / "ckalab-teardown").exists()  # its copy of the learner's key is gone
 
 
+def test_starting_another_control_plane_lab_undoes_the_encryption_first(lab):
+    """A learner who moves on to another lab (or runs `ckalab restore-manifests`) without resetting
+    this one: ckalab's API server could read none of the encrypted Secrets, so the teardown of every
+    lab started here runs before the manifests come back."""
+    h = lab()
+    h.solve()
+    assert encrypted_in_etcd(h.cluster)
+    other = labs.load("admission-plugins")
+    labs.contain(other, h.cluster)
+    assert encrypted_in_etcd(h.cluster) == []
+    assert h.cluster.status().state == "running"
+    assert h.kubectl("get", "secret", "db-creds", "-n", "treasury", "-o", "jsonpath={.data.password}").stdout == \
+        base64.b64encode(b"correct-horse-db-creds").decode()
+
+
 def test_every_secret_of_the_cluster_rewritten_and_readable_after_reset_passes(lab):
     """The learner encrypted every Secret (kube-system's too) with secretbox: the teardown must
     write them all back in plain form while the key is at hand."""
