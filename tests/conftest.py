@@ -38,6 +38,9 @@ VENV_BIN = str(Path(sys.executable).parent)
 SESSION_NODES = os.environ.get("CKALAB_TEST_NODES", "kwok")
 
 
+_STARTED: dict = {}  # the session's cluster, once a test asked for it
+
+
 @pytest.fixture(scope="session")
 def cluster():
     c = get_cluster(TEST_CLUSTER, "local")
@@ -46,6 +49,7 @@ def cluster():
         c.up(progress=lambda m: print(m, flush=True))
     finally:
         os.environ.pop("CKALAB_NODES")
+    _STARTED["cluster"] = c
     yield c
     if not os.environ.get("CKALAB_TEST_KEEP"):
         c.down(progress=lambda m: None)
@@ -94,6 +98,17 @@ def kwok_nodes(cluster):
     """The test cluster on kwok nodes for one test module: the fallback every learner without root
     (or without Linux) gets, smoke-tested even when the session runs on real nodes."""
     yield from _switch_for_module(cluster, "kwok")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _control_plane_back_after_module():
+    """A module may end with the control plane broken on purpose (a lab's setup takes the API
+    server down, a notebook leaves it so): the next module starts from a healthy one, as a learner
+    who starts another lab does (labs.contain: teardowns, then ckalab's manifests)."""
+    yield
+    c = _STARTED.get("cluster")
+    if c is not None and c.offers("static-pods") and c.status().state != "running":
+        labs.contain(None, c)
 
 
 # The item that runs after the current one (pytest tears module fixtures down knowing it).
