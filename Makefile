@@ -38,7 +38,7 @@ test: install binaries
 	$(BIN)/ckalab validate
 	$(BIN)/python tools/check_notebooks.py
 	$(BIN)/python tools/schema_table.py --check
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile tests
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=40 tests
 
 bench: install binaries
 	$(BIN)/python bench/bench.py

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -105,10 +106,19 @@ def _control_plane_back_after_module():
     """A module may end with the control plane broken on purpose (a lab's setup takes the API
     server down, a notebook leaves it so): the next module starts from a healthy one, as a learner
     who starts another lab does (labs.contain: teardowns, then ckalab's manifests)."""
+    def server() -> str | None:  # the local backend's API server address
+        try:
+            return _STARTED["cluster"]._server()
+        except Exception:  # noqa: BLE001 - not started, another backend, a damaged cluster.json
+            return None
+
+    before = server()
     yield
     c = _STARTED.get("cluster")
     if c is not None and c.offers("static-pods") and c.status().state != "running":
         labs.contain(None, c)
+    if before and server() != before:  # allowed (`up` says so), but worth knowing when it happens
+        warnings.warn(f"the test cluster's API server moved from {before} to {server()} during this module")
 
 
 # The item that runs after the current one (pytest tears module fixtures down knowing it).
@@ -146,8 +156,11 @@ def _nodes_of(item) -> str | None:
     return "real" if "real_nodes" in names else "kwok" if "kwok_nodes" in names else SESSION_NODES
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kube(cluster) -> Kube:
+    """A client from the admin kubeconfig as it is now: `up` moves the API server to another port
+    when one it recorded is held by another program (it says so), and a client made before that
+    would keep calling the old port."""
     return Kube(cluster.kubeconfig)
 
 

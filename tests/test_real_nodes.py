@@ -112,11 +112,12 @@ def real(cluster):
     rn = nodes.for_cluster(cluster)
     _up(cluster, "kwok")  # a real node01 left by an earlier run (kept clusters) goes first
     before = _footprint(rn)
+    ports = cluster.load_state()["ports"]
     _up(cluster, "real")
     # A namespace left by an earlier run (kept clusters) goes first, with its pods.
     _kubectl(cluster, "delete", "namespace", NS, "--ignore-not-found", "--timeout=90s", timeout=120)
     _kubectl(cluster, "create", "namespace", NS)
-    yield {"cluster": cluster, "nodes": rn, "before": before}
+    yield {"cluster": cluster, "nodes": rn, "before": before, "ports": ports}
     _kubectl(cluster, "delete", "namespace", NS, "--wait=false", check=False)
 
 
@@ -155,6 +156,12 @@ def test_node01_is_a_real_ready_kubelet(real):
     assert not addresses["InternalIP"].startswith("127.")
     ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True"
+
+
+def test_switching_to_real_nodes_keeps_every_address(real):
+    """kubeconfigs name the API server's port; kwok (node02) keeps running across the switch and
+    its port is its own, not "in use by another process"."""
+    assert real["cluster"].load_state()["ports"] == real["ports"]
 
 
 def test_exec_runs_as_the_pods_user_and_logs_are_read_from_the_node(real):

@@ -215,6 +215,9 @@ def test_late_cells_of_a_stopped_run_all_do_nothing(monkeypatch):
                 msg["header"]["date"] = sent.isoformat()
             kc.shell_channel.send(msg)
             reply = kc.get_shell_msg(timeout=60)
+            # On a busy machine wait_for_ready() may have sent kernel_info twice: skip stray replies.
+            while reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                reply = kc.get_shell_msg(timeout=60)
             outputs = []
             while True:
                 out = kc.get_iopub_msg(timeout=60)

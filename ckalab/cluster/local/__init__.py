@@ -183,10 +183,11 @@ class LocalCluster(Cluster):
                 pass  # no usable manifest: this port is picked anew
         return ports
 
-    def _ports(self, recorded: dict[str, int], progress: Progress) -> dict[str, int]:
-        """Keep every recorded port that is still free for us; re-pick only the ones another
-        process really holds, and say so (the API server's address is in learners' kubeconfigs)."""
-        taken = {n: p for n, p in recorded.items() if not _bindable(p)}
+    def _ports(self, recorded: dict[str, int], progress: Progress, ours: frozenset[str] = frozenset()) -> dict[str, int]:
+        """Keep every recorded port that is still free for us (or held by our own running
+        component named in `ours`); re-pick only the ones another process really holds, and say so
+        (the API server's address is in learners' kubeconfigs)."""
+        taken = {n: p for n, p in recorded.items() if n not in ours and not _bindable(p)}
         keep = {n: p for n, p in recorded.items() if n not in taken}
         todo = [n for n in PORT_NAMES if n not in keep]
         avoid = set(recorded.values()) | self._other_clusters_ports()
@@ -652,8 +653,9 @@ class LocalCluster(Cluster):
                 self._terminate(comp, found[comp])
                 self._pidfile(comp).unlink(missing_ok=True)
         recorded = self._recorded_ports(state)
+        # kwok (node02) keeps running across the switch and holds its own port.
         ports = (recorded if real.running() and set(recorded) == set(PORT_NAMES)
-                 else self._ports(recorded, progress))
+                 else self._ports(recorded, progress, frozenset({"kwok"} if found.get("kwok") else ())))
         self._prepare(ports)
         self.save_state({"backend": self.backend, "name": self.name, "ports": ports,
                          "kubernetes": build.K8S_VERSION, "nodes": "real"})
