@@ -379,8 +379,10 @@ class Kube:
                      f"the default ServiceAccount of namespace '{name}'")
         return out + [self.apply(o, labels) for o in objs if o.get("kind") != "Namespace"]
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Delete one object; False when it was already gone (delete is like rm -f)."""
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               grace_seconds: int | None = None) -> bool:
+        """Delete one object; False when it was already gone (delete is like rm -f). A pod's
+        `grace_seconds` replaces its terminationGracePeriodSeconds (kubectl delete --grace-period)."""
         from kubernetes.dynamic.exceptions import NotFoundError
 
         res = self.resource(api_version, kind)
@@ -390,9 +392,11 @@ class Kube:
         # without waiting for the controller manager's garbage collector (slow to come back
         # after the API server restarts, which the control-plane labs do).
         policy = "Foreground" if kind in OWNERS_OF_PODS else "Background"
+        body: dict = {"propagationPolicy": policy}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         try:
-            res.delete(name=name, namespace=namespace if res.namespaced else None,
-                       body={"propagationPolicy": policy})
+            res.delete(name=name, namespace=namespace if res.namespaced else None, body=body)
             return True
         except NotFoundError:
             return False

@@ -573,6 +573,9 @@ def set_aside(workdir: Path, tag: str) -> Path | None:
     return target
 
 
+RESET_GRACE_SECONDS = 1  # SIGTERM, then SIGKILL a second later: the learner asked for a reset
+
+
 def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> list[str]:
     """Remove the task's targets and every object labelled with this lab, then start again.
 
@@ -586,13 +589,16 @@ def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> l
     if clean:
         set_aside(lab.workdir, "before-reset")
     gone: list[tuple[str, str, str, str | None]] = []
+    # A pod whose process ignores SIGTERM (`sleep` as PID 1, as in the ubuntu-sleeper) would hold
+    # reset for its whole grace period (30 s by default) on a node that really runs it.
+    grace = {"Pod": RESET_GRACE_SECONDS}
     for t in lab.targets:
-        if kube.delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")):
+        if kube.delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default"), grace.get(t["kind"])):
             gone.append((t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")))
     for api_version, kind in sorted(lab.kinds()):
         for obj in kube.list(api_version, kind, label_selector=f"{LAB_LABEL}={lab.id}"):
             md = obj["metadata"]
-            if kube.delete(api_version, kind, md["name"], md.get("namespace")):
+            if kube.delete(api_version, kind, md["name"], md.get("namespace"), grace.get(kind)):
                 gone.append((api_version, kind, md["name"], md.get("namespace")))
     # Pods and objects with finalizers linger after a delete; setup must not find them half-gone.
     wait_for(lambda: all(kube.get(*g) is None for g in gone), 60, "the lab's old objects to be deleted")

@@ -103,12 +103,7 @@ def _skip_rest_of_run() -> None:
 def require_running(cluster, allow_degraded: bool = False) -> None:
     """Stop the notebook here, with one friendly line, unless the cluster is running (or, for a
     lab that breaks the control plane on purpose, degraded: its API server may be down)."""
-    line, ok = status_line(cluster)
-    if not ok and allow_degraded:
-        try:
-            ok = cluster.status().state == "degraded"
-        except Exception:  # noqa: BLE001 - status unknown: say so as status_line did
-            ok = False
+    line, ok = status_line(cluster, ("running", "degraded") if allow_degraded else ("running",))
     if not ok:
         raise StopHere(f"{line}, then run this cell again.")
 
@@ -151,8 +146,9 @@ def record(result: GradeResult) -> None:
         Path(target).write_text(result.to_json())
 
 
-def status_line(cluster) -> tuple[str, bool]:
-    """One line about the cluster, and whether it is usable; says how to start it when not."""
+def status_line(cluster, usable: tuple[str, ...] = ("running",)) -> tuple[str, bool]:
+    """One line about the cluster, and whether it is usable (its state is one of `usable`); says
+    how to start it when it is not running."""
     try:
         st = cluster.status()
     except Exception as exc:  # a broken status must not break the notebook
@@ -160,7 +156,7 @@ def status_line(cluster) -> tuple[str, bool]:
     if st.state == "running":
         return f"Cluster '{st.name}' ({st.backend} backend) is running.", True
     return (f"Cluster '{st.name}' ({st.backend} backend) is {st.state}. Start it in a terminal with: "
-            f"{up_command(st.name)}"), False
+            f"{up_command(st.name)}"), st.state in usable
 
 
 def show_status(name: str | None = None) -> bool:

@@ -63,12 +63,21 @@ needs_real_nodes = pytest.mark.skipif(
     not REAL_NODES, reason="needs real nodes: set CKALAB_REAL_NODES=1 (root; builds kubelet/containerd/runc)")
 
 
+_SAID: list[str] = []  # what `up` said about ports in use (the warning below quotes it)
+
+
+def _progress(message: str) -> None:
+    print(message, flush=True)
+    if "in use by" in message:
+        _SAID.append(message)
+
+
 def switch_nodes(cluster, mode: str) -> None:
     """`ckalab up --nodes MODE` on the test cluster."""
     saved = os.environ.get("CKALAB_NODES")
     os.environ["CKALAB_NODES"] = mode
     try:
-        cluster.up(progress=lambda m: print(m, flush=True))
+        cluster.up(progress=_progress)
     finally:
         if saved is None:
             os.environ.pop("CKALAB_NODES")
@@ -118,7 +127,9 @@ def _control_plane_back_after_module():
     if c is not None and c.offers("static-pods") and c.status().state != "running":
         labs.contain(None, c)
     if before and server() != before:  # allowed (`up` says so), but worth knowing when it happens
-        warnings.warn(f"the test cluster's API server moved from {before} to {server()} during this module")
+        warnings.warn(f"the test cluster's API server moved from {before} to {server()} during this module "
+                      f"(up said: {' / '.join(_SAID) or 'nothing'})")
+    _SAID.clear()
 
 
 # The item that runs after the current one (pytest tears module fixtures down knowing it).
@@ -131,21 +142,92 @@ def pytest_runtest_teardown(item, nextitem):
     yield
 
 
+# Modules whose cases are independent labs' tables (`test_case[<lab id>:...]`): `--dist loadfile`
+# would give each one whole to a single worker, the longest tail of the run; its labs are
+# scheduled as units of their own instead.
+SPLIT_BY_LAB = ("tests/test_mutations.py", "tests/test_hostile_corpus.py")
+
+
+def _unit(nodeid: str) -> str:
+    """The scheduling unit of a test: its file, or its file and lab for SPLIT_BY_LAB."""
+    scope, param = nodeid.split("::", 1)[0], nodeid.partition("[")[2]
+    return f"{scope}::{param.split(':', 1)[0]}" if scope in SPLIT_BY_LAB and ":" in param else scope
+
+
+@pytest.hookimpl(optionalhook=True)  # only with pytest-xdist
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # keep the order pytest_collection_modifyitems made
+
+    class ByFileAndLab(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ByFileAndLab(config, log)
+
+
+# Where the run's time goes, per scheduling unit and worker (the end of `make test` lists them):
+# the units are what loadfile balances, so the list shows the run's critical path.
+_UNIT_TIME: dict[tuple[str, str], float] = {}
+
+
+def pytest_runtest_logreport(report):
+    node = getattr(report, "node", None)  # the xdist worker that ran it (None without xdist)
+    worker = getattr(getattr(node, "gateway", None), "id", "-")
+    key = (worker, _unit(report.nodeid))
+    _UNIT_TIME[key] = _UNIT_TIME.get(key, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _UNIT_TIME:
+        return
+    per_worker: dict[str, float] = {}
+    for (worker, _), t in _UNIT_TIME.items():
+        per_worker[worker] = per_worker.get(worker, 0.0) + t
+    terminalreporter.section("time per worker and test unit")
+    terminalreporter.write_line("  ".join(f"{w}: {t / 60:.1f} min" for w, t in sorted(per_worker.items())))
+    for (worker, unit), t in sorted(_UNIT_TIME.items(), key=lambda kv: -kv[1])[:25]:
+        terminalreporter.write_line(f"{t:8.1f}s  {worker:4}  {unit}")
+
+
 def pytest_collection_modifyitems(config, items):
     """A *_real.py module runs its kwok module's cases again on real nodes (star-imported, with a
     harness made for real containers) plus its own. When the whole session runs on real nodes,
-    the kwok module's own run of the same cases would only repeat them: it is left out."""
-    if SESSION_NODES != "real":
-        return
-    modules = {getattr(item, "module", None) for item in items}
-    repeated = {m.__name__.removesuffix("_real") for m in modules if m is not None and m.__name__.endswith("_real")}
-    keep, drop = [], []
+    the kwok module's own run of the same cases would only repeat them: it is left out.
+
+    Then the units that run on real nodes go first, biggest first, then the others biggest first
+    (the xdist scheduler keeps this order): the real-node units are the run's longest (API server
+    restarts, real pods), and a worker that takes them first switches its nodes twice at most."""
+    if SESSION_NODES == "real":
+        modules = {getattr(item, "module", None) for item in items}
+        repeated = {m.__name__.removesuffix("_real") for m in modules
+                    if m is not None and m.__name__.endswith("_real")}
+        keep, drop = [], []
+        for item in items:
+            module = getattr(item, "module", None)
+            (drop if module is not None and module.__name__ in repeated else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    units: dict[str, list] = {}
     for item in items:
-        module = getattr(item, "module", None)
-        (drop if module is not None and module.__name__ in repeated else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+        units.setdefault(_unit(item.nodeid), []).append(item)
+    real = {u for u, its in units.items() if any(_on_real_nodes(i) for i in its)}
+    # A module that switches at run time starts with a test for kwok nodes: first in the queue, it
+    # is a worker's first unit, while the session's cluster is still on kwok nodes.
+    switches = {u for u, its in units.items() if getattr(getattr(its[0], "module", None), "NODES", None) == "real"}
+    order = sorted(units, key=lambda u: (u not in switches, u not in real, -len(units[u])))
+    items[:] = [item for u in order for item in units[u]]
+
+
+def _on_real_nodes(item) -> bool:
+    """Whether `item` needs the cluster on real nodes: it asks for real_nodes (or test_real_nodes's
+    `real`, which switches itself), or its module says NODES = "real" (asking at run time)."""
+    return bool({"real_nodes", "real"} & set(getattr(item, "fixturenames", ()))) or \
+        getattr(getattr(item, "module", None), "NODES", None) == "real"
 
 
 def _nodes_of(item) -> str | None:
@@ -254,7 +336,7 @@ def cleanup(cluster):
     yield made
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
     for args in made:
-        subprocess.run([f"{VENV_BIN}/kubectl", "delete", "--ignore-not-found", *args], env=env,
+        subprocess.run([f"{VENV_BIN}/kubectl", "delete", "--ignore-not-found", "--grace-period=1", *args], env=env,
                        capture_output=True, timeout=120)
 
 

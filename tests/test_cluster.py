@@ -94,6 +94,25 @@ def test_approved_csr_is_signed_by_the_cluster_ca(cluster, kube, tmp_path):
         kube.certs.delete_certificate_signing_request(name)
 
 
+def test_delete_gives_a_pod_the_grace_period_asked_for(kube):
+    """labs.reset deletes a lab's pods with a 1 s grace period (kubectl delete --grace-period=1): a
+    `sleep` as PID 1 ignores SIGTERM and would hold reset for its 30 s. A finalizer keeps the pod
+    readable while it terminates, bound to a node nobody runs (a kubelet or kwok would end it at
+    once; an unbound pod is deleted without a grace period)."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "grace-probe", "namespace": "default", "finalizers": ["ckalab.io/test-hold"]},
+           "spec": {"nodeName": "ckalab-nowhere", "terminationGracePeriodSeconds": 30,
+                    "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}]}}
+    kube.core.create_namespaced_pod("default", pod)
+    try:
+        assert kube.delete("v1", "Pod", "grace-probe", "default", grace_seconds=1)
+        assert kube.core.read_namespaced_pod("grace-probe", "default").metadata.deletion_grace_period_seconds == 1
+    finally:
+        kube.core.patch_namespaced_pod("grace-probe", "default", {"metadata": {"finalizers": None}})
+        kube.delete("v1", "Pod", "grace-probe", "default", grace_seconds=0)
+        wait_for(lambda: kube.get("v1", "Pod", "grace-probe", "default") is None, 60, "pod grace-probe to go")
+
+
 def test_subject_access_review(kube):
     assert kube.can("kubernetes-admin", "delete", "nodes", groups=["kubeadm:cluster-admins"])
     assert not kube.can("system:anonymous", "list", "secrets", "default")

@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 from conftest import VENV_BIN, LabHarness, check_of, failed_ids
 
-from ckalab import labs
+from ckalab import labs, notebook
 from ckalab.waiting import wait_for
 
 LAB = "apiserver-repair"
@@ -129,6 +129,9 @@ def test_setup_takes_the_api_server_down_and_checks_report_from_the_node(lab):
     h = lab("etcd-certfile")
     assert "--etcd-certfile=/etc/kubernetes/pki/apiserver-etcd-client.pem" in manifest_path(h).read_text()
     assert h.cluster.status().state == "degraded"
+    notebook.require_running(h.cluster, allow_degraded=True)  # the lab's notebook opens (use_lab) ...
+    with pytest.raises(notebook.StopHere, match=r"is degraded\. Start it in a terminal with: "):
+        notebook.require_running(h.cluster)  # ... where another lab's would stop with the one line
     t = time.monotonic()
     r = labs.check(h.lab, h.cluster)  # what `ckalab check` does: no "cluster not running" refusal
     assert time.monotonic() - t < 20  # never hangs on the API server that is down

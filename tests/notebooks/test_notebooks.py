@@ -244,6 +244,19 @@ def test_late_cells_of_a_stopped_run_all_do_nothing(monkeypatch):
         km.shutdown_kernel(now=True)
 
 
+def test_a_lab_that_breaks_the_control_plane_opens_on_a_degraded_cluster_not_a_stopped_one(cluster):
+    """apiserver-repair's notebook must open while its API server is down on purpose (the cluster
+    is "degraded"), but a stopped cluster still ends the run with the one line."""
+    from ckalab.cluster import get_cluster
+
+    ckalab_notebook.require_running(cluster, allow_degraded=True)  # running: fine either way
+    for allow in (False, True):
+        with pytest.raises(ckalab_notebook.StopHere) as stop:
+            ckalab_notebook.require_running(get_cluster(STOPPED), allow_degraded=allow)
+        assert str(stop.value) == (f"Cluster '{STOPPED}' (local backend) is absent. Start it in a terminal with: "
+                                   f"ckalab up --name {STOPPED}, then run this cell again.")
+
+
 def test_lab_bar_called_from_code_on_a_stopped_cluster_stops_the_run(cluster, lab_harness, monkeypatch):
     """A cluster that stops after the bar was drawn: a code cell's bar.check() ends "Run All" with
     the one line (StopHere), a click shows the message in the bar; the status line follows either way."""

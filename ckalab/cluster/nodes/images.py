@@ -227,7 +227,7 @@ def manifest_digest(path: Path) -> str:
 
 def lab_image_inputs(bins: dict[str, Path]) -> list[Path]:
     """What the labs' images are made of: an archive older than any of them is rebuilt."""
-    return [BUSYBOX, bins["clockprobe"], bins["clockprobe"].parent / "kubecall", bins["agnhost"]]
+    return [BUSYBOX, bins["clockprobe"], bins["clockprobe"].parent / "kubecall", bins["agnhost"], Path(__file__)]
 
 
 def upstream_name(repo: str) -> str:
@@ -268,7 +268,10 @@ def lab_images(bins: dict[str, Path]) -> dict[str, Callable[[Path], str]]:
         "library/ubuntu:latest": busybox_as("docker.io/library/ubuntu:latest", {"Cmd": ["sh"]}),
         "library/nginx:latest": busybox_as(
             "docker.io/library/nginx:latest",
-            {"Cmd": ["httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"], "ExposedPorts": {"80/tcp": {}}},
+            # nginx stops at SIGTERM; busybox httpd as PID 1 would ignore it (the kernel drops
+            # signals PID 1 has no handler for) and every delete would wait out the grace period.
+            {"Cmd": ["sh", "-c", "httpd -f -p 80 -h /usr/share/nginx/html & trap 'exit 0' TERM INT; wait"],
+             "ExposedPorts": {"80/tcp": {}}},
             nginx_files),
         "e2e-test-images/agnhost:2.53": agnhost,
     }
