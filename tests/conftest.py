@@ -160,8 +160,6 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    config.option.loadscopereorder = False  # keep the order pytest_collection_modifyitems made
-
     class ByFileAndLab(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
@@ -196,38 +194,18 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_collection_modifyitems(config, items):
     """A *_real.py module runs its kwok module's cases again on real nodes (star-imported, with a
     harness made for real containers) plus its own. When the whole session runs on real nodes,
-    the kwok module's own run of the same cases would only repeat them: it is left out.
-
-    Then the units that run on real nodes go first, biggest first, then the others biggest first
-    (the xdist scheduler keeps this order): the real-node units are the run's longest (API server
-    restarts, real pods), and a worker that takes them first switches its nodes twice at most."""
-    if SESSION_NODES == "real":
-        modules = {getattr(item, "module", None) for item in items}
-        repeated = {m.__name__.removesuffix("_real") for m in modules
-                    if m is not None and m.__name__.endswith("_real")}
-        keep, drop = [], []
-        for item in items:
-            module = getattr(item, "module", None)
-            (drop if module is not None and module.__name__ in repeated else keep).append(item)
-        if drop:
-            config.hook.pytest_deselected(items=drop)
-            items[:] = keep
-    units: dict[str, list] = {}
+    the kwok module's own run of the same cases would only repeat them: it is left out."""
+    if SESSION_NODES != "real":
+        return
+    modules = {getattr(item, "module", None) for item in items}
+    repeated = {m.__name__.removesuffix("_real") for m in modules if m is not None and m.__name__.endswith("_real")}
+    keep, drop = [], []
     for item in items:
-        units.setdefault(_unit(item.nodeid), []).append(item)
-    real = {u for u, its in units.items() if any(_on_real_nodes(i) for i in its)}
-    # A module that switches at run time starts with a test for kwok nodes: first in the queue, it
-    # is a worker's first unit, while the session's cluster is still on kwok nodes.
-    switches = {u for u, its in units.items() if getattr(getattr(its[0], "module", None), "NODES", None) == "real"}
-    order = sorted(units, key=lambda u: (u not in switches, u not in real, -len(units[u])))
-    items[:] = [item for u in order for item in units[u]]
-
-
-def _on_real_nodes(item) -> bool:
-    """Whether `item` needs the cluster on real nodes: it asks for real_nodes (or test_real_nodes's
-    `real`, which switches itself), or its module says NODES = "real" (asking at run time)."""
-    return bool({"real_nodes", "real"} & set(getattr(item, "fixturenames", ()))) or \
-        getattr(getattr(item, "module", None), "NODES", None) == "real"
+        module = getattr(item, "module", None)
+        (drop if module is not None and module.__name__ in repeated else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _nodes_of(item) -> str | None:

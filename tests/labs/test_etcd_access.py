@@ -13,7 +13,6 @@ from ckalab.waiting import wait_for
 LAB = "etcd-access"
 PKI = "/etc/kubernetes/pki"
 ALL = {"test_value", "test_secret_key", "test_why", "test_anonymous_refused"}
-NODES = "real"  # its tests ask for real nodes at run time (on_real_nodes): conftest schedules it with theirs
 
 
 @pytest.fixture(scope="module")

@@ -83,13 +83,9 @@ class PrivateRegistry:
         self.dir.mkdir(parents=True, exist_ok=True)
         if changed or not self.nodes.processes().get(COMPONENT):
             self._serve(sorted(hosts), users)
-        told = [node for node in map(self.nodes.node, self.nodes.names()) if self._node_trusts(node, host)]
+        for name in self.nodes.names():
+            self._node_trusts(self.nodes.node(name), host)
         self._push(host, path, username, password)
-        for node in told:
-            # containerd (Go's resolver) keeps /etc/hosts for 5 s after a lookup: a pod created
-            # at once could still fail to find a host the node was told of a moment ago.
-            wait_for(lambda node=node: self._resolves(node, f"{host}/{path}"), 15,
-                     f"containerd on {node.name} to resolve {host}")
         home.write_atomic(self.state_file, json.dumps({"hosts": sorted(hosts), "users": users}, indent=1),
                           private=True)
         progress(f"published {host}/{path} for user {username}")
@@ -128,30 +124,19 @@ class PrivateRegistry:
         from . import _listening
         wait_for(lambda: _listening(gw, PORT), 20, "the private registry")
 
-    def _node_trusts(self, node, host: str) -> bool:
-        """The node resolves `host` to the bridge address and trusts the cluster CA for it; True
-        when its /etc/hosts did not have the name yet."""
+    def _node_trusts(self, node, host: str) -> None:
+        """The node resolves `host` to the bridge address and trusts the cluster CA for it."""
         from . import _run
 
         line = f"{self.nodes.gateway} {host}"
         hosts = _run(["nsenter", f"--mount={node.mntns}", "--", "cat", "/etc/hosts"], check=False).stdout
-        added = line not in hosts.splitlines()
-        if added:
+        if line not in hosts.splitlines():
             _run(["nsenter", f"--mount={node.mntns}", "--", "sh", "-c", 'printf "%s\\n" "$1" >> /etc/hosts',
                   "sh", line])
         ca = Path(self.nodes.cluster.pki_dir) / "ca.crt"
         home.write_atomic(node.p(f"etc/containerd/certs.d/{host}/hosts.toml"),
                           f'server = "https://{host}"\n\n[host."https://{host}"]\n'
                           f'  capabilities = ["pull", "resolve", "push"]\n  ca = "{ca}"\n')
-        return added
-
-    @staticmethod
-    def _resolves(node, image: str) -> bool:
-        """Whether the node's containerd finds the image's host: a pull without credentials gets
-        as far as the registry's refusal (it stores nothing) instead of a failed name lookup."""
-        out = node.crictl("pull", image, timeout=30)
-        text = f"{out.stdout}\n{out.stderr}"
-        return out.returncode == 0 or not ("lookup " in text or "no such host" in text)
 
     def _push(self, host: str, path: str, username: str, password: str) -> None:
         """The stand-in image into the registry under `path`, pushed as `username` (ctr in the
