@@ -424,14 +424,37 @@ def guard_exam(lab: Lab) -> None:
         exam.guard_practice(lab.id)
 
 
+SETTLE_SECONDS = 30  # a degraded cluster gets this long to become running before a lab step gives up
+
+
 def client(cluster, kube: Kube | None = None) -> Kube:
-    """The caller's client, or a new one for a cluster that must be running."""
+    """The caller's client, or a new one for a cluster that must be running.
+
+    A stopped or absent cluster is refused at once. A degraded one gets SETTLE_SECONDS first: a
+    status is a snapshot of many parts (every node's processes, the static pods' containers,
+    /readyz within 2 s), and on a loaded machine (CI, load 10) one taken right after a reset had
+    restored and seen healthy the API server said degraded, which nothing else ever confirmed."""
     if kube is not None:
         return kube
-    if cluster.status().state != "running":
-        from .cluster.base import up_command
-        from .errors import ClusterNotRunning
+    from .cluster.base import command, up_command
+    from .errors import ClusterNotRunning
 
+    status = cluster.status()
+    if status.state == "degraded":
+        last = [status]
+
+        def settled() -> bool:
+            last[0] = cluster.status()
+            return last[0].state != "degraded"
+        try:
+            wait_for(settled, SETTLE_SECONDS, f"cluster '{cluster.name}' to run again")
+        except WaitTimeout:
+            pass
+        status = last[0]
+    if status.state == "degraded":
+        raise ClusterNotRunning(f"Cluster '{cluster.name}' is degraded: '{command('status', cluster.name)}' "
+                                "shows what stopped and how to bring it back.")
+    if status.state != "running":
         raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running: run '{up_command(cluster.name)}'.")
     return Kube(cluster.kubeconfig)
 

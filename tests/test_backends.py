@@ -72,3 +72,25 @@ def test_node_file_missing_is_a_clear_error(cluster):
     out = _ckalab("node-file", "nope.crt", "--name", cluster.name)
     assert out.returncode != 0 and b"Traceback" not in out.stderr
     assert f"Cannot read {cluster.pki_dir}/nope.crt: No such file or directory".encode() in out.stderr
+
+
+def test_a_real_node_process_is_found_by_its_record_while_its_environment_is_blank(tmp_path):
+    """In the middle of an exec (noclock -> nsenter -> kubelet) /proc/PID/environ can read empty
+    for a moment; a restart that missed a kubelet so left two on one node. `env -i` keeps the
+    blank for good: only the record made at spawn can find the process."""
+    from types import SimpleNamespace
+
+    from ckalab.cluster.local import procs
+    from ckalab.cluster.nodes import RealNodes, stop_pids
+    from ckalab.waiting import wait_for
+
+    nodes = RealNodes(SimpleNamespace(dir=tmp_path / "c"))
+    (tmp_path / "c" / "nodes").mkdir(parents=True)
+    pid = nodes.spawn("node01/kubelet", ["env", "-i", "sleep", "60"], tmp_path / "kubelet.log")
+    try:
+        wait_for(lambda: procs._environ(pid) == {}, 10, "sleep to run with an empty environment")
+        assert nodes.processes() == {"node01/kubelet": [pid]}
+    finally:
+        stop_pids([pid])
+    assert nodes.processes() == {}
+    assert list((tmp_path / "c" / "nodes" / "pids").iterdir()) == []  # the record of a stopped process goes

@@ -3,6 +3,7 @@
 import base64
 import json
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,8 +14,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from ckalab import pki
+from ckalab import labs, pki
 from ckalab.cluster import get_cluster
+from ckalab.errors import ClusterNotRunning
 from ckalab.kube import Kube
 from ckalab.waiting import wait_for
 
@@ -134,7 +136,7 @@ def test_flags_as_kubeadm_sets_them(cluster):
     assert etcd["client-cert-auth"] == "true" and etcd["listen-client-urls"].startswith("https://127.0.0.1:")
 
 
-def test_lifecycle_up_down_up_and_a_crashed_component(cluster):
+def test_lifecycle_up_down_up_and_a_crashed_component(cluster, monkeypatch):
     """A second cluster in the same home: idempotent up, status after a kill, down twice."""
     import os
     import signal
@@ -159,7 +161,19 @@ def test_lifecycle_up_down_up_and_a_crashed_component(cluster):
         assert sched.state == "exited" and sched.log_tail
         assert "kube-scheduler" in st.render() and "last lines of" in st.render()
 
-        life.up(progress=messages.append)  # restarts only what stopped
+        # a lab step gives a degraded cluster a moment to settle, then says what to look at
+        monkeypatch.setattr(labs, "SETTLE_SECONDS", 1)
+        with pytest.raises(ClusterNotRunning) as exc:
+            labs.client(life)
+        assert str(exc.value) == ("Cluster 'ckalab-life' is degraded: 'ckalab status --name ckalab-life' shows "
+                                  "what stopped and how to bring it back.")
+        monkeypatch.setattr(labs, "SETTLE_SECONDS", 120)
+        fix = threading.Timer(1, life.up, kwargs={"progress": messages.append})  # restarts only what stopped
+        fix.start()
+        try:
+            assert labs.client(life).get("v1", "ConfigMap", "survives", "default")["data"] == {"k": "v"}
+        finally:
+            fix.join()
         assert life.status().state == "running"
 
         life.down(progress=messages.append)

@@ -342,7 +342,7 @@ def test_reset_gives_ckalab_s_configuration_back_from_a_broken_kubelet(lab):
 
 def test_reset_starts_a_kubelet_stopped_with_ckalab_s_file(lab):
     """The right answer is ckalab's file byte for byte: nothing to restore, the kubelet must
-    still come back (the lab's teardown starts it)."""
+    still come back (restoring the control plane starts a stopped kubelet)."""
     h = lab()
     h.solve()
     assert conf_path(h).read_bytes() == conf_path(h).parents[3].joinpath("kubelet-config.orig.yaml").read_bytes()

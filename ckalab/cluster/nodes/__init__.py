@@ -250,14 +250,41 @@ class RealNodes:
         return bool(self.processes())
 
     def processes(self) -> dict[str, list[int]]:
-        """'<node>/<component>' -> live pids with this cluster's real-node markers."""
+        """'<node>/<component>' -> live pids with this cluster's real-node markers, and those
+        recorded when spawned: a process in the middle of an exec (noclock -> nsenter -> kubelet)
+        can show no environment for a moment, and a restart that missed it once left two kubelets
+        on one node."""
         found: dict[str, list[int]] = {}
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
                 m = _marker(int(entry.name))
                 if m and m[0] == str(self.cluster.dir):
                     found.setdefault(m[1], []).append(int(entry.name))
+        for comp, pid in self._spawned():
+            if pid not in found.get(comp, []):
+                found.setdefault(comp, []).append(pid)
         return found
+
+    def _spawned(self) -> list[tuple[str, int]]:
+        """(component, pid) of the recorded processes that still run; the records of the others go."""
+        live = []
+        try:
+            entries = list(os.scandir(self.root / "pids"))
+        except OSError:
+            return []
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue  # a record being written
+            try:
+                started, comp = Path(entry.path).read_text().split(maxsplit=1)
+            except (OSError, ValueError):
+                continue
+            pid = int(entry.name)
+            if procs.start_time(pid) == started and procs.alive(pid):
+                live.append((comp.strip(), pid))
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+        return live
 
     # --- shared pieces ---------------------------------------------------------------------------
     def _check_host(self) -> None:
@@ -367,6 +394,11 @@ class RealNodes:
         with open(log, "ab") as out:
             p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=env, cwd=self.root, start_new_session=True)
+        started = procs.start_time(p.pid)
+        if started:  # see processes(); the pid stays the same through the execs that follow
+            record = self.root / "pids" / str(p.pid)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            home.write_atomic(record, f"{started} {comp}\n")
         return p.pid
 
     def _stop(self, comp: str, timeout: float = 20.0) -> None:

@@ -2,7 +2,7 @@
 # system:anonymous, bearer tokens are not checked with the API server, every caller may do
 # everything, and the unauthenticated read-only port is open. Then restart that kubelet, as the
 # learner will, and wait until it answers anonymous requests. start/reset first give node01
-# ckalab's own configuration back (teardown), so this always edits a known file.
+# ckalab's own configuration back (restoring the control plane), so this always edits a known file.
 if ! ckalab ssh node01 -- true >/dev/null 2>&1; then
   echo "This lab needs a real node01 with a kubelet: start the cluster with 'ckalab up --nodes real'" >&2
   echo "(as root), then 'ckalab reset kubelet-security'." >&2
