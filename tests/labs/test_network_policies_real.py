@@ -72,3 +72,50 @@ spec:
     h.reset()
     h.solve()
     assert h.grade().passed
+
+
+def _connects(h, src: str, dst: str, port: int) -> bool:
+    """`agnhost connect` from pod `src` to pod `dst` (both in the lab's namespace), as the grader does."""
+    ns = h.params["namespace"]
+    ip = h.kubectl("get", "pod", dst, "-n", ns, "-o", "jsonpath={.status.podIP}").stdout
+    return h.kubectl("exec", "-n", ns, src, "--", "/agnhost", "connect", f"{ip}:{port}", "--timeout=2s",
+                     check=False).returncode == 0
+
+
+def test_a_policy_nothing_enforces_yet_fails_the_real_check_by_what_got_through(lab_harness):
+    """The policy is right, but the engine has not enforced it (kube-router paused on every node,
+    SIGSTOP, before the policy was stored: the status still counts it as running): the semantic
+    checks pass, and real traffic names each route that should have been blocked. Once kube-router
+    goes on, the same policy passes."""
+    import os
+    import signal
+
+    from ckalab.cluster import nodes
+    from ckalab.waiting import wait_for
+
+    h = lab_harness(LAB)
+    p = h.params
+    ns, port = p["namespace"], int(p["db_port"])
+    # No policy yet: once kube-router has dropped an earlier case's rules, everything connects.
+    wait_for(lambda: _connects(h, p["web_pod"], p["db_pod"], port), 60, "web to reach db with no policy")
+    rn = nodes.for_cluster(h.cluster)
+    routers = [pid for n in rn.names() for pid in rn.processes().get(f"{n}/kube-router", [])]
+    assert len(routers) == len(rn.names())
+    for pid in routers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        h.solve()
+        r = h.grade()
+        assert {c.id for c in r.checks if not c.passed} == {REAL}, r.render()
+        msg = check_of(r, REAL).message.splitlines()
+        assert msg[0] == "Real connections disagree with the task:"
+        db, web = f"{ns}/{p['db_pod']}", f"{ns}/{p['web_pod']}"
+        assert msg[1:] == [
+            f"- {web} -> {db} TCP/{port}: expected no connection, got a connection",
+            f"- {p['other_namespace']}/{p['api_pod']} -> {db} TCP/{port}: expected no connection, got a connection",
+            f"- {db} -> {web} TCP/80: expected no connection, got a connection",
+        ]  # api -> db is allowed and connects: not named
+    finally:
+        for pid in routers:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: h.grade().passed, 120, "kube-router to enforce the policy once it goes on")
