@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from ckalab.waiting import wait_for
+from ckalab.waiting import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("CKALAB_REAL_NODES") != "1",
@@ -191,8 +191,16 @@ def test_a_pod_reaches_the_api_server_through_its_service_with_its_own_token(rea
     c = real["cluster"]
     _pod(c, "caller", "sleep 3600")
     # kube-proxy writes the Service's rules a moment after the node (re)starts: until then refused.
-    wait_for(lambda: _exec(c, "caller", "kubecall", "/version", check=False).stdout.startswith("200\n"), 60,
-             "the kubernetes Service to reach the API server from the pod")
+    try:
+        wait_for(lambda: _exec(c, "caller", "kubecall", "/version", check=False).stdout.startswith("200\n"), 60,
+                 "the kubernetes Service to reach the API server from the pod")
+    except WaitTimeout:  # CI saw this once: say what kube-proxy had and what it logged
+        node = real["nodes"].node("node01")
+        slices = _kubectl(c, "get", "endpointslices", "-n", "default", "-o", "wide", check=False).stdout
+        proxy_log = node.p("logs/kube-proxy.log").read_text(errors="replace").splitlines()[-15:]
+        called = _exec(c, "caller", "kubecall", "/version", check=False)
+        raise AssertionError(f"the pod does not reach the API server through 10.96.0.1:\n{called.stdout}{called.stderr}"
+                             f"\nendpoint slices:\n{slices}\nnode01's kube-proxy log:\n" + "\n".join(proxy_log)) from None
     version = _exec(c, "caller", "kubecall", "/version").stdout.split("\n", 1)
     assert version[0] == "200" and json.loads(version[1])["gitVersion"] == "v1.36.3"
     denied = _exec(c, "caller", "kubecall", f"/api/v1/namespaces/{NS}/secrets").stdout

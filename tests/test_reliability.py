@@ -26,7 +26,8 @@ import pytest
 
 from ckalab import cli, exam, home, labs
 from ckalab.cluster import get_cluster
-from ckalab.cluster.local import LocalCluster, procs
+from ckalab.cluster import local
+from ckalab.cluster.local import LocalCluster, _bindable, procs
 from ckalab.cluster.local import pki as kpki
 from ckalab.errors import CkalabError, ClusterNotRunning
 from ckalab.waiting import wait_for
@@ -219,6 +220,58 @@ def test_a_port_taken_by_another_listener_is_repicked_and_reported(monkeypatch, 
         f"Port {old} (apiserver) of cluster 'taken' is in use by pid {os.getpid()} ({comm}): using port {new} instead.",
         f"The API server moves to https://127.0.0.1:{new}: the kubeconfigs in {tmp_path}/home/clusters/taken/etc/"
         f"kubernetes follow; kubeconfigs you wrote yourself still name port {old}."]
+
+
+def _held_by_no_process(port: int) -> socket.socket:
+    """A listener on `port` that no process holds, as the kernel keeps a stopped component's for a
+    moment after its process is gone: its only reference rides in a unix socket's queue. Closing
+    the returned socket (the queue's owner) closes the listener."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1)
+    sender, queue = socket.socketpair()
+    socket.send_fds(sender, [b"x"], [listener.fileno()])
+    listener.close()
+    sender.close()
+    return queue
+
+
+def test_a_port_a_stopped_component_still_holds_is_waited_for_not_moved(monkeypatch, tmp_path):
+    """CI once moved the API server's port because `up` probed it 0.3 s after stopping the
+    component that listened there: a port no live process holds is given time to be released."""
+    _own_home(monkeypatch, tmp_path)
+    names = ("etcd", "etcd-peer", "etcd-metrics", "apiserver", "controller-manager", "scheduler", "kwok")
+    recorded = {n: _free_port() for n in names}
+    queue = _held_by_no_process(recorded["apiserver"])
+    assert not _bindable(recorded["apiserver"]) and procs.port_holder(recorded["apiserver"]) is None
+    timer = threading.Timer(1.0, queue.close)
+    timer.start()
+    said: list[str] = []
+    try:
+        assert LocalCluster("stopped")._ports(recorded, said.append) == recorded
+    finally:
+        timer.cancel()
+        queue.close()
+    assert said == []
+
+
+def test_a_port_never_released_moves_after_the_wait_and_says_why(monkeypatch, tmp_path):
+    _own_home(monkeypatch, tmp_path)
+    monkeypatch.setattr(local, "PORT_RELEASE_SECONDS", 0.5)
+    names = ("etcd", "etcd-peer", "etcd-metrics", "apiserver", "controller-manager", "scheduler", "kwok")
+    recorded = {n: _free_port() for n in names}
+    queue = _held_by_no_process(recorded["scheduler"])
+    said: list[str] = []
+    try:
+        ports = LocalCluster("held")._ports(recorded, said.append)
+    finally:
+        queue.close()
+    old, new = recorded["scheduler"], ports["scheduler"]
+    assert new != old and {n: p for n, p in ports.items() if n != "scheduler"} == {
+        n: p for n, p in recorded.items() if n != "scheduler"}
+    assert said == [f"Port {old} (scheduler) of cluster 'held' is in use by a process this user cannot see, "
+                    f"or one that just exited: using port {new} instead."]
 
 
 # --- files and the CLI's edges ---------------------------------------------------------------

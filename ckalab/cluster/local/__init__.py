@@ -71,6 +71,10 @@ REAL_MODE = ("real nodes: controlplane (static pods) and node01 run kubelet + co
 STATIC_CPU = {"etcd": "100m", "kube-apiserver": "250m", "kube-controller-manager": "200m", "kube-scheduler": "100m"}
 PORT_NAMES = ("etcd", "etcd-peer", "etcd-metrics", "apiserver", "controller-manager", "scheduler", "kwok")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+# How long `up` waits for a port no live process holds before giving it up: a component stopped
+# by this `up` (or a moment before) leaves its listener to the kernel for up to a second (CI moved
+# the API server's port because of that 0.3 s), while a port another program listens on moves at once.
+PORT_RELEASE_SECONDS = 10.0
 
 
 def _bindable(port: int) -> bool:
@@ -188,6 +192,15 @@ class LocalCluster(Cluster):
         component named in `ours`); re-pick only the ones another process really holds, and say so
         (the API server's address is in learners' kubeconfigs)."""
         taken = {n: p for n, p in recorded.items() if n not in ours and not _bindable(p)}
+        if any(procs.port_holder(p) is None for p in taken.values()):
+            # No live process holds it: most likely our own component stopped a moment ago (its
+            # listener outlives its process by up to a second), so wait before moving anything.
+            try:
+                wait_for(lambda: all(_bindable(p) for p in taken.values() if procs.port_holder(p) is None),
+                         PORT_RELEASE_SECONDS, "ports to be released", interval=0.1)
+            except WaitTimeout:
+                pass  # still taken: moved below, and said so
+            taken = {n: p for n, p in taken.items() if not _bindable(p)}
         keep = {n: p for n, p in recorded.items() if n not in taken}
         todo = [n for n in PORT_NAMES if n not in keep]
         avoid = set(recorded.values()) | self._other_clusters_ports()
@@ -687,7 +700,11 @@ class LocalCluster(Cluster):
             pids["kwok"] = None
         if not pids["kwok"]:
             pids["kwok"] = self._start("kwok", self._commands(ports, bins)["kwok"], bins["kwok"])
-        self._wait_workloads_ready(pids, lambda comp: True)
+        try:
+            self._wait_workloads_ready(pids, lambda comp: True)
+        except WaitTimeout as exc:
+            raise CkalabError(f"Cluster '{self.name}' did not become ready: {exc}\n\n"
+                              + self.status().render()) from None
         progress(f"Cluster '{self.name}' is ready in {time.monotonic() - start:.1f}s (real nodes "
                  f"controlplane and node01, kwok node02). kubeconfig: {self.kubeconfig}")
 
@@ -805,7 +822,7 @@ class LocalCluster(Cluster):
                                              for c in (n.status.conditions or []))]
             return len(ready) >= 1 + len(WORKERS)
 
-        self._wait(nodes_ready, 60, "the kwok nodes to be Ready", pids, exited)
+        self._wait(nodes_ready, 60, "every node to be Ready", pids, exited)
         # Pods need the namespace's default ServiceAccount, made by the controller manager.
         self._wait(lambda: k.core.read_namespaced_service_account("default", "default"), 60,
                    "the 'default' ServiceAccount (kube-controller-manager)", pids, exited)

@@ -101,8 +101,11 @@ def _start_ticks(pid: int) -> int:
         return 0
 
 
-def port_user(port: int) -> str:
-    """Who has a TCP socket on `port` (for messages): 'pid N (name)' or a plain description."""
+def port_holder(port: int) -> tuple[int, str] | None:
+    """(pid, name) of the live process with a TCP socket on `port`; None when none can be seen:
+    no socket, or sockets no process holds any more (the listener of a process that exited a
+    moment ago, which the kernel has not closed yet, or connections winding down), or a process
+    of a user whose descriptors this one may not read."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -113,18 +116,21 @@ def port_user(port: int) -> str:
             fields = line.split()
             if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
                 inodes.add(fields[9])
-    if not inodes:
-        return "another process"
     wanted = {f"socket:[{i}]" for i in inodes}
-    for entry in os.scandir("/proc"):
+    for entry in os.scandir("/proc") if wanted else ():
         if not entry.name.isdigit():
             continue
         try:
             with os.scandir(f"/proc/{entry.name}/fd") as fds:
                 mine = any(os.readlink(fd.path) in wanted for fd in fds)
             if mine:
-                name = Path(f"/proc/{entry.name}/comm").read_text().strip()
-                return f"pid {entry.name} ({name})"
+                return int(entry.name), Path(f"/proc/{entry.name}/comm").read_text().strip()
         except OSError:
             continue
-    return "a process of another user"
+    return None
+
+
+def port_user(port: int) -> str:
+    """Who has a TCP socket on `port`, for messages: 'pid N (name)' or a plain description."""
+    holder = port_holder(port)
+    return f"pid {holder[0]} ({holder[1]})" if holder else "a process this user cannot see, or one that just exited"

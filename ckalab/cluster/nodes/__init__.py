@@ -518,7 +518,8 @@ class Node:
             nat = _run(["nsenter", f"--net=/run/netns/{self.netns}", "--", "iptables-save", "-t", "nat"],
                        check=False).stdout
             return any(f"-d {KUBERNETES_SERVICE_IP}/32" in line and "KUBE-SVC-" in line for line in nat.splitlines())
-        self._wait(synced, timeout, f"kube-proxy on {self.name} to write the rules of the 'kubernetes' Service")
+        self._wait(synced, timeout, f"kube-proxy on {self.name} to write the rules of the 'kubernetes' Service",
+                   log="kube-proxy")
 
     def start_kube_router(self, bins: dict[str, Path]) -> None:
         """kube-router's network policy controller only (no routing, no service proxy, no CNI):
@@ -624,7 +625,10 @@ class Node:
         proc = self.crictl("logs", "--tail", str(lines), container_id)
         return (proc.stdout + proc.stderr).splitlines()[-lines:]
 
-    def _wait(self, predicate, timeout: float, what: str) -> None:
+    def _wait(self, predicate, timeout: float, what: str, log: str | None = None) -> None:
+        """Until predicate() is truthy; a component this `up` started that exits, or the
+        timeout, is an error naming the logs (with the last lines of `log`'s, the one that
+        should have done it)."""
         def step():
             # By pid, not by marker: a process in the middle of an exec (noclock -> nsenter ->
             # containerd) can briefly show no environment at all.
@@ -636,7 +640,15 @@ class Node:
         try:
             got = wait_for(step, timeout, what)
         except WaitTimeout:
-            raise CkalabError(f"Real node {self.name}: timed out waiting for {what}; logs in {self.p('logs')}") from None
+            last = ""
+            if log:
+                try:
+                    lines = self.p(f"logs/{log}.log").read_text(errors="replace").splitlines()[-8:]
+                    last = f"\nThe last lines of {log}'s log:\n" + "\n".join(f"  {line[:300]}" for line in lines)
+                except OSError:
+                    pass
+            raise CkalabError(f"Real node {self.name}: timed out waiting for {what}; logs in {self.p('logs')}"
+                              + last) from None
         if isinstance(got, tuple) and got[0] == "exited":
             tail = self.p(f"logs/{got[1]}.log").read_text(errors="replace").splitlines()[-15:]
             hint = ""
