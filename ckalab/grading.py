@@ -31,7 +31,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from .errors import CkalabError, ClusterNotRunning
+from .errors import CkalabError
 
 
 class CheckFailed(AssertionError):
@@ -666,12 +666,9 @@ def run(lab, cluster, kube=None) -> GradeResult:
     that is not running; raises CkalabError when grading itself cannot happen."""
     if not Path(lab.grader).is_file():
         raise CkalabError(f"No grader for lab '{lab.id}' at {lab.grader}.")
-    status = cluster.status()
-    if status.state != "running":
-        from .cluster.base import up_command
+    from . import labs  # labs imports this module
 
-        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running ({status.state}): "
-                                f"run '{up_command(cluster.name)}'.")
+    labs.require_running(cluster)
     return grade(Context(lab, cluster, kube, reuse_client=True))
 
 

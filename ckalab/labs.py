@@ -428,14 +428,20 @@ SETTLE_SECONDS = 30  # a degraded cluster gets this long to become running befor
 
 
 def client(cluster, kube: Kube | None = None) -> Kube:
-    """The caller's client, or a new one for a cluster that must be running.
+    """The caller's client, or a new one for a cluster that must be running (require_running)."""
+    if kube is not None:
+        return kube
+    require_running(cluster)
+    return Kube(cluster.kubeconfig)
+
+
+def require_running(cluster) -> None:
+    """Raise ClusterNotRunning, saying what to do, unless `cluster` runs.
 
     A stopped or absent cluster is refused at once. A degraded one gets SETTLE_SECONDS first: a
     status is a snapshot of many parts (every node's processes, the static pods' containers,
     /readyz within 2 s), and on a loaded machine (CI, load 10) one taken right after a reset had
     restored and seen healthy the API server said degraded, which nothing else ever confirmed."""
-    if kube is not None:
-        return kube
     from .cluster.base import command, up_command
     from .errors import ClusterNotRunning
 
@@ -455,8 +461,8 @@ def client(cluster, kube: Kube | None = None) -> Kube:
         raise ClusterNotRunning(f"Cluster '{cluster.name}' is degraded: '{command('status', cluster.name)}' "
                                 "shows what stopped and how to bring it back.")
     if status.state != "running":
-        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running: run '{up_command(cluster.name)}'.")
-    return Kube(cluster.kubeconfig)
+        raise ClusterNotRunning(f"Cluster '{cluster.name}' is not running ({status.state}): "
+                                f"run '{up_command(cluster.name)}'.")
 
 
 # --- labs that break or edit the control plane (their `needs` name static-pods) ---------------

@@ -63,13 +63,15 @@ def _pytest_outcomes(lab, cluster) -> dict[str, tuple[str, str]]:
 
 
 def _compare(lab, cluster, when: str) -> None:
-    engine = grading.run(lab, cluster)
+    engine = labs.check(lab, cluster)  # as `ckalab check` grades (a lab may leave the API server down)
     ref = _pytest_outcomes(lab, cluster)
     assert [c.id for c in engine.checks] == list(ref), f"{lab.id} ({when}): not the same checks in the same order"
     titles = {c.id: c.title for c in engine.checks}
     for c in engine.checks:
         meta_after = [titles[d] for d in getattr(lab_check(lab, c.id), "after", ())]
-        if c.message.startswith("Not checked yet: first fix ") or c.message.startswith("it builds on "):
+        # Only a declared `after` is the engine's own: a grader may say "first fix ..." itself
+        # (real-node checks that build on the spec checks do), which pytest must say too.
+        if meta_after and (c.message.startswith("Not checked yet: first fix ") or c.message.startswith("it builds on ")):
             assert any(f'"{t}"' in c.message for t in meta_after), (lab.id, when, c.id, c.message)
             continue
         assert (c.state, c.message) == ref[c.id], f"{lab.id} ({when}), check {c.id}"

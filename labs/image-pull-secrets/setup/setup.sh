@@ -36,7 +36,7 @@ if [ -n "$stale" ]; then
   for _ in $(seq 60); do
     old=$(pods_with_secret)
     [ -z "$old" ] && break
-    kubectl delete pod -n "$ns" $old --wait=false >/dev/null
+    kubectl delete pod -n "$ns" $old --ignore-not-found --wait=false >/dev/null
     sleep 1
   done
   [ -z "$(pods_with_secret)" ] || { echo "pods of $dep still carry $secret" >&2; exit 1; }

@@ -26,7 +26,7 @@ pod() {  # pod NAMESPACE NAME ROLE PORT-NAME PORT
     wait=1
     return
   fi
-  [ -z "$have" ] || kubectl delete pod "$name" -n "$ns" --wait=true --timeout=90s >/dev/null
+  [ -z "$have" ] || kubectl delete pod "$name" -n "$ns" --ignore-not-found --wait=true --timeout=90s >/dev/null
   wait=1
   create+="---
 apiVersion: v1
@@ -53,7 +53,7 @@ pod "{{ other_namespace }}" "{{ api_pod }}" "{{ api_role }}" http 80
 
 # What is left in `live` belongs to another variant of this lab (other names): remove it.
 for key in "${!live[@]}"; do
-  kubectl delete pod "${key#*/}" -n "${key%%/*}" --wait=false >/dev/null
+  kubectl delete pod "${key#*/}" -n "${key%%/*}" --ignore-not-found --wait=false >/dev/null
 done
 
 if [ -n "$create" ]; then
