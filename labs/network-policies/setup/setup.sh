@@ -14,7 +14,9 @@ while IFS='|' read -r key spec role gone ready; do
   [ -n "$key" ] && live[$key]="$spec|$role|$gone|$ready"
 done < <(kubectl get pods -A -l "$lab" -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}|{.metadata.annotations.ckalab\.io/spec}|{.metadata.labels.role}|{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
 
-create="" wait=""
+create=""
+declare -A pending  # namespace -> the pods of this variant to wait for (by name: another variant's
+                 # pods, still terminating on real nodes, carry the same lab label)
 pod() {  # pod NAMESPACE NAME ROLE PORT-NAME PORT
   local ns=$1 name=$2 role=$3 pname=$4 port=$5
   local want="agnhost-2.53-$pname-$port"  # what varies in the spec, to compare with the live pod
@@ -23,11 +25,11 @@ pod() {  # pod NAMESPACE NAME ROLE PORT-NAME PORT
   if [ "${have%%|*}" = "$want" ] && [[ "$have" == *"||"* ]]; then  # ours and not terminating
     [ "$have" = "$want|$role||True" ] && return
     kubectl label pod "$name" -n "$ns" --overwrite "role=$role" >/dev/null
-    wait=1
+    pending[$ns]+=" pod/$name"
     return
   fi
   [ -z "$have" ] || kubectl delete pod "$name" -n "$ns" --ignore-not-found --wait=true --timeout=90s >/dev/null
-  wait=1
+  pending[$ns]+=" pod/$name"
   create+="---
 apiVersion: v1
 kind: Pod
@@ -61,8 +63,7 @@ if [ -n "$create" ]; then
   kubectl apply --server-side --force-conflicts --field-manager=ckalab -f - >/dev/null <<<"$create"
 fi
 # Ready pods have their IPs, so `kubectl get pods -o wide` shows everything at once.
-if [ -n "$wait" ]; then
-  for ns in "{{ namespace }}" "{{ other_namespace }}"; do
-    kubectl wait --for=condition=Ready pod -l "$lab" -n "$ns" --timeout=180s >/dev/null
-  done
-fi
+for ns in "${!pending[@]}"; do
+  # shellcheck disable=SC2086  # the names are words
+  kubectl wait --for=condition=Ready -n "$ns" ${pending[$ns]} --timeout=180s >/dev/null
+done
