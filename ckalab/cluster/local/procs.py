@@ -30,6 +30,15 @@ def _argv(pid: int) -> list[str] | None:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and
+    parentheses): [state, ppid, ...]; [] for a process that is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def alive(pid: int) -> bool:
     """Whether `pid` still runs (not gone, not a zombie). For a pid already known to be ours:
     unlike its command line, this cannot misread a process in the middle of an exec."""
@@ -37,20 +46,15 @@ def alive(pid: int) -> bool:
         os.waitpid(pid, os.WNOHANG)  # reap it if it was our child and has died
     except OSError:
         pass  # not our child
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
 
 
 def start_time(pid: int) -> str | None:
     """When `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the pid, names
     one process for good, since a pid is reused only by a later process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else None
 
 
 def _environ(pid: int) -> dict[str, str] | None:
@@ -95,10 +99,7 @@ def find(cluster_dir: Path, components: tuple[str, ...]) -> dict[str, list[int]]
 
 def _start_ticks(pid: int) -> int:
     """When the process started (clock ticks since boot): the oldest copy of a component first."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return 0
+    return int(start_time(pid) or 0)
 
 
 def port_holder(port: int) -> tuple[int, str] | None:
