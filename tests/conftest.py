@@ -21,7 +21,8 @@ import yaml
 # Each test session gets its own CKALAB_HOME before ckalab computes any path.
 # With `pytest -n N` each worker is a session of its own: its own home, so its own cluster.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-_HOME = (os.environ["CKALAB_TEST_HOME"] + (f"-{_WORKER}" if _WORKER else "") if os.environ.get("CKALAB_TEST_HOME")
+_TEMP_HOME = not os.environ.get("CKALAB_TEST_HOME")  # made here, so removed at the end (unless kept)
+_HOME = (os.environ["CKALAB_TEST_HOME"] + (f"-{_WORKER}" if _WORKER else "") if not _TEMP_HOME
          else tempfile.mkdtemp(prefix="ckalab-test-"))
 os.environ["CKALAB_HOME"] = _HOME
 os.environ.pop("KUBECONFIG", None)  # nothing may fall back to a learner's kubeconfig
@@ -54,6 +55,32 @@ def cluster():
     yield c
     if not os.environ.get("CKALAB_TEST_KEEP"):
         c.down(progress=lambda m: None)
+
+
+def pytest_sessionfinish(session):
+    """A temporary home goes with its session (after the cluster fixture's `down`): a cluster
+    with real nodes leaves about 1.3 GB there (images, containerd's content, etcd), and runs
+    that kept them filled this machine's disk until the kubelets evicted the labs' pods for
+    disk pressure. Kept when CKALAB_TEST_KEEP is set, or while anything is still mounted
+    under it or a process of its cluster still runs (a cluster that did not stop cleanly: its
+    files are evidence, and `ckalab down` needs them)."""
+    if not _TEMP_HOME or os.environ.get("CKALAB_TEST_KEEP"):
+        return
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    if any(m == _HOME or m.startswith(_HOME + "/") for m in mounts):
+        warnings.warn(f"{_HOME} is kept: something is still mounted under it")
+        return
+    from ckalab.cluster.local import procs
+
+    for entry in os.scandir("/proc"):
+        cluster_dir = (procs.environ(int(entry.name)) or {}).get(procs.CLUSTER_ENV, "") if entry.name.isdigit() else ""
+        if cluster_dir.startswith(_HOME + "/") and procs.alive(int(entry.name)):
+            warnings.warn(f"{_HOME} is kept: pid {entry.name} of its cluster still runs")
+            return
+    shutil.rmtree(_HOME, ignore_errors=True)
 
 
 # Real nodes (docs/real-nodes.md) need root and build kubelet/containerd/runc the first time:

@@ -88,7 +88,7 @@ def test_a_real_node_process_is_found_by_its_record_while_its_environment_is_bla
     (tmp_path / "c" / "nodes").mkdir(parents=True)
     pid = nodes.spawn("node01/kubelet", ["env", "-i", "sleep", "60"], tmp_path / "kubelet.log")
     try:
-        wait_for(lambda: procs._environ(pid) == {}, 10, "sleep to run with an empty environment")
+        wait_for(lambda: procs.environ(pid) == {}, 10, "sleep to run with an empty environment")
         assert nodes.processes() == {"node01/kubelet": [pid]}
     finally:
         stop_pids([pid])

@@ -57,7 +57,8 @@ def start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _environ(pid: int) -> dict[str, str] | None:
+def environ(pid: int) -> dict[str, str] | None:
+    """The environment `pid` started with ({} while it execs); None when it cannot be read."""
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
@@ -77,7 +78,7 @@ def component_of(pid: int, cluster_dir: Path, components: tuple[str, ...]) -> st
     if not argv or Path(argv[0]).name not in components or not alive(pid):
         return None
     comp = Path(argv[0]).name
-    env = _environ(pid) or {}
+    env = environ(pid) or {}
     if CLUSTER_ENV in env:
         return comp if env[CLUSTER_ENV] == str(cluster_dir) else None
     inside = f"{cluster_dir}/"  # the slash keeps 'ckalab' from matching 'ckalab-test'

@@ -100,7 +100,7 @@ def _run(cmd: list[str], check: bool = True, timeout: float = 60, **kw) -> subpr
 
 
 def _marker(pid: int) -> tuple[str, str] | None:
-    env = procs._environ(pid) or {}
+    env = procs.environ(pid) or {}
     comp = env.get(procs.COMPONENT_ENV, "")
     if comp.startswith(COMPONENT_PREFIX) and procs.alive(pid):
         return env.get(procs.CLUSTER_ENV, ""), comp[len(COMPONENT_PREFIX):]

@@ -4,26 +4,41 @@
 # with an outdated spec (pod specs are immutable), is replaced instead of breaking the apply.
 # One `kubectl get` answers everything when the pods are already as they should be.
 #
-# They run agnhost so that, where the CNI enforces policies (kind), the grader can open real
-# connections between them with `agnhost connect`; on the local backend kwok only pretends to
-# run them, which is all the policy semantics need.
+# They run agnhost so that, where pods really run and a policy engine enforces policies (kind,
+# the local backend's real nodes), the grader can open real connections between them with
+# `agnhost connect`; on kwok nodes they only look Running, which is all the policy semantics need.
 lab="ckalab.io/lab=$CKALAB_LAB"
 
+# Nodes where nothing really runs while the cluster has real nodes: ckalab taints them
+# ckalab.io/kwok. A pod left on one from the kwok-only mode only looks Running there.
+declare -A fake
+while IFS='|' read -r node keys; do
+  [[ ",$keys" == *",ckalab.io/kwok,"* ]] && fake[$node]=1
+done < <(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.name}|{range .spec.taints[*]}{.key}{","}{end}{"\n"}{end}')
+
+# A pod is "gone" (replaced below) when it is terminating, has finished (a real node's kubelet
+# that took over from kwok ends the pods kwok only pretended to run), or sits on a fake node.
 declare -A live
-while IFS='|' read -r key spec role gone ready; do
-  [ -n "$key" ] && live[$key]="$spec|$role|$gone|$ready"
-done < <(kubectl get pods -A -l "$lab" -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}|{.metadata.annotations.ckalab\.io/spec}|{.metadata.labels.role}|{.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
+while IFS='|' read -r key spec role deleting phase node ready; do
+  [ -n "$key" ] || continue
+  gone=$deleting
+  case "$phase" in Succeeded|Failed|Unknown) gone+=" $phase" ;; esac
+  [ -n "${fake[$node]-}" ] && gone+=" on $node"
+  live[$key]="$spec|$role|$gone|$ready"
+done < <(kubectl get pods -A -l "$lab" -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}|{.metadata.annotations.ckalab\.io/spec}|{.metadata.labels.role}|{.metadata.deletionTimestamp}|{.status.phase}|{.spec.nodeName}|{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')
 
 create=""
-declare -A pending  # namespace -> the pods of this variant to wait for (by name: another variant's
-                 # pods, still terminating on real nodes, carry the same lab label)
+# namespace -> the pods of this variant to wait for, by name: another variant's pods, still
+# terminating on real nodes, carry the same lab label.
+declare -A pending
 pod() {  # pod NAMESPACE NAME ROLE PORT-NAME PORT
   local ns=$1 name=$2 role=$3 pname=$4 port=$5
   local want="agnhost-2.53-$pname-$port"  # what varies in the spec, to compare with the live pod
-  local have="${live[$ns/$name]-}"
+  local have="${live[$ns/$name]-}" hspec hrole hgone hready
   unset "live[$ns/$name]"
-  if [ "${have%%|*}" = "$want" ] && [[ "$have" == *"||"* ]]; then  # ours and not terminating
-    [ "$have" = "$want|$role||True" ] && return
+  IFS='|' read -r hspec hrole hgone hready <<<"$have"
+  if [ -n "$have" ] && [ "$hspec" = "$want" ] && [ -z "$hgone" ]; then  # ours, and it can run
+    [ "$hrole" = "$role" ] && [ "$hready" = "True" ] && return
     kubectl label pod "$name" -n "$ns" --overwrite "role=$role" >/dev/null
     pending[$ns]+=" pod/$name"
     return
