@@ -602,7 +602,10 @@ def set_aside(workdir: Path, tag: str) -> Path | None:
     return target
 
 
-RESET_GRACE_SECONDS = 1  # SIGTERM, then SIGKILL a second later: the learner asked for a reset
+# A reset's pods go from the API at once (kubectl delete --grace-period=0 --force); the kubelet
+# stops their containers after. Waiting for it (a second's grace, then the kubelet's report)
+# cost 2-4 s per reset on real nodes, and the learner asked for the old objects to go.
+RESET_GRACE_SECONDS = 0
 
 
 def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> list[str]:
@@ -621,14 +624,16 @@ def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> l
     # A pod whose process ignores SIGTERM (`sleep` as PID 1, as in the ubuntu-sleeper) would hold
     # reset for its whole grace period (30 s by default) on a node that really runs it.
     grace = {"Pod": RESET_GRACE_SECONDS}
+
+    def delete(api_version: str, kind: str, name: str, namespace: str | None) -> None:
+        key = (api_version, kind, name, namespace)
+        if key not in gone and kube.delete(api_version, kind, name, namespace, grace.get(kind)):
+            gone.append(key)
     for t in lab.targets:
-        if kube.delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default"), grace.get(t["kind"])):
-            gone.append((t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default")))
+        delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default"))
     for api_version, kind in sorted(lab.kinds()):
         for obj in kube.list(api_version, kind, label_selector=f"{LAB_LABEL}={lab.id}"):
-            md = obj["metadata"]
-            if kube.delete(api_version, kind, md["name"], md.get("namespace"), grace.get(kind)):
-                gone.append((api_version, kind, md["name"], md.get("namespace")))
+            delete(api_version, kind, obj["metadata"]["name"], obj["metadata"].get("namespace"))
     # Pods and objects with finalizers linger after a delete; setup must not find them half-gone.
     wait_for(lambda: all(kube.get(*g) is None for g in gone), 60, "the lab's old objects to be deleted")
     hint_state(lab.id, reset=True)

@@ -89,6 +89,9 @@ KUBE_ROUTER_RBAC = [
 ]
 KUBE_PROXY_HEALTHZ = 10256
 KUBERNETES_SERVICE_IP = kpki.SERVICE_IP
+# The kubelet's housekeeping period (pkg/kubelet: housekeepingPeriod): a static pod that has
+# terminated is forgotten at the pass after its pod directory was cleaned up, at most this long.
+KUBELET_HOUSEKEEPING_SECONDS = 2.5
 SKIP_IMAGE_GC = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
 
 
@@ -620,6 +623,26 @@ class Node:
         except (ValueError, KeyError, TypeError):
             return None
         return [*(config.get("command") or []), *(config.get("args") or [])]
+
+    def forget_static_pods(self, containers: list[str], timeout: float = 60) -> None:
+        """Wait until this node's kubelet has let go of the static pods running `containers`,
+        whose manifests were just removed, so that a manifest written next starts at once.
+
+        A manifest replaced in place waits longer: the kubelet starts no second static pod of
+        one name while it still knows the first, and retries only after its 10-15 s back-off.
+        No API shows when it lets go; its pod directory (pods/<uid>/containers/<name>) goes
+        in one housekeeping pass, the pod itself from the pod workers at the next."""
+        if not self.nodes.processes().get(f"{self.name}/kubelet"):
+            return  # no kubelet runs them: the next one starts from the manifests as they are
+        pods = self.p("var/lib/kubelet/pods")
+
+        def gone() -> bool:
+            try:
+                return not any((d / "containers" / c).exists() for d in pods.iterdir() for c in containers)
+            except OSError:
+                return True
+        self._wait(gone, timeout, f"the kubelet to stop {', '.join(containers)}", log="kubelet")
+        time.sleep(KUBELET_HOUSEKEEPING_SECONDS)  # the one step with nothing to poll (above)
 
     def container_logs(self, container_id: str, lines: int = 10) -> list[str]:
         proc = self.crictl("logs", "--tail", str(lines), container_id)
