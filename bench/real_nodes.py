@@ -6,6 +6,7 @@
                 containers, relay and kwok
   pod           create -> Running on node01 (median)
   edit          an edit of the API server's manifest -> /readyz answers with the new flags
+  restore       `ckalab restore-manifests` after that edit -> /readyz answers again
   down          `ckalab down` of the whole cluster
 
     sudo .venv/bin/python bench/real_nodes.py [--rounds 5] [--cold-images]
@@ -77,7 +78,7 @@ def _rss_mib(rn) -> float:
     return total / 1024
 
 
-def _edit_to_ready(cluster) -> float:
+def _edit_to_ready(cluster) -> tuple[float, float]:
     from ckalab.waiting import wait_for
 
     path = cluster.etc / "manifests" / "kube-apiserver.yaml"
@@ -88,10 +89,10 @@ def _edit_to_ready(cluster) -> float:
     wait_for(lambda: not cluster._readyz(timeout=1), 60, "the API server to restart", interval=0.1)
     wait_for(lambda: cluster._readyz(timeout=1), 120, "the API server to answer again", interval=0.1)
     took = time.monotonic() - t
-    cluster.restore_manifests()
-    wait_for(lambda: not cluster._readyz(timeout=1), 60, "the API server to restart", interval=0.1)
+    t = time.monotonic()
+    cluster.restore_manifests()  # returns once the old pod is gone and ckalab's file is back
     wait_for(lambda: cluster._readyz(timeout=1), 120, "the API server back", interval=0.1)
-    return took
+    return took, time.monotonic() - t
 
 
 def main() -> int:
@@ -118,7 +119,7 @@ def main() -> int:
         first = time.monotonic() - t
         pods = [_pod(cluster, f"bench-{i}") for i in range(args.rounds)]
         rss = _rss_mib(rn)
-        edit = _edit_to_ready(cluster)
+        edit, restore = _edit_to_ready(cluster)
         t = time.monotonic()
         cluster.down(progress=lambda m: None)
         down = time.monotonic() - t
@@ -138,6 +139,7 @@ def main() -> int:
     print(f"RSS of the whole cluster: {rss:.0f} MiB  (goal <= 1536 MiB)")
     print(f"pod create -> Running on node01 (median of {len(pods)}): {statistics.median(pods):.2f} s  (goal <= 2 s)")
     print(f"API server manifest edit -> /readyz again: {edit:.1f} s  (goal <= 20 s)")
+    print(f"restore-manifests (ckalab's manifest back) -> /readyz again: {restore:.1f} s")
     print(f"down: {down:.1f} s")
     print(f"load after: {_load()}")
     return 0
