@@ -169,16 +169,18 @@ def pytest_runtest_teardown(item, nextitem):
     yield
 
 
-# Modules whose cases are independent labs' tables (`test_case[<lab id>:...]`): `--dist loadfile`
-# would give each one whole to a single worker, the longest tail of the run; its labs are
-# scheduled as units of their own instead.
-SPLIT_BY_LAB = ("tests/test_mutations.py", "tests/test_hostile_corpus.py")
+# Modules whose cases are independent labs (`test_case[<lab id>:...]`, `test_variant_solutions[<lab
+# id>]`, a notebook's `[<NN>-<lab id>]`): `--dist loadfile` would give each one whole to a single
+# worker, the longest tail of the run (the notebooks alone took 22+ minutes of one worker on real
+# nodes); each lab is a unit of its own instead. A test without parameters stays with its file.
+SPLIT_BY_LAB = ("tests/test_mutations.py", "tests/test_hostile_corpus.py", "tests/test_variants.py",
+                "tests/test_engine_equivalence.py", "tests/notebooks/test_notebooks.py")
 
 
 def _unit(nodeid: str) -> str:
     """The scheduling unit of a test: its file, or its file and lab for SPLIT_BY_LAB."""
-    scope, param = nodeid.split("::", 1)[0], nodeid.partition("[")[2]
-    return f"{scope}::{param.split(':', 1)[0]}" if scope in SPLIT_BY_LAB and ":" in param else scope
+    scope, param = nodeid.split("::", 1)[0], nodeid.partition("[")[2].removesuffix("]")
+    return f"{scope}::{param.split(':', 1)[0]}" if scope in SPLIT_BY_LAB and param else scope
 
 
 @pytest.hookimpl(optionalhook=True)  # only with pytest-xdist

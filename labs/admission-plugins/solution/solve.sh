@@ -24,9 +24,11 @@ probe() {
                             kubectl get --raw /readyz --request-timeout=3s >/dev/null 2>&1 ;;
   esac
 }
+# The plugin acts as soon as the new API server serves; /readyz says 500 a little longer (its
+# post-start hooks), and the checks want both.
 sleep 3  # the old API server stops first
 for _ in $(seq 120); do
-  probe 2>/dev/null && exit 0
+  probe 2>/dev/null && kubectl get --raw /readyz --request-timeout=3s >/dev/null 2>&1 && exit 0
   sleep 1
 done
 echo "{{ plugin }} did not take effect within 120 s (ckalab status; crictl logs of kube-apiserver)." >&2
