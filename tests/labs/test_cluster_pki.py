@@ -5,6 +5,7 @@ written down, so the tests hold for any cluster (each local cluster has its own 
 """
 
 import datetime as dt
+import posixpath
 
 import yaml
 from conftest import check_of, failed_ids
@@ -40,6 +41,12 @@ def write_answers(h, answers: dict) -> None:
     h.write(h.params["answers_file"], yaml.safe_dump(answers, sort_keys=False))
 
 
+def flag_pki(h) -> str:
+    """The PKI directory as the control plane's flags name it, which the messages quote: this
+    machine's path for processes, /etc/kubernetes/pki (the node's) for static pods on real nodes."""
+    return posixpath.dirname(h.cluster.component_flags("kube-apiserver")["client-ca-file"])
+
+
 def manifests(h) -> str:
     return h.cluster.pki_dir.rsplit("/", 1)[0] + "/manifests"
 
@@ -59,7 +66,7 @@ def test_fresh_start_gives_a_template_and_fails_every_question(lab_harness):
         f"grep -- --kubelet-client-certificate {manifests(h)}/kube-apiserver.yaml")
     assert check_of(r, "test_apiserver_expiry").message == (
         "apiserver_cert_expiry is not answered yet. Find it: "
-        f"openssl x509 -in {h.cluster.pki_dir}/apiserver.crt -noout -enddate")
+        f"openssl x509 -in {flag_pki(h)}/apiserver.crt -noout -enddate")
 
 
 def test_reference_solution_passes(lab_harness):
@@ -144,9 +151,9 @@ def test_cluster_ca_given_for_etcd_fails(lab_harness):
     assert failed_ids(r) == {"test_etcd_server_issuer", "test_etcd_client_ca"}
     assert check_of(r, "test_etcd_server_issuer").message == (
         f"etcd_server_issuer_cn: '{cluster_ca}' is not the issuer of etcd's serving certificate "
-        f"(--cert-file={h.cluster.pki_dir}/etcd/server.crt). '{cluster_ca}' is the cluster CA, which kube-apiserver "
+        f"(--cert-file={flag_pki(h)}/etcd/server.crt). '{cluster_ca}' is the cluster CA, which kube-apiserver "
         f"trusts for clients; etcd has a CA of its own. "
-        f"Look: openssl x509 -in {h.cluster.pki_dir}/etcd/server.crt -noout -issuer")
+        f"Look: openssl x509 -in {flag_pki(h)}/etcd/server.crt -noout -issuer")
     assert check_of(r, "test_etcd_client_ca").message == (
         "etcd_client_ca_file: 'ca.crt' is not the CA file etcd verifies its clients' certificates against. "
         "That file is what kube-apiserver --client-ca-file names. "
@@ -164,7 +171,7 @@ def test_incomplete_sans_and_ca_expiry_fail(lab_harness):
                       "apiserver_cert_expiry": ca.not_after.date().isoformat()})
     r = h.grade()
     assert failed_ids(r) == {"test_apiserver_sans", "test_apiserver_expiry"}
-    serving = f"{h.cluster.pki_dir}/apiserver.crt"
+    serving = f"{flag_pki(h)}/apiserver.crt"
     kind = "1 DNS name" if dropped.startswith("DNS:") else "1 IP address"
     assert check_of(r, "test_apiserver_sans").message == (
         f"apiserver_sans: 1 of its SANs is missing ({kind}); not in the certificate: DNS:kubernetes.svc. The "
@@ -184,7 +191,7 @@ def test_dates_and_names_mixed_up_are_diagnosed(lab_harness):
     h = lab_harness(LAB)
     api, etcd_server = info(h, "apiserver.crt"), info(h, "etcd/server.crt")
     ca, etcd_ca, proxy_ca = info(h, "ca.crt"), info(h, "etcd/ca.crt"), info(h, "front-proxy-ca.crt")
-    serving, pki_dir = f"{h.cluster.pki_dir}/apiserver.crt", h.cluster.pki_dir
+    serving, pki_dir = f"{flag_pki(h)}/apiserver.crt", flag_pki(h)
     for expiry, note in ((api.not_before.date(), " That is the date it became valid (notBefore); the question "
                           "asks when it stops being valid."),
                          (api.not_after.date() + dt.timedelta(days=1), " That is one day off: openssl prints the "
@@ -257,7 +264,7 @@ def test_renamed_key_and_wrong_types_fail(lab_harness):
     assert failed_ids(r) == {"test_ca_cn", "test_apiserver_sans", "test_apiserver_expiry"}
     assert check_of(r, "test_ca_cn").message == (
         "answers.yaml has no key 'ca_cn' (is 'ca-cn' meant to be 'ca_cn'?). Keep the template's keys. "
-        f"Find the answer: openssl x509 -in {h.cluster.pki_dir}/ca.crt -noout -subject")
+        f"Find the answer: openssl x509 -in {flag_pki(h)}/ca.crt -noout -subject")
     assert check_of(r, "test_apiserver_sans").message == (
         "apiserver_sans should be a list of names and addresses, not a dict.")
     assert check_of(r, "test_apiserver_expiry").message == (

@@ -80,7 +80,14 @@ def _digest(data: bytes) -> str:
 
 
 def oci_archive(path: Path, name: str, layer: bytes, config: dict) -> None:
-    """Write an OCI image layout tar holding one single-layer linux/amd64 image called `name`."""
+    """Write an OCI image layout tar holding one single-layer linux/amd64 image called `name`.
+
+    The name is also a label of the image's config, so images built from the same files (busybox,
+    ubuntu and nginx all run Debian's busybox) still differ in ID, as upstream's do. With one ID,
+    the kubelet (1.35+, KubeletEnsureSecretPulledImages) counted `busybox:1.35.0`, imported here,
+    as pulled once it had pulled `ubuntu:latest` for a lab, and refused it to pods with
+    `imagePullPolicy: Never` (ErrImageNeverPull)."""
+    config = {**config, "Labels": {**config.get("Labels", {}), "org.opencontainers.image.title": name}}
     image_config = {
         "architecture": "amd64", "os": "linux", "config": config,
         "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -34,12 +35,21 @@ COMPONENT = "private-registry"
 SOURCE = "library/nginx:latest"
 
 
+# bcrypt's cost: 2**4 rounds, its minimum, instead of crypt's 2**12. The registry checks the hash
+# on every request of a pull, and a pod whose Secret is wrong retries for as long as it lives:
+# at 2**12 one such registry used 16 % of a core of this 2-core machine in the test suite. These
+# are throwaway lab passwords on the cluster's own bridge; a slow hash protects nothing here.
+BCRYPT_ROUNDS = 16
+# Go's resolver (net/hosts.go cacheMaxAge) keeps /etc/hosts for this long before it looks again.
+GO_HOSTS_CACHE_SECONDS = 5.0
+
+
 def _bcrypt(password: str) -> str:
     """distribution's htpasswd accepts bcrypt only; Debian's libcrypt makes it ($2b$)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # crypt: still in the Python we pin
         import crypt
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=BCRYPT_ROUNDS))
     if not hashed or not hashed.startswith("$2"):
         raise CkalabError("This machine's crypt(3) cannot make bcrypt hashes, which the private "
                           "registry's htpasswd needs (Debian's libcrypt1 can).")
@@ -83,8 +93,12 @@ class PrivateRegistry:
         self.dir.mkdir(parents=True, exist_ok=True)
         if changed or not self.nodes.processes().get(COMPONENT):
             self._serve(sorted(hosts), users)
-        for name in self.nodes.names():
-            self._node_trusts(self.nodes.node(name), host)
+        added = [self._node_trusts(self.nodes.node(name), host) for name in self.nodes.names()]
+        if any(added):
+            # containerd (Go's resolver) rereads /etc/hosts at most every 5 s: a pull within 5 s of
+            # the new line would look the name up in DNS and fail (seen as ErrImagePull "lookup
+            # private-registry.io ... dial udp" when the lab's Secret was added right away).
+            time.sleep(GO_HOSTS_CACHE_SECONDS)
         self._push(host, path, username, password)
         home.write_atomic(self.state_file, json.dumps({"hosts": sorted(hosts), "users": users}, indent=1),
                           private=True)
@@ -124,19 +138,22 @@ class PrivateRegistry:
         from . import _listening
         wait_for(lambda: _listening(gw, PORT), 20, "the private registry")
 
-    def _node_trusts(self, node, host: str) -> None:
-        """The node resolves `host` to the bridge address and trusts the cluster CA for it."""
+    def _node_trusts(self, node, host: str) -> bool:
+        """The node resolves `host` to the bridge address and trusts the cluster CA for it.
+        True when its /etc/hosts got the line just now."""
         from . import _run
 
         line = f"{self.nodes.gateway} {host}"
         hosts = _run(["nsenter", f"--mount={node.mntns}", "--", "cat", "/etc/hosts"], check=False).stdout
-        if line not in hosts.splitlines():
+        added = line not in hosts.splitlines()
+        if added:
             _run(["nsenter", f"--mount={node.mntns}", "--", "sh", "-c", 'printf "%s\\n" "$1" >> /etc/hosts',
                   "sh", line])
         ca = Path(self.nodes.cluster.pki_dir) / "ca.crt"
         home.write_atomic(node.p(f"etc/containerd/certs.d/{host}/hosts.toml"),
                           f'server = "https://{host}"\n\n[host."https://{host}"]\n'
                           f'  capabilities = ["pull", "resolve", "push"]\n  ca = "{ca}"\n')
+        return added
 
     def _push(self, host: str, path: str, username: str, password: str) -> None:
         """The stand-in image into the registry under `path`, pushed as `username` (ctr in the
