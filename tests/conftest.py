@@ -7,6 +7,7 @@ started by the same code as `ckalab up`. Set CKALAB_TEST_HOME to keep state betw
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -183,15 +184,44 @@ def _unit(nodeid: str) -> str:
     return f"{scope}::{param.split(':', 1)[0]}" if scope in SPLIT_BY_LAB and param else scope
 
 
+# Seconds per scheduling unit in a whole run on real nodes (`CKALAB_TEST_NODES=real`): every run
+# writes artifacts/unit-times.json; copy it here to refresh. In that mode the work is handed out
+# longest first: in collection order (or by test count, xdist's choices) the control-plane labs,
+# mostly waiting out API server restarts, came last, three side by side on a CPU half idle after
+# a first part with the CPU saturated, and one worker ran 4 minutes alone at the end. The mixed
+# session keeps collection order: there a worker switches between kwok and real nodes (~30 s)
+# whenever consecutive units differ, and the order by time alone would mix them.
+UNIT_TIMES_FILE = Path(__file__).with_name("unit-times.json")
+
+
+def _known_unit_times() -> dict[str, float]:
+    try:
+        data = json.loads(UNIT_TIMES_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
+
+
 @pytest.hookimpl(optionalhook=True)  # only with pytest-xdist
 def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
+    known = _known_unit_times() if SESSION_NODES == "real" else None
+
     class ByFileAndLab(LoadFileScheduling):
+        """loadfile over _unit's units; on real nodes the longest first (by UNIT_TIMES_FILE; a unit
+        it does not know counts a second per test)."""
+
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if known is not None:
+                longest = max(self.workqueue, key=lambda unit: known.get(unit, len(self.workqueue[unit])))
+                self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
 
     return ByFileAndLab(config, log)
 
@@ -212,8 +242,14 @@ def pytest_terminal_summary(terminalreporter):
     if not _UNIT_TIME:
         return
     per_worker: dict[str, float] = {}
-    for (worker, _), t in _UNIT_TIME.items():
+    per_unit: dict[str, float] = {}
+    for (worker, unit), t in _UNIT_TIME.items():
         per_worker[worker] = per_worker.get(worker, 0.0) + t
+        per_unit[unit] = per_unit.get(unit, 0.0) + t
+    out = Path(__file__).resolve().parents[1] / "artifacts" / "unit-times.json"  # gitignored
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({u: round(t, 1) for u, t in sorted(per_unit.items(), key=lambda kv: -kv[1])},
+                              indent=1) + "\n")
     terminalreporter.section("time per worker and test unit")
     terminalreporter.write_line("  ".join(f"{w}: {t / 60:.1f} min" for w, t in sorted(per_worker.items())))
     for (worker, unit), t in sorted(_UNIT_TIME.items(), key=lambda kv: -kv[1])[:25]:

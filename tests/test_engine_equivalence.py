@@ -12,6 +12,7 @@ side only (they must say which check to fix first).
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -74,7 +75,14 @@ def _compare(lab, cluster, when: str) -> None:
         if meta_after and (c.message.startswith("Not checked yet: first fix ") or c.message.startswith("it builds on ")):
             assert any(f'"{t}"' in c.message for t in meta_after), (lab.id, when, c.id, c.message)
             continue
-        assert (c.state, c.message) == ref[c.id], f"{lab.id} ({when}), check {c.id}"
+        assert (c.state, _same_run(c.message)) == (ref[c.id][0], _same_run(ref[c.id][1])), \
+            f"{lab.id} ({when}), check {c.id}"
+
+
+def _same_run(message: str) -> str:
+    """A message with what differs from one grading to the next by design made equal: the name of
+    a probe object a check creates (encryption-at-rest writes a fresh Secret each time)."""
+    return re.sub(r"ckalab-probe-[0-9a-f]{8}", "ckalab-probe-<random>", message)
 
 
 def lab_check(lab, check_id: str):

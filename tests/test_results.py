@@ -203,9 +203,10 @@ def test_submit_defaults_to_started_labs_with_their_seed(lab_harness, cluster, k
 
 # --- checks a backend cannot run, and every lab's real bundle ------------------------------------
 
-def test_every_lab_bundle_is_accepted_with_its_backend_maximum(lab_harness, cluster, key_file, tmp_path):
-    """Every lab solved on the real (local) cluster and graded; one bundle; the gradebook accepts
-    it with full marks out of the local maximum and names the checks local could not run."""
+def test_every_lab_bundle_is_accepted_with_its_backend_maximum(kwok_nodes, lab_harness, key_file, tmp_path):
+    """Every lab solved on the local cluster's kwok fallback and graded; one bundle; the gradebook
+    accepts it with full marks out of that backend's maximum and names the checks it could not run."""
+    cluster = kwok_nodes
     cat, entries = results.Catalogue(), []
     for lab_id in labs.lab_ids():
         if not labs.runs_on(labs.load(lab_id), cluster):
@@ -248,9 +249,11 @@ def test_every_lab_bundle_is_accepted_with_its_backend_maximum(lab_harness, clus
 
 
 @pytest.fixture
-def netpol_bundle(lab_harness, cluster, key_file, tmp_path):
+def netpol_bundle(kwok_nodes, lab_harness, key_file, tmp_path):
+    """network-policies graded on the kwok fallback, which has no pod traffic: its real-traffic
+    check is 'unavailable' there (the session may run on real nodes: this module then switches)."""
     lab_harness("network-policies").solve()
-    results.submit("np-1", cluster, tmp_path / "np.json", key_file, ["network-policies"])
+    results.submit("np-1", kwok_nodes, tmp_path / "np.json", key_file, ["network-policies"])
     return json.loads((tmp_path / "np.json").read_text())
 
 

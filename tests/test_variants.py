@@ -14,10 +14,12 @@ from ckalab import labs
 from conftest import failed_ids
 
 LAB_IDS = labs.lab_ids()
-# Labs whose variants are different faults of the one control plane: another variant's start
-# replaces this variant's fault, so "their solution on my cluster" repairs a cluster that has
-# only their fault (its own module tests each fault with a wrong repair).
-FAULT_VARIANTS = {"apiserver-repair"}
+# Labs whose variants are different faults of the one control plane or kubelet: another variant's
+# start replaces this variant's fault (cert-renewal's start puts back the certificates the last
+# variant aged; kubelet-security's rewrites node01's kubelet config), so "their solution on my
+# cluster" repairs a cluster that has only their fault. Their own modules test each fault with
+# wrong repairs; kubelet-security's right repair (read-only port 0) is the same for every variant.
+FAULT_VARIANTS = {"apiserver-repair", "cert-renewal", "kubelet-security"}
 
 
 def variant_seeds(lab_id: str, n: int = 3) -> list[str]:
