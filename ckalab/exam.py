@@ -101,7 +101,8 @@ def valid_lab_ids() -> list[str]:
 
 def choose(lab_ids: list[str] | None, count: int | None, seed: str | None, cluster=None) -> list[str]:
     """The exam's labs in teaching order, except that labs which break the control plane come
-    last (one left broken must not stop the others); only labs `cluster` can run."""
+    last (one left broken must not stop the others); only labs `cluster` can run, and at most
+    one lab that edits the control plane (see _one_control_plane_lab)."""
     known = valid_lab_ids()
     runnable = [i for i in known if cluster is None or labs.runs_on(labs.load(i), cluster)]
     if lab_ids:
@@ -112,20 +113,42 @@ def choose(lab_ids: list[str] | None, count: int | None, seed: str | None, clust
         if cannot:
             raise CkalabError(f"Lab(s) {', '.join(cannot)} need real nodes (a control plane run as static pods): "
                               f"'ckalab up --nodes real' as root, or leave them out.")
-        return _destructive_last(list(dict.fromkeys(lab_ids)))
-    known = runnable
-    if count is None:
-        return known
-    if not 1 <= count <= len(known):
-        raise CkalabError(f"--count must be between 1 and {len(known)} (the number of labs).")
+        lab_ids = list(dict.fromkeys(lab_ids))
+        editing = [i for i in lab_ids if _edits_control_plane(i)]
+        if len(editing) > 1:
+            raise CkalabError(f"Labs {', '.join(editing)} all change the control plane (its static pod manifests, "
+                              "certificates or kubelet config), and each one starts from ckalab's own: one exam "
+                              "on one cluster can hold one of them. Keep one (the others make exams of their own).")
+        return _destructive_last(lab_ids)
     # A seed makes the selection reproducible too; without one it is random, and recorded.
     rng = random.Random(f"{seed}/exam") if seed is not None else random.SystemRandom()
-    picked = set(rng.sample(known, count))
-    return _destructive_last([i for i in known if i in picked])  # teaching order
+    pool = _one_control_plane_lab(runnable, rng)
+    if count is None:
+        return _destructive_last(pool)
+    if not 1 <= count <= len(pool):
+        raise CkalabError(f"--count must be between 1 and {len(pool)} (the labs one exam can hold: each lab "
+                          "once, and one of those that change the control plane).")
+    picked = set(rng.sample(pool, count))
+    return _destructive_last([i for i in pool if i in picked])  # teaching order
+
+
+def _edits_control_plane(lab_id: str) -> bool:
+    return labs.edits_control_plane(labs.load(lab_id))
+
+
+def _one_control_plane_lab(lab_ids: list[str], rng: random.Random) -> list[str]:
+    """`lab_ids` with one of those that edit the control plane, picked by `rng`. Each such lab's
+    setup first gives back ckalab's control plane (labs.contain) and then breaks or changes it
+    in its own way, and its reference solution expects only its own change: two in one exam
+    would undo or block each other (an expired serving certificate keeps a repaired API server
+    from ever answering). The real exam gives such tasks a cluster of their own too."""
+    editing = [i for i in lab_ids if _edits_control_plane(i)]
+    keep = rng.choice(editing) if editing else None
+    return [i for i in lab_ids if i == keep or i not in editing]
 
 
 def _destructive_last(lab_ids: list[str]) -> list[str]:
-    return sorted(lab_ids, key=lambda i: labs.edits_control_plane(labs.load(i)))
+    return sorted(lab_ids, key=_edits_control_plane)
 
 
 def start(cluster, lab_ids: list[str] | None = None, count: int | None = None,

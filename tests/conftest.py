@@ -401,3 +401,12 @@ def scored_ids(result: GradeResult) -> set[str]:
 
 def load_yaml(text: str):
     return yaml.safe_load(text)
+
+
+def put_api_server_manifest(cluster, text: str) -> None:
+    """A learner's answer in the API server's static pod manifest, put there the quick way: the old
+    file removed and the new one written once the kubelet let go of the old pod (ckalab's own
+    write_manifests). A file replaced in place, as an editor saves it, waits out the kubelet's
+    10-15 s back-off first (about 15 s to ready instead of 9); test_real_nodes covers that path.
+    For tests that grade the answer, not how it got there."""
+    cluster.write_manifests({cluster.etc / "manifests" / "kube-apiserver.yaml": text.encode()})

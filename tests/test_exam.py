@@ -87,7 +87,9 @@ def test_all_labs_together_do_not_interfere(fresh):
     """Every lab as one exam: fresh tasks all fail; with every reference solution applied side by
     side, every task passes: no two tasks share an object."""
     cluster = fresh
-    ids = exam.choose(None, None, None, cluster)  # every lab this cluster runs, destructive ones last
+    # every lab this cluster runs (of those that edit the control plane, the one the seed picks),
+    # destructive ones last
+    ids = exam.choose(None, None, "class-2026", cluster)
     state = exam.start(cluster, duration=120, seed="class-2026")
     assert [t["lab"] for t in state["tasks"]] == ids and set(ids) <= set(exam.valid_lab_ids())
     for t in state["tasks"]:
@@ -111,7 +113,9 @@ def test_start_refuses_a_second_exam_and_bad_choices(fresh):
     assert str(e.value).startswith("Unknown lab(s) nope. Labs: ")
     with pytest.raises(Exception) as e:
         exam.choose(None, 0, None)
-    assert str(e.value) == f"--count must be between 1 and {len(exam.valid_lab_ids())} (the number of labs)."
+    editing = [i for i in exam.valid_lab_ids() if labs.edits_control_plane(labs.load(i))]
+    assert str(e.value) == (f"--count must be between 1 and {len(exam.valid_lab_ids()) - len(editing) + 1} (the labs "
+                            "one exam can hold: each lab once, and one of those that change the control plane).")
     # --count with a seed picks the same labs every time (an instructor can reproduce it).
     assert exam.choose(None, 2, "s") == exam.choose(None, 2, "s") and len(exam.choose(None, 2, "s")) == 2
 
@@ -216,3 +220,28 @@ def test_labs_the_cluster_cannot_run_are_left_out_and_destructive_ones_come_last
     else:
         assert exam.choose(["apiserver-repair", "rbac-role"], None, None, cluster) == ["rbac-role", "apiserver-repair"]
     assert exam.choose(["apiserver-repair", "rbac-role"], None, None) == ["rbac-role", "apiserver-repair"]
+
+
+def test_an_exam_holds_one_lab_that_edits_the_control_plane():
+    """Each control-plane lab's setup starts from ckalab's control plane and its solution expects
+    only its own change: asking for two is refused by name, and every pick (all labs, or --count)
+    holds exactly one, the same one for the same seed."""
+    known = exam.valid_lab_ids()
+    editing = [i for i in known if labs.edits_control_plane(labs.load(i))]
+    assert len(editing) >= 2, editing
+    with pytest.raises(CkalabError) as e:
+        exam.choose(["rbac-role", editing[1], editing[0]], None, None)
+    assert str(e.value) == (
+        f"Labs {editing[1]}, {editing[0]} all change the control plane (its static pod manifests, certificates or "
+        "kubelet config), and each one starts from ckalab's own: one exam on one cluster can hold one of them. "
+        "Keep one (the others make exams of their own).")
+    assert exam.choose(["rbac-role", editing[0]], None, None) == ["rbac-role", editing[0]]
+    everything = exam.choose(None, None, "class-2026")
+    assert everything == exam.choose(None, None, "class-2026")
+    assert len(set(everything) & set(editing)) == 1
+    assert set(known) - set(editing) <= set(everything)
+    picks = {i for seed in range(12) for i in exam.choose(None, None, str(seed)) if i in editing}
+    assert len(picks) > 1, picks  # the seed decides which one, not always the same lab
+    for seed in range(8):
+        chosen = exam.choose(None, len(known) - len(editing) + 1, f"s{seed}")
+        assert len(set(chosen) & set(editing)) == 1 and len(chosen) == len(set(chosen))

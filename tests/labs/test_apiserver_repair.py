@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import VENV_BIN, LabHarness, check_of, failed_ids
+from conftest import VENV_BIN, LabHarness, check_of, failed_ids, put_api_server_manifest
 
 from ckalab import labs, notebook
 from ckalab.waiting import wait_for
@@ -56,10 +56,8 @@ def manifest_path(h):
 
 
 def edit(h, change) -> None:
-    """Rewrite the manifest beside its folder and move it in, as an editor's save does."""
-    path, tmp = manifest_path(h), h.cluster.etc / ".kube-apiserver.yaml.test"
-    tmp.write_text(change(path.read_text()))
-    tmp.replace(path)
+    """The manifest with `change` made (put there the quick way: conftest.put_api_server_manifest)."""
+    put_api_server_manifest(h.cluster, change(manifest_path(h).read_text()))
 
 
 def set_flags(h, **flags) -> None:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import yaml
-from conftest import LabHarness, check_of, failed_ids
+from conftest import LabHarness, check_of, failed_ids, put_api_server_manifest
 
 from ckalab import labs
 from ckalab.kube import Kube
@@ -123,9 +123,7 @@ def install_manifest(h, text: str, expect_down: bool = False) -> None:
     pod["metadata"].setdefault("annotations", {})["ckalab.io/test-revision"] = str(time.time())
     text = yaml.safe_dump(pod, sort_keys=False)
     before = running_id(h)
-    tmp = h.cluster.etc / ".kube-apiserver.yaml.test"
-    tmp.write_text(text)
-    tmp.replace(h.cluster.etc / "manifests" / MANIFEST)
+    put_api_server_manifest(h.cluster, text)
     if expect_down:
         wait_for(lambda: not api_answers(h) and not running_id(h), 90, "the edited API server to stop")
         time.sleep(5)  # its new container tries and exits

@@ -19,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from conftest import LabHarness, check_of
+from conftest import LabHarness, check_of, put_api_server_manifest
 
 from ckalab import labs
 from ckalab.kube import Kube
@@ -121,9 +121,7 @@ def answer(h, config: str | None = None, config_path: str | None = None, flag: s
         pod["spec"]["volumes"].append({"name": name, "hostPath": {"path": host, "type": kind}})
     pod["metadata"].setdefault("annotations", {})["ckalab.io/test-revision"] = str(time.time())  # always a change
     before = running_id(h)
-    tmp = h.cluster.etc / ".kube-apiserver.yaml.test"
-    tmp.write_text(yaml.safe_dump(pod, sort_keys=False))
-    tmp.replace(h.cluster.etc / "manifests" / MANIFEST)
+    put_api_server_manifest(h.cluster, yaml.safe_dump(pod, sort_keys=False))
     if expect_down:
         wait_for(lambda: not api_answers(h) and not running_id(h), 90, "the edited API server to stop")
         time.sleep(5)
