@@ -433,6 +433,35 @@ def test_the_kubelet_restarts_the_way_the_exam_does_it(real):
     assert "Active: active (running)" in status
 
 
+def test_a_kube_proxy_that_writes_no_rules_is_restarted_by_the_wait(real):
+    """`up`'s wait for kube-proxy's rules restarts a kube-proxy that has written none after half
+    its time (one that lived through a lab's broken API server sat in its watches' back-off for
+    over a minute, CI on f3a8e44). Here: the node's kube-proxy stopped (SIGSTOP) and its nat
+    rules flushed; the wait ends with a new kube-proxy that wrote them."""
+    import signal
+
+    node = real["nodes"].control_plane
+    old = real["nodes"].processes()["controlplane/kube-proxy"]
+    assert old
+    for pid in old:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        _on_node(real["cluster"], "controlplane", "iptables -t nat -F")  # every chain's rules: kube-proxy's
+        nat = _on_node(real["cluster"], "controlplane", "iptables-save -t nat").stdout
+        assert not [line for line in nat.splitlines() if "-d 10.96.0.1/32" in line and "KUBE-SVC-" in line]
+        node.wait_kube_proxy(timeout=20)
+    finally:
+        for pid in old:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    new = real["nodes"].processes()["controlplane/kube-proxy"]
+    assert new and set(new).isdisjoint(old)
+    nat = _on_node(real["cluster"], "controlplane", "iptables-save -t nat").stdout
+    assert [line for line in nat.splitlines() if "-d 10.96.0.1/32" in line and "KUBE-SVC-" in line]
+
+
 def test_down_removes_every_process_mount_link_namespace_and_rule(real):
     c, rn = real["cluster"], real["nodes"]
     during = _footprint(rn)

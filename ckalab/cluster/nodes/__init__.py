@@ -516,13 +516,24 @@ class Node:
     def wait_kube_proxy(self, timeout: float = 60) -> None:
         """Until kube-proxy has written the rules of the API server's Service (its healthz says
         healthy before its first sync): a pod that calls it right after `up` must not find it
-        unreachable."""
+        unreachable.
+
+        A kube-proxy that lived through a broken API server (a lab's fault: another CA, no RBAC)
+        retries its watches with client-go's back-off, up to a minute between tries, and was
+        seen writing nothing for over a minute after the API server was fixed: after half of
+        `timeout` it is restarted (as `systemctl restart kube-proxy` would) and gets all of it."""
         def synced() -> bool:
             nat = _run(["nsenter", f"--net=/run/netns/{self.netns}", "--", "iptables-save", "-t", "nat"],
                        check=False).stdout
             return any(f"-d {KUBERNETES_SERVICE_IP}/32" in line and "KUBE-SVC-" in line for line in nat.splitlines())
-        self._wait(synced, timeout, f"kube-proxy on {self.name} to write the rules of the 'kubernetes' Service",
-                   log="kube-proxy")
+        what = f"kube-proxy on {self.name} to write the rules of the 'kubernetes' Service"
+        try:
+            wait_for(synced, timeout / 2, what)
+            return
+        except WaitTimeout:
+            stop_pids(self.nodes.processes().get(f"{self.name}/kube-proxy", []), timeout=5)
+            self._start_kube_proxy(ensure_binaries(lambda m: None))
+        self._wait(synced, timeout, what, log="kube-proxy")
 
     def start_kube_router(self, bins: dict[str, Path]) -> None:
         """kube-router's network policy controller only (no routing, no service proxy, no CNI):

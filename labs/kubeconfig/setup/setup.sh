@@ -39,7 +39,7 @@ spec:
   usages: [client auth]
 YAML
   kubectl certificate approve "$csr" >/dev/null
-  kubectl wait "csr/$csr" --for=jsonpath='{.status.certificate}' --timeout=60s >/dev/null
+  kubectl wait "csr/$csr" --for=jsonpath='{.status.certificate}' --timeout=120s >/dev/null
   kubectl get csr "$csr" -o jsonpath='{.status.certificate}' | openssl base64 -d -A > "$user.crt"
   # The certificate is all we need; removing the request leaves nothing behind that reset
   # (which only knows the kinds in lab.yaml) would miss.

@@ -18,7 +18,9 @@ spec:
   usages: [client auth]
 YAML
 kubectl certificate approve "$user"
-kubectl wait "csr/$user" --for=jsonpath='{.status.certificate}' --timeout=30s >/dev/null
+# The controller manager signs it in a moment; right after an API server restart its watch can
+# take up to half a minute to come back (client-go's retry back-off), hence the margin.
+kubectl wait "csr/$user" --for=jsonpath='{.status.certificate}' --timeout=90s >/dev/null
 kubectl get csr "$user" -o jsonpath='{.status.certificate}' | openssl base64 -d -A > "$user.crt"
 
 # 3. the kubeconfig: the API server and CA as the admin kubeconfig has them
