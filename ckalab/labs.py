@@ -507,17 +507,17 @@ def restore_control_plane(cluster, timeout: float = 180) -> list[str]:
     return done
 
 
-def contain(lab: Lab | None, cluster) -> list[str]:
+def contain(lab: Lab | None, cluster, restore: bool = True) -> list[str]:
     """Give back the healthy control plane a lab that edits it found. First the teardown script of
     every lab started here that has one, `lab`'s last (while the learner's API server may still
     run: e.g. Secrets encrypted with the learner's key are rewritten in plain form; ckalab's API
-    server could read none of them, whichever lab comes next), then ckalab's manifests and
-    kubelet configs. Teardowns do nothing when there is nothing of theirs to undo."""
+    server could read none of them, whichever lab comes next), then (`restore`) ckalab's
+    manifests and kubelet configs. Teardowns do nothing when there is nothing of theirs to undo."""
     for other in _started_with_teardown(exclude=lab.id if lab else None):
         _run_script(other, "teardown", cluster)
     if lab is not None:
         _run_script(lab, "teardown", cluster)
-    return restore_control_plane(cluster)
+    return restore_control_plane(cluster) if restore else []
 
 
 def _started_with_teardown(exclude: str | None) -> list[Lab]:

@@ -19,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from conftest import LabHarness, check_of, put_api_server_manifest
+from conftest import LabHarness, check_of, put_api_server_manifest, switch_nodes
 
 from ckalab import labs
 from ckalab.kube import Kube
@@ -192,6 +192,24 @@ def test_starting_another_control_plane_lab_undoes_the_encryption_first(lab):
     assert h.cluster.status().state == "running"
     assert h.kubectl("get", "secret", "db-creds", "-n", "treasury", "-o", "jsonpath={.data.password}").stdout == \
         base64.b64encode(b"correct-horse-db-creds").decode()
+
+
+def test_leaving_real_nodes_undoes_the_encryption_first(lab):
+    """`ckalab up --nodes kwok` with the lab solved: the control plane as processes runs ckalab's
+    command lines over the same etcd, so the teardown runs first, while the nodes still run (CI
+    on c719a9e: a worker left real nodes after this lab's variants; its API server's storage
+    never got ready and every later test on that worker failed)."""
+    h = lab()
+    h.solve()
+    assert encrypted_in_etcd(h.cluster)
+    switch_nodes(h.cluster, "kwok")
+    try:
+        assert h.cluster.status().state == "running"
+        assert h.kubectl("get", "secret", "db-creds", "-n", "treasury", "-o", "jsonpath={.data.password}").stdout \
+            == base64.b64encode(b"correct-horse-db-creds").decode()
+    finally:
+        switch_nodes(h.cluster, "real")
+    assert encrypted_in_etcd(h.cluster) == []
 
 
 def test_every_secret_of_the_cluster_rewritten_and_readable_after_reset_passes(lab):

@@ -600,6 +600,28 @@ class LocalCluster(Cluster):
             return False
 
     # --- lifecycle -------------------------------------------------------------------------------
+    def _undo_labs(self, progress: Progress) -> None:
+        """Before leaving real nodes: the processes run ckalab's command lines over the same etcd
+        and certificates, so what a control-plane lab changed there is undone first, by its
+        teardown, while the nodes still run (Secrets encrypted with a learner's key would be
+        unreadable: the API server's storage never gets ready and the controller manager exits)."""
+        from ... import labs  # labs build on clusters; only this step needs them
+
+        # `up --nodes kwok` says kwok already; the teardowns (scripts too) must still see the
+        # real nodes they act on.
+        saved = os.environ.get("CKALAB_NODES")
+        os.environ["CKALAB_NODES"] = "real"
+        try:
+            labs.contain(None, self, restore=False)
+        except CkalabError as e:
+            progress(f"Leaving real nodes without undoing every lab's changes (the cluster may not come up "
+                     f"as processes): {e}")
+        finally:
+            if saved is None:
+                os.environ.pop("CKALAB_NODES", None)
+            else:
+                os.environ["CKALAB_NODES"] = saved
+
     def _up(self, progress: Progress) -> None:
         state = self.load_state()  # a damaged cluster.json stops us before anything starts
         bins = build.ensure_binaries(progress)
@@ -607,6 +629,8 @@ class LocalCluster(Cluster):
         if real.enabled():
             return self._up_real(progress, state)
         if real.root.exists() and (real.running() or real.remembered()):
+            if real.running():
+                self._undo_labs(progress)
             real.forget(progress)  # `up --nodes kwok`: the control plane runs as processes again
             # kwok talked to the static-pod API server, which is gone: a fresh kwok meets the new
             # one at once (the old one's watches come back only after their back-off, which
