@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Test workers, each with its own cluster; a module's tests stay on one worker. On real nodes
-# (CKALAB_TEST_NODES=real) five: the control-plane labs mostly wait out API server restarts; with
+# (CKALAB_TEST_NODES=real) four: the control-plane labs mostly wait out API server restarts; with
 # three workers the two cores were idle 58 % of the time while they ran, with four 35 %
 # (docs/real-nodes.md).
-TEST_WORKERS ?= $(if $(filter real,$(CKALAB_TEST_NODES)),5,3)
+TEST_WORKERS ?= $(if $(filter real,$(CKALAB_TEST_NODES)),4,3)
 
 .PHONY: install binaries lab test bench notebooks clean-venv
 
