@@ -67,6 +67,8 @@ def pytest_sessionfinish(session):
     files are evidence, and `ckalab down` needs them)."""
     if not _TEMP_HOME or os.environ.get("CKALAB_TEST_KEEP"):
         return
+    if session.testsfailed:
+        _keep_logs()
     try:
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     except OSError:
@@ -82,6 +84,24 @@ def pytest_sessionfinish(session):
             warnings.warn(f"{_HOME} is kept: pid {entry.name} of its cluster still runs")
             return
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+def _keep_logs(limit: int = 1 << 20) -> None:
+    """A session with failures keeps its cluster's logs (the components', the nodes' and their
+    containers', each cut to its last MiB) in artifacts/test-logs/<worker>/ before its home goes:
+    a worker whose cluster broke part-way through a CI run is explained by them."""
+    dest = Path(__file__).resolve().parents[1] / "artifacts" / "test-logs" / (_WORKER or "main")
+    for path in Path(_HOME).rglob("*.log"):
+        try:
+            if not path.is_file():
+                continue
+            target = dest / path.relative_to(_HOME)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - limit))
+                target.write_bytes(f.read())
+        except OSError:
+            pass  # a log that went meanwhile: keep the others
 
 
 # Real nodes (docs/real-nodes.md) need root and build kubelet/containerd/runc the first time:

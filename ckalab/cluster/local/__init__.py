@@ -789,7 +789,7 @@ class LocalCluster(Cluster):
         try:
             got = wait_for(step, timeout, "kube-apiserver /readyz")
         except WaitTimeout:
-            got = ("timeout", f"not ready after {timeout:.0f}s")
+            got = ("timeout", f"not ready after {timeout:.0f}s{self._static_pods_said(cp)}")
         if got is True:
             return None
         if got[0] == "dead":
@@ -798,6 +798,23 @@ class LocalCluster(Cluster):
             self._fall_back(lambda m: None, CkalabError(f"Real node {cp.name}: {got[1]}:\n{tails}"))
         return CkalabError(f"Cluster '{self.name}': the API server did not become ready ({got[1]}).\n\n"
                            + self.status().render())
+
+    @staticmethod
+    def _static_pods_said(cp) -> str:
+        """For an API server that runs but never gets ready: the newest etcd and kube-apiserver
+        containers' states and last log lines (what `crictl ps -a` / `crictl logs` show on the
+        node), so the cause is in the message rather than behind a shell."""
+        lines = []
+        for comp in ("etcd", "kube-apiserver"):
+            mine = [c for c in cp.containers() if c.get("metadata", {}).get("name") == comp]
+            if not mine:
+                lines.append(f"{comp}: no container")
+                continue
+            c = mine[0]
+            lines.append(f"{comp}: container {c['id'][:13]} {c.get('state', '?')}, attempt "
+                         f"{c.get('metadata', {}).get('attempt', 0)}; its log ends:")
+            lines += [f"  {line}" for line in cp.container_logs(c["id"], 8)]
+        return ";\n" + "\n".join(lines) if lines else ""
 
     def _wait(self, predicate, timeout: float, what: str, pids: dict[str, int],
               exited: Callable[[str], bool]) -> None:
