@@ -64,6 +64,7 @@ def cmd_restore_manifests(args):
     # What a lab changed beyond the manifests (Secrets encrypted with the learner's key, renewed
     # certificates, the audit policy) is undone first, while the learner's API server still runs.
     done = labs.contain(None, cluster)
+    labs.refresh_watchers(cluster)  # the learner's next step may be traffic or a NetworkPolicy
     print("\n".join(done) if done else "The static pod manifests are ckalab's already; nothing to restore.")
 
 

@@ -35,12 +35,16 @@ def work_root() -> Path:
     return home() / "work"
 
 
+def machine_dir() -> Path:
+    """What every CKALAB_HOME of this user on the machine shares (the binaries, claimed ports)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ckalab"
+
+
 def bin_cache() -> Path:
     """Built control-plane binaries, shared by every CKALAB_HOME on the machine (built once)."""
     if os.environ.get("CKALAB_BIN_CACHE"):
         return Path(os.environ["CKALAB_BIN_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ckalab" / "bin"
+    return machine_dir() / "bin"
 
 
 # --- writing state ---------------------------------------------------------------------------

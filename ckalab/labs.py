@@ -486,9 +486,20 @@ def restore_control_plane(cluster, timeout: float = 180) -> list[str]:
 
     def healthy():
         return all(cluster.runs_manifest(c) for c in restored) and cluster.status().state == "running"
+
+    def watchers():
+        # The nodes' watches of a replaced API server or etcd sit in client-go's back-off (up to
+        # a minute): a NetworkPolicy stored next would wait for kube-router to list it again.
+        # Their restart waits for the next lab that needs them (refresh_watchers): restarting
+        # every node's kube-router after each restore (its first sync is iptables-heavy) cost
+        # the control-plane labs, which restore in every case, more than their restarts.
+        mark = getattr(cluster, "mark_node_watchers_stale", None)
+        if mark is not None and {"kube-apiserver", "etcd"} & set(restored):
+            mark()
+        return done
     try:
         wait_for(healthy, min(60.0, timeout), "the API server to answer again after restoring the control plane")
-        return done
+        return watchers()
     except WaitTimeout:
         pass
     # Seen on real nodes: a manifest written right after an unreadable one (a tab in the YAML) was
@@ -504,7 +515,15 @@ def restore_control_plane(cluster, timeout: float = 180) -> list[str]:
     except WaitTimeout:
         raise CkalabError(f"The control plane of '{cluster.name}' did not become healthy within {timeout:.0f} s "
                           f"after its manifests were restored.\n\n{cluster.status().render()}") from None
-    return done
+    return watchers()
+
+
+def refresh_watchers(cluster) -> bool:
+    """Restart the nodes' kube-proxy and kube-router if a restore replaced the API server or etcd
+    since they last started (True then). Labs that do not edit the control plane call it first:
+    their traffic and Services need watches that follow the API at once."""
+    refresh = getattr(cluster, "refresh_node_watchers", None)
+    return bool(refresh()) if refresh is not None else False
 
 
 def contain(lab: Lab | None, cluster, restore: bool = True) -> list[str]:
@@ -562,6 +581,8 @@ def start(lab: Lab, cluster, kube: Kube | None = None) -> Path:
     """Create the lab's preconditions (idempotent; everything carries the lab label)."""
     if edits_control_plane(lab):
         contain(lab, cluster)  # its setup breaks a working control plane, not a broken one
+    else:
+        refresh_watchers(cluster)
     kube = client(cluster, kube)
     lab.workdir.mkdir(parents=True, exist_ok=True)
     kube.apply_all(lab.manifests("setup"), lab.label)
@@ -617,6 +638,8 @@ def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> l
     """
     if edits_control_plane(lab):
         contain(lab, cluster)  # before anything that needs the API server
+    else:
+        refresh_watchers(cluster)
     kube = client(cluster, kube)
     if clean:
         set_aside(lab.workdir, "before-reset")

@@ -111,6 +111,30 @@ needs_real_nodes = pytest.mark.skipif(
     not REAL_NODES, reason="needs real nodes: set CKALAB_REAL_NODES=1 (root; builds kubelet/containerd/runc)")
 
 
+def skip_unless_runs_on(lab, cluster, why: str) -> None:
+    """Skip a case of a lab the cluster cannot run (a control-plane lab on kwok nodes). A session
+    on real nodes has none: there it means this worker's cluster lost its real nodes (a switch
+    back from a kwok module that failed), and the case fails rather than hide the lab's cases
+    (CI on d2249c7 skipped eight that way without saying why)."""
+    if labs.runs_on(lab, cluster):
+        return
+    if SESSION_NODES == "real" and REAL_NODES:
+        pytest.fail(f"{lab.id}: this session runs on real nodes, but the test cluster is on kwok nodes now "
+                    "(an earlier switch back to real nodes failed: see the error of that module's teardown)")
+    pytest.skip(f"{lab.id} needs {', '.join(lab.needs)}: real nodes (CKALAB_TEST_NODES=real); {why}")
+
+
+def kernel_config(where: Path):
+    """Config for a test's Jupyter kernel: it talks over Unix sockets under `where`, not TCP. A
+    kernel is handed five ports that jupyter_client found free a moment before the kernel binds
+    them, and on a machine where four workers' clusters and clients keep opening connections one
+    can be taken meanwhile: the kernel exits (CI on 707ff42: "Kernel died before replying to
+    kernel_info", the failure jupyter_client's port race is known for)."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(where / "kernel")}})
+
+
 _SAID: list[str] = []  # what `up` said about ports in use (the warning below quotes it)
 
 
@@ -138,8 +162,13 @@ def _switch_for_module(cluster, mode: str):
     on (a switch costs ~30 s, so consecutive modules on the same nodes share one)."""
     switch_nodes(cluster, mode)
     yield cluster
+    switch_for_next(cluster, mode)
+
+
+def switch_for_next(cluster, now: str) -> None:
+    """At a module's end, with the cluster on `now` nodes: the nodes the next module runs on."""
     after = _nodes_of(_NEXT.get("item"))
-    if after not in (None, mode):
+    if after not in (None, now):
         switch_nodes(cluster, after)
 
 

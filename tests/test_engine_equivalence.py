@@ -17,6 +17,7 @@ import re
 import pytest
 
 from ckalab import grading, labs
+from conftest import skip_unless_runs_on
 from ckalab.kube import Kube
 
 
@@ -100,8 +101,7 @@ def lab_check(lab, check_id: str):
 @pytest.mark.parametrize("lab_id", labs.lab_ids())
 def test_engine_and_pytest_agree_check_by_check(lab_id, cluster):
     lab = labs.load(lab_id)
-    if not labs.runs_on(lab, cluster):
-        pytest.skip(f"{lab_id} needs {', '.join(lab.needs)}: real nodes (CKALAB_TEST_NODES=real)")
+    skip_unless_runs_on(lab, cluster, "its own module compares them there")
     labs.reset(lab, cluster, clean=True)  # a fresh start: the learner's files set aside, setup applied
     _compare(lab, cluster, "fresh start")
     labs.solve(lab, cluster)

@@ -15,6 +15,7 @@ import pytest
 
 from ckalab import cli, exam, labs, render
 from ckalab.errors import CkalabError
+from conftest import kernel_config
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def test_notebook_is_a_thin_caller_without_outputs():
     assert any("ExamPanel(" in c.source for c in code) and any("panel.report()" in c.source for c in code)
 
 
-def test_notebook_runs_headless(fresh, monkeypatch):
+def test_notebook_runs_headless(fresh, monkeypatch, tmp_path):
     """Run all only shows the exam and its Start button (running the notebook "just to look" must
     not start a timer); Start sets the tasks up, Finish grades and renders the report."""
     from nbclient import NotebookClient
@@ -152,7 +153,7 @@ def test_notebook_runs_headless(fresh, monkeypatch):
     nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "exam.ipynb", as_version=4)
     for c in nb.cells:  # a short exam on one lab
         c.source = c.source.replace("LABS = None", "LABS = ['rbac-role']")
-    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    NotebookClient(nb, timeout=120, kernel_name="python3", config=kernel_config(tmp_path)).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)

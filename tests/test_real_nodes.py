@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from ckalab.waiting import WaitTimeout, wait_for
+from conftest import switch_for_next
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("CKALAB_REAL_NODES") != "1",
@@ -119,6 +120,9 @@ def real(cluster):
     _kubectl(cluster, "create", "namespace", NS)
     yield {"cluster": cluster, "nodes": rn, "before": before, "ports": ports}
     _kubectl(cluster, "delete", "namespace", NS, "--wait=false", check=False)
+    # Its tests end on kwok nodes; a session on real nodes goes on on them (CI on 707ff42: this
+    # worker's later control-plane labs found kwok nodes and failed).
+    switch_for_next(cluster, "real" if rn.remembered() else "kwok")
 
 
 def _pod(cluster, name: str, command: str, security: dict | None = None, pod_security: dict | None = None):
@@ -403,7 +407,9 @@ def test_restoring_the_control_plane_waits_for_the_restored_command_and_restores
     config = node01.p("var/lib/kubelet/config.yaml")
     ours = config.read_text()
     config.write_text(ours.replace("maxPods: 30", "maxPods: 31"))
-    kubelet_before = real["nodes"].processes()["node01/kubelet"]
+    before = real["nodes"].processes()
+    watchers = [f"{n}/{w}" for n in ("controlplane", "node01") for w in ("kube-proxy", "kube-router")]
+    assert all(before.get(w) for w in watchers), before
     done = labs.restore_control_plane(c)
     # What the runtime runs (the mirror pod in the API follows a moment later).
     running = real["nodes"].control_plane.running_command("kube-apiserver")
@@ -412,8 +418,18 @@ def test_restoring_the_control_plane_waits_for_the_restored_command_and_restores
     assert config.read_text() == ours
     said = [d for d in done if d.startswith("node01: /var/lib/kubelet/config.yaml restored; your version is kept in ")]
     assert len(said) == 1 and "maxPods: 31" in Path(said[0].rsplit(" ", 1)[1]).read_text(), done
-    assert set(real["nodes"].processes()["node01/kubelet"]).isdisjoint(kubelet_before)
+    after = real["nodes"].processes()
+    assert set(after["node01/kubelet"]).isdisjoint(before["node01/kubelet"])
+    # The API server was replaced: every node's kube-proxy and kube-router are to watch it afresh
+    # rather than from client-go's back-off, once the next lab that is no control-plane lab starts.
+    assert all(after.get(w) == before[w] for w in watchers), (before, after)
     assert labs.restore_control_plane(c) == []  # nothing left to restore: returns at once
+    labs.start(labs.load("rbac-role"), c)
+    started = real["nodes"].processes()
+    for w in watchers:
+        assert started.get(w) and set(started[w]).isdisjoint(before[w]), (w, before.get(w), started.get(w))
+    assert labs.refresh_watchers(c) is False  # restarted once, not by every lab after
+    assert real["nodes"].processes().get("node01/kube-router") == started["node01/kube-router"]
 
 
 def test_the_kubelet_restarts_the_way_the_exam_does_it(real):

@@ -222,6 +222,27 @@ def test_a_port_taken_by_another_listener_is_repicked_and_reported(monkeypatch, 
         f"kubernetes follow; kubeconfigs you wrote yourself still name port {old}."]
 
 
+def test_ports_another_home_picked_are_avoided_until_its_cluster_goes(monkeypatch, tmp_path):
+    """Clusters of different homes (test workers, learners' homes) share the machine's ports. A
+    port is bound only when its component starts, up to a minute later with real nodes: four
+    workers starting at once gave one's kwok the port another had just picked for its API server."""
+    _own_home(monkeypatch, tmp_path / "a")
+    first = LocalCluster("claims")
+    first.dir.mkdir(parents=True)
+    ports = first._ports({}, lambda m: None)  # picked, nothing bound yet
+    _own_home(monkeypatch, tmp_path / "b")
+    second = LocalCluster("claims")
+    second.dir.mkdir(parents=True)
+    assert set(ports.values()) <= second._other_clusters_ports()
+    assert not set(ports.values()) & set(second._ports({}, lambda m: None).values())
+    shutil.rmtree(tmp_path / "a")  # that cluster is gone: its ports are free again
+    assert not set(ports.values()) & second._other_clusters_ports()
+    assert not first._claim_file().exists()
+    shutil.rmtree(tmp_path / "b")
+    first._other_clusters_ports()  # the next pick anywhere drops the claims of clusters gone
+    assert not second._claim_file().exists()
+
+
 def _held_by_no_process(port: int) -> socket.socket:
     """A listener on `port` that no process holds, as the kernel keeps a stopped component's for a
     moment after its process is gone: its only reference rides in a unix socket's queue. Closing
@@ -501,6 +522,24 @@ def test_up_stops_waiting_when_a_component_exits(rel, monkeypatch):
     assert took < 45, took
     monkeypatch.undo()
     rel.down(progress=lambda m: None)
+
+
+def test_the_controller_manager_starts_once_the_api_server_is_ready(rel):
+    """It waits only 10 s for the API server's /healthz, then exits: started alongside a slow
+    API server it died on a loaded machine (CI on 899db49), so `up` starts it after /readyz."""
+    rel.down(progress=lambda m: None)
+    ready_at: list[float] = []
+
+    def said(m: str) -> None:
+        if "kube-apiserver ready after" in m:
+            ready_at.append(time.clock_gettime(time.CLOCK_BOOTTIME))
+
+    rel.up(progress=said)
+    [kcm] = _mine(rel)["kube-controller-manager"]
+    started = int(procs.start_time(kcm)) / os.sysconf("SC_CLK_TCK")  # seconds since boot
+    [api] = _mine(rel)["kube-apiserver"]
+    assert int(procs.start_time(api)) / os.sysconf("SC_CLK_TCK") <= ready_at[0]
+    assert started >= ready_at[0] - 0.05, (started, ready_at)
 
 
 BOOM = """\

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ckalab import labs
-from conftest import failed_ids
+from conftest import failed_ids, skip_unless_runs_on
 
 LAB_IDS = labs.lab_ids()
 # Labs whose variants are different faults of the one control plane or kubelet: another variant's
@@ -64,8 +64,7 @@ def test_seeds_give_different_variants():
 
 @pytest.mark.parametrize("lab_id", LAB_IDS)
 def test_variant_solutions(lab_harness, cluster, lab_id):
-    if not labs.runs_on(labs.load(lab_id), cluster):
-        pytest.skip(f"{lab_id} needs real nodes (static pods): its variants are tested in its own module there")
+    skip_unless_runs_on(labs.load(lab_id), cluster, "its variants are tested in its own module there")
     seeds = variant_seeds(lab_id)
     if not seeds:
         pytest.skip(f"{lab_id}: its parameters have no generator, so every seed gives the canonical names")

@@ -22,6 +22,7 @@ from nbclient.exceptions import CellExecutionError
 
 from ckalab import cli, labs
 from ckalab import notebook as ckalab_notebook
+from conftest import kernel_config, skip_unless_runs_on
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "notebooks"
@@ -41,8 +42,8 @@ def _lab_or_skip(lab_id: str, cluster=None):
     if not (labs.labs_root() / lab_id / "lab.yaml").is_file():
         pytest.skip(f"lab '{lab_id}' does not exist yet (no labs/{lab_id}/lab.yaml)")
     lab = labs.load(lab_id)
-    if cluster is not None and not labs.runs_on(lab, cluster):
-        pytest.skip(f"{lab_id} needs real nodes (static pods): its own tests run there")
+    if cluster is not None:
+        skip_unless_runs_on(lab, cluster, "its own tests run there")
     return lab
 
 
@@ -64,7 +65,7 @@ def execute(path: Path, cluster_name: str, mode: str, tmp_path: Path, monkeypatc
         monkeypatch.setenv("CKALAB_SEED", seed)
     nb = nbformat.read(path, as_version=4)
     # Raises CellExecutionError (failing the test) on the first cell that errors.
-    NotebookClient(nb, timeout=300, kernel_name="python3",
+    NotebookClient(nb, timeout=300, kernel_name="python3", config=kernel_config(tmp_path),
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)  # the executed notebook, for a look after a failure
     nbformat.write(nb, ARTIFACTS / f"{path.stem}-{mode}.ipynb")
@@ -176,7 +177,8 @@ def test_run_all_on_a_stopped_cluster_stops_with_one_line(name, tmp_path, monkey
     monkeypatch.setenv("CKALAB_NOTEBOOK_RESULT", str(tmp_path / "result.json"))
     monkeypatch.delenv("CKALAB_SEED", raising=False)
     nb = nbformat.read(_notebook(name), as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", config=kernel_config(tmp_path),
+                            resources={"metadata": {"path": str(tmp_path)}})
     if not any("ckalab" in c.source for c in nb.cells if c.cell_type == "code"):
         client.execute()  # a notebook that never needs the cluster runs through
         return
@@ -196,17 +198,21 @@ def test_run_all_on_a_stopped_cluster_stops_with_one_line(name, tmp_path, monkey
     assert not (tmp_path / "result.json").exists()  # nothing was graded
 
 
-def test_late_cells_of_a_stopped_run_all_do_nothing(monkeypatch):
+def test_late_cells_of_a_stopped_run_all_do_nothing(monkeypatch, tmp_path):
     """JupyterLab's Run All sends every cell at once; the kernel drops only requests that arrived
     before the error. A request of the same burst that arrives later must not run (it would fail
     with a traceback); a cell the learner runs afterwards runs as usual."""
     import datetime as dt
 
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import KernelManager
 
     monkeypatch.setenv("CKALAB_CLUSTER", STOPPED)
-    km, kc = start_new_kernel(kernel_name="python3")
+    km = KernelManager(kernel_name="python3", config=kernel_config(tmp_path))
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
     try:
+        kc.wait_for_ready(timeout=60)
         def run(code: str, sent: dt.datetime | None = None) -> tuple[dict, list[dict], dt.datetime]:
             msg = kc.session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
                                                      "user_expressions": {}, "allow_stdin": False,

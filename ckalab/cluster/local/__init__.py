@@ -19,6 +19,7 @@ real network traffic between pods are not available (use the kind backend for th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -48,6 +49,11 @@ WORKERS = ("node01", "node02")
 ADVERTISE = "127.0.0.1"  # everything listens on loopback only
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 COMPONENTS = (*CONTROL_PLANE, "kwok")
+# Started once kube-apiserver's /readyz passes (process mode): the controller manager waits only
+# 10 s for the API server's /healthz and then exits, and on a loaded machine the API server can
+# take longer to authorize it (CI on 899db49: "forbidden: User system:kube-controller-manager
+# cannot get path /healthz" for 11 s, until the RBAC bootstrap roles existed).
+AFTER_API = ("kube-controller-manager",)
 # The first line of a manifest written for the process mode: a description, never read by a
 # kubelet, which the real-node mode replaces by a static pod (and never any other file).
 PROCESS_HEADER = "# Written by ckalab's local backend. On a kubeadm node the kubelet runs this as a\n"
@@ -113,6 +119,11 @@ def _pick_ports(n: int, avoid: set[int]) -> list[int]:
         if port not in avoid and port not in picked:
             picked.append(port)
     return picked
+
+
+def _claims() -> Path:
+    """The ports each cluster on this machine picked, whatever its CKALAB_HOME."""
+    return home.machine_dir() / "ports"
 
 
 class LocalCluster(Cluster):
@@ -203,8 +214,13 @@ class LocalCluster(Cluster):
             taken = {n: p for n, p in taken.items() if not _bindable(p)}
         keep = {n: p for n, p in recorded.items() if n not in taken}
         todo = [n for n in PORT_NAMES if n not in keep]
-        avoid = set(recorded.values()) | self._other_clusters_ports()
-        ports = {**keep, **dict(zip(todo, _pick_ports(len(todo), avoid)))}
+        # Picked and claimed under one machine-wide lock: a port is bound only when its component
+        # starts, up to a minute later with real nodes, and four test workers starting at once
+        # gave one cluster's kwok the port another had just picked for its API server.
+        with home.locked(_claims() / ".lock", f"picking ports for cluster '{self.name}'", timeout=60):
+            avoid = set(recorded.values()) | self._other_clusters_ports()
+            ports = {**keep, **dict(zip(todo, _pick_ports(len(todo), avoid)))}
+            home.write_atomic(self._claim_file(), json.dumps({"cluster": str(self.dir), "ports": ports}))
         for name, old in taken.items():
             progress(f"Port {old} ({name}) of cluster '{self.name}' is in use by {procs.port_user(old)}: "
                      f"using port {ports[name]} instead.")
@@ -213,15 +229,34 @@ class LocalCluster(Cluster):
                      f"in {self.etc} follow; kubeconfigs you wrote yourself still name port {taken['apiserver']}.")
         return {n: ports[n] for n in PORT_NAMES}
 
+    def _claim_file(self) -> Path:
+        return _claims() / (hashlib.sha256(str(self.dir).encode()).hexdigest()[:20] + ".json")
+
     def _other_clusters_ports(self) -> set[int]:
-        """Ports recorded by the other clusters of this home: a stopped one will want them back."""
+        """Ports of the other clusters of this home, recorded, and of every cluster on this machine,
+        claimed (other CKALAB_HOMEs): a stopped one will want them back. A claim goes with its
+        cluster's directory."""
         used: set[int] = set()
+
+        def add(ports) -> None:
+            used.update(p for p in (ports or {}).values() if type(p) is int)
+
         for f in self.dir.parent.glob("*/cluster.json"):
             if f.parent != self.dir:
                 try:
-                    used |= {p for p in json.loads(f.read_text()).get("ports", {}).values() if type(p) is int}
+                    add(json.loads(f.read_text()).get("ports"))
                 except (OSError, ValueError, AttributeError, TypeError):
                     pass  # its owner gets the clear message; here it just reserves nothing
+        for f in _claims().glob("*.json"):
+            try:
+                claim = json.loads(f.read_text())
+                if claim["cluster"] != str(self.dir):
+                    if Path(claim["cluster"]).is_dir():
+                        add(claim["ports"])
+                    else:
+                        f.unlink(missing_ok=True)
+            except (OSError, ValueError, LookupError, AttributeError, TypeError):
+                f.unlink(missing_ok=True)  # written by nothing of ours: reserves nothing
         return used
 
     # Audit log (owned by "instructors": `ckalab classroom evidence` reads it). Metadata level:
@@ -461,6 +496,16 @@ class LocalCluster(Cluster):
         for path, text in changed.items():
             home.write_atomic(path, text)
 
+    def mark_node_watchers_stale(self) -> None:
+        """The API server or etcd was restored: the real nodes' kube-proxy and kube-router are to
+        start their watches afresh (refresh_node_watchers) rather than wait out client-go's back-off."""
+        if self._real_mode():
+            self._real_nodes().mark_watchers_stale()
+
+    def refresh_node_watchers(self) -> bool:
+        """Restart the real nodes' kube-proxy and kube-router if marked stale (True then)."""
+        return self._real_mode() and self._real_nodes().refresh_watchers()
+
     def runs_manifest(self, component: str) -> bool:
         """Whether the controlplane's kubelet runs `component` with the command line its static
         pod manifest has now (the one container of that name running, started with it)."""
@@ -651,7 +696,7 @@ class LocalCluster(Cluster):
         if all(running.values()) and self._readyz():
             progress(f"Cluster '{self.name}' is already running (local backend).")
             return
-        start = time.monotonic()
+        begin = time.monotonic()
         recorded = self._recorded_ports(state)
         # A live component holds its port, so ports only move when nothing of ours runs.
         if any(running.values()) and set(recorded) == set(PORT_NAMES):
@@ -666,31 +711,44 @@ class LocalCluster(Cluster):
         progress(f"Starting the control plane of '{self.name}' (etcd, kube-apiserver, "
                  "kube-controller-manager, kube-scheduler, kwok) on 127.0.0.1 ...")
         fresh: set[str] = set()  # started by this `up`: if one of them exits, it will again
+        api_ready = False
+
+        def start(comp: str) -> None:
+            running[comp] = self._start(comp, commands[comp], bins[comp])
+            fresh.add(comp)
+
         for comp in COMPONENTS:
-            if not running[comp]:
-                running[comp] = self._start(comp, commands[comp], bins[comp])
-                fresh.add(comp)
+            if not running[comp] and comp not in AFTER_API:
+                start(comp)
 
         def exited(comp: str) -> bool:
             """Whether `comp` has exited for good. One that ran before this `up` may have died
             meanwhile with its API server (the controller manager gives up on a lost one while it
-            starts its controllers): it gets one fresh start."""
+            starts its controllers): it gets one fresh start, once the API server is ready."""
             if comp in fresh:
                 return True
+            if comp in AFTER_API and not api_ready:
+                progress(f"  {comp} (pid {running[comp]}) exited while the control plane restarted; "
+                         "starting it again once kube-apiserver is ready")
+                running[comp] = None
+                return False
             progress(f"  {comp} (pid {running[comp]}) exited while the control plane restarted; starting it again")
-            running[comp] = self._start(comp, commands[comp], bins[comp])
-            fresh.add(comp)
+            start(comp)
             return False
 
         try:
             self._wait(self._readyz, 90, "kube-apiserver /readyz", running, exited)
-            progress(f"  kube-apiserver ready after {time.monotonic() - start:.1f}s")
+            progress(f"  kube-apiserver ready after {time.monotonic() - begin:.1f}s")
+            api_ready = True
+            for comp in AFTER_API:
+                if not running[comp]:
+                    start(comp)
             self._bootstrap()
             self._wait_workloads_ready(running, exited)
         except WaitTimeout as exc:
             raise CkalabError(f"Cluster '{self.name}' did not become ready: {exc}\n\n"
                               + self.status().render()) from None
-        progress(f"Cluster '{self.name}' is ready in {time.monotonic() - start:.1f}s. "
+        progress(f"Cluster '{self.name}' is ready in {time.monotonic() - begin:.1f}s. "
                  f"kubeconfig: {self.kubeconfig}")
 
     def _up_real(self, progress: Progress, state: dict) -> None:
@@ -804,9 +862,9 @@ class LocalCluster(Cluster):
         """For an API server that runs but never gets ready: the newest etcd and kube-apiserver
         containers' states and last log lines (what `crictl ps -a` / `crictl logs` show on the
         node), so the cause is in the message rather than behind a shell."""
-        lines = []
+        lines, containers = [], cp.containers()
         for comp in ("etcd", "kube-apiserver"):
-            mine = [c for c in cp.containers() if c.get("metadata", {}).get("name") == comp]
+            mine = [c for c in containers if c.get("metadata", {}).get("name") == comp]
             if not mine:
                 lines.append(f"{comp}: no container")
                 continue
@@ -822,7 +880,7 @@ class LocalCluster(Cluster):
         good) ends the wait at once with its log tail: a bad flag or a taken port will not fix
         itself in 90 s."""
         def step():
-            dead = [c for c, pid in pids.items() if not procs.alive(pid)]
+            dead = [c for c, pid in pids.items() if pid and not procs.alive(pid)]
             final = [f"{c} (pid {pids[c]})" for c in dead if exited(c)]
             return ("exited", final) if final else predicate()
 

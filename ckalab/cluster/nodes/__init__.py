@@ -252,6 +252,21 @@ class RealNodes:
     def running(self) -> bool:
         return bool(self.processes())
 
+    def mark_watchers_stale(self) -> None:
+        home.write_atomic(self.root / "watchers-stale", f"{time.time()}\n")
+
+    def refresh_watchers(self) -> bool:
+        """Each running node's kube-proxy and kube-router anew (Node.restart_watchers), if marked
+        stale since they last started (True then)."""
+        stale = self.root / "watchers-stale"
+        if not stale.exists():
+            return False
+        stale.unlink()  # first: a restore that marks it again meanwhile is not lost
+        for name in NODES:
+            if self.processes().get(f"{name}/kubelet"):
+                self.node(name).restart_watchers()
+        return True
+
     def processes(self) -> dict[str, list[int]]:
         """'<node>/<component>' -> live pids with this cluster's real-node markers, and those
         recorded when spawned: a process in the middle of an exec (noclock -> nsenter -> kubelet)
@@ -310,6 +325,13 @@ class RealNodes:
             raise CkalabError(f"Real nodes need: {', '.join(missing)}.")
 
     def _bridge_up(self) -> None:
+        # Under a machine-wide lock, up and routed before it ends: clusters starting at once must
+        # not both find one subnet unrouted.
+        with home.locked(home.machine_dir() / "bridges.lock", f"adding bridge {self.bridge}", timeout=60):
+            self._add_bridge()
+            _run(["ip", "link", "set", self.bridge, "up"])
+
+    def _add_bridge(self) -> None:
         if _run(["ip", "link", "show", self.bridge], check=False).returncode != 0:
             clash = _run(["ip", "-4", "route", "show", str(self.subnet)], check=False).stdout.strip()
             if clash and (self.root / CONTROL_PLANE).exists():  # its node files name these addresses
@@ -321,7 +343,6 @@ class RealNodes:
                 home.write_atomic(self.root / "subnet", f"{self.subnet}\n")
             _run(["ip", "link", "add", "name", self.bridge, "type", "bridge"])
             _run(["ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge])
-        _run(["ip", "link", "set", self.bridge, "up"])
 
     def _relay_up(self) -> None:
         """The API server listens in the controlplane's namespace; every kubeconfig on this
@@ -545,6 +566,20 @@ class Node:
                                     "--kubeconfig=/var/lib/kube-router/kubeconfig",
                                     f"--hostname-override={self.name}", "--health-port=0", "--metrics-port=0",
                                     f"--service-cluster-ip-range={kpki.SERVICE_CIDR}"])
+
+    def restart_watchers(self) -> None:
+        """Restart this node's kube-proxy and kube-router (as `systemctl restart` would) after
+        the API server or etcd was replaced. Their watches failed while it was down and retry
+        with client-go's back-off: a kube-router seen in that back-off (CI on aea4031) did not
+        enforce a NetworkPolicy stored 30 s after the API server was back. New ones list and
+        watch at once (kube-proxy's rules stay in place meanwhile)."""
+        found = self.nodes.processes()
+        bins = ensure_binaries(lambda m: None)
+        for comp in ("kube-router", "kube-proxy"):
+            stop_pids(found.get(f"{self.name}/{comp}", []), timeout=5)
+        self._start_kube_proxy(bins)
+        if found.get(f"{self.name}/kube-router"):  # started once the node was Ready; not before
+            self.start_kube_router(bins)
 
     def start_kubelet(self, bins: dict[str, Path]) -> None:
         self.since = time.time() - 1
@@ -974,14 +1009,15 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
         have = set(self._ctr(bins, "images", "ls", "-q").stdout.split())
         for path, make in archives.items():
             name = make(path)
-            if name in have and (path.with_suffix(".imported").exists()
-                                 and path.with_suffix(".imported").read_text() == images.archive_id(path)):
+            # What this node imported (the control plane's archives are shared by the machine's clusters).
+            marker = self.p("images") / path.with_suffix(".imported").name
+            if name in have and marker.exists() and marker.read_text() == images.archive_id(path):
                 continue  # already in this node's content store (containerd's root is kept)
             t = time.monotonic()
             proc = self._ctr(bins, "images", "import", "--snapshotter", "overlayfs", str(path), timeout=300)
             if proc.returncode != 0:
                 raise CkalabError(f"Real node {self.name}: importing {path} failed: {proc.stderr.strip()[-500:]}")
-            path.with_suffix(".imported").write_text(images.archive_id(path))
+            marker.write_text(images.archive_id(path))
             progress(f"  imported {name} into {self.name} in {time.monotonic() - t:.1f}s")
 
     def _kube(self):

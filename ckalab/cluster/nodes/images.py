@@ -120,10 +120,9 @@ def oci_archive(path: Path, name: str, layer: bytes, config: dict) -> None:
     out.dir("blobs/sha256")
     for blob in (layer, config_blob, manifest_blob):
         out.file(f"blobs/sha256/{_digest(blob).split(':')[1]}", blob)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(out.close())
-    tmp.replace(path)
+    from ... import home
+
+    home.write_atomic(path, out.close())  # a temporary file of its own: builders may run at once
 
 
 def _base(layer: _Layer) -> None:
@@ -186,8 +185,15 @@ def control_plane_archives(bins: dict[str, Path]) -> dict[Path, Callable[[Path],
         path = home.bin_cache() / "images" / (name.rsplit("/", 1)[1].replace(":", "_") + ".tar")
 
         def make(p: Path, name=name, binaries=binaries) -> str:
-            if not p.exists() or any(b.stat().st_mtime > p.stat().st_mtime for b in binaries):
-                build_binaries_image(p, name, binaries)
+            def stale() -> bool:
+                return not p.exists() or any(b.stat().st_mtime > p.stat().st_mtime for b in binaries)
+
+            if stale():
+                # One build per machine: four test workers on a fresh machine each built it at
+                # once, through one temporary file, and three found it moved away.
+                with home.locked(p.with_suffix(".lock"), f"building image {name}", timeout=600):
+                    if stale():
+                        build_binaries_image(p, name, binaries)
             return name
         out[path] = make
     return out
