@@ -381,6 +381,17 @@ def test_cold_check_imports_only_what_it_needs(lab_harness, cluster, lab_id):
     assert out == [0, []]
 
 
+def test_node_shell_path_loads_no_cryptography():
+    # `ckalab ssh` and `ckalab node-file` run once per call of a lab script's loop; the real
+    # nodes' module signs certificates only when a node starts.
+    out = _json_of(_python("""
+        import json, sys
+        import ckalab.cluster.local, ckalab.cluster.nodes, ckalab.cluster.nodes.private_registry
+        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "cryptography" or m == "ckalab.pki")))
+    """))
+    assert out == []
+
+
 # --- `ckalab up --nodes`: asked of the backend, not by its name -----------------------------------
 
 def test_nodes_choice_is_the_backends(tmp_path, monkeypatch):

@@ -45,9 +45,8 @@ from pathlib import Path
 
 import yaml
 
-from ... import home, pki
+from ... import home
 from ...errors import CkalabError
-from ...pki import CLIENT_AUTH, SERVER_AUTH
 from ...waiting import WaitTimeout, wait_for
 from ..local import build, procs
 from ..local import pki as kpki
@@ -266,6 +265,11 @@ class RealNodes:
             if self.processes().get(f"{name}/kubelet"):
                 self.node(name).restart_watchers()
         return True
+
+    def runs(self, component: str) -> bool:
+        """Whether '<node>/<component>' runs: its recorded pid first, which spares `ckalab ssh`
+        (called in loops by lab scripts) a scan of every process's environment."""
+        return any(comp == component for comp, _ in self._spawned()) or bool(self.processes().get(component))
 
     def processes(self) -> dict[str, list[int]]:
         """'<node>/<component>' -> live pids with this cluster's real-node markers, and those
@@ -617,7 +621,7 @@ class Node:
         """argv and environment of a root shell on this node: its mount and network namespaces
         (the exam's paths, the node's address), its own hostname, crictl/kubeadm/kubectl (and
         etcdctl on the controlplane) on PATH, under the clock filter like everything else here."""
-        if not self.nodes.processes().get(f"{self.name}/containerd"):
+        if not self.nodes.runs(f"{self.name}/containerd"):
             raise CkalabError(f"Real node {self.name} of cluster '{self.nodes.cluster.name}' is not running: "
                               f"run '{_up_command(self.nodes.cluster.name)}'.")
         env = {"PATH": f"{self.p('bin')}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -800,15 +804,16 @@ class Node:
     def _write_pki(self) -> None:
         """The kubelet's client certificate (system:node:<name>, kubeadm's kubelet.conf) and its
         serving certificate, both signed by the cluster CA, under /var/lib/kubelet/pki."""
+        pki = kpki.pki  # loaded here: `ckalab ssh` and `node-file` need no `cryptography`
         ca_key = pki.load_key(self.cluster_pki / "ca.key")
         ca_cert = pki.load_cert(self.cluster_pki / "ca.crt")
         cn = f"system:node:{self.name}"
         kpki_dir = self.p("var/lib/kubelet/pki")
         if not (kpki_dir / "kubelet-client.crt").exists():
-            key, cert = pki.sign(ca_key, ca_cert, cn, orgs=("system:nodes",), usages=(CLIENT_AUTH,))
+            key, cert = pki.sign(ca_key, ca_cert, cn, orgs=("system:nodes",), usages=(pki.CLIENT_AUTH,))
             pki.write_pair(kpki_dir, "kubelet-client", key, cert)
         if not (kpki_dir / "kubelet.crt").exists():
-            key, cert = pki.sign(ca_key, ca_cert, cn, orgs=("system:nodes",), usages=(SERVER_AUTH,),
+            key, cert = pki.sign(ca_key, ca_cert, cn, orgs=("system:nodes",), usages=(pki.SERVER_AUTH,),
                                  dns=(self.name,), ips=(self.ip,))
             pki.write_pair(kpki_dir, "kubelet", key, cert)
         if not self.is_control_plane:  # the controlplane sees the cluster's own pki
@@ -830,7 +835,7 @@ class Node:
         # API server to exist first).
         proxy_dir = self.p("var/lib/kube-proxy")
         if not (proxy_dir / "kube-proxy.crt").exists():
-            key, cert = pki.sign(ca_key, ca_cert, "system:kube-proxy", usages=(CLIENT_AUTH,))
+            key, cert = pki.sign(ca_key, ca_cert, "system:kube-proxy", usages=(pki.CLIENT_AUTH,))
             pki.write_pair(proxy_dir, "kube-proxy", key, cert)
         proxy_conf = kpki.kubeconfig_dict(server, pki.cert_pem(ca_cert), "system:kube-proxy",
                                           (proxy_dir / "kube-proxy.crt").read_bytes(),
@@ -840,7 +845,7 @@ class Node:
         home.write_atomic(proxy_dir / "kubeconfig.conf", yaml.safe_dump(proxy_conf, sort_keys=False), private=True)
         router_dir = self.p("var/lib/kube-router")
         if not (router_dir / "kube-router.crt").exists():
-            key, cert = pki.sign(ca_key, ca_cert, KUBE_ROUTER_USER, usages=(CLIENT_AUTH,))
+            key, cert = pki.sign(ca_key, ca_cert, KUBE_ROUTER_USER, usages=(pki.CLIENT_AUTH,))
             pki.write_pair(router_dir, "kube-router", key, cert)
         router_conf = kpki.kubeconfig_dict(server, pki.cert_pem(ca_cert), KUBE_ROUTER_USER,
                                            (router_dir / "kube-router.crt").read_bytes(),

@@ -25,7 +25,6 @@ import yaml
 
 from ... import home
 from ...errors import CkalabError
-from ...pki import SERVER_AUTH
 from ...waiting import WaitTimeout, wait_for
 
 PORT = 443
@@ -119,7 +118,7 @@ class PrivateRegistry:
         pki = kpki.pki
         ca_dir = Path(self.nodes.cluster.pki_dir)
         ca = (pki.load_key(ca_dir / "ca.key"), pki.load_cert(ca_dir / "ca.crt"))
-        key, cert = pki.sign(*ca, hosts[0], usages=(SERVER_AUTH,), dns=hosts, ips=(gw,), days=365)
+        key, cert = pki.sign(*ca, hosts[0], usages=(pki.SERVER_AUTH,), dns=hosts, ips=(gw,), days=365)
         pki.write_pair(self.dir, "tls", key, cert)
         home.write_atomic(self.dir / "htpasswd", "".join(f"{u}:{v['hash']}\n" for u, v in sorted(users.items())),
                           private=True)
