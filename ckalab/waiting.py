@@ -12,6 +12,13 @@ class WaitTimeout(TimeoutError):
     pass
 
 
+# Polls start every `interval` s and space out by this factor up to BACKOFF_CAP s: a short wait
+# is seen as soon as before, a long one (an API server restarting, ~10 s) polls a third as often.
+# Many polls run crictl or kubectl; with four test clusters on two cores they add up.
+BACKOFF = 1.25
+BACKOFF_CAP = 1.0
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
     """Return the first truthy value of predicate(); raise WaitTimeout naming `what` after `timeout` s.
 
@@ -19,6 +26,7 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
     (connection refused) does not abort the wait; the last one is reported on timeout.
     """
     deadline = time.monotonic() + timeout
+    cap = max(interval, BACKOFF_CAP)
     last_error: Exception | None = None
     while True:
         try:
@@ -30,4 +38,5 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error})" if last_error else ""
             raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-        time.sleep(interval)
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        interval = min(interval * BACKOFF, cap)

@@ -12,7 +12,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import ssl
 import stat
@@ -30,7 +29,7 @@ from ckalab.cluster import local
 from ckalab.cluster.local import LocalCluster, _bindable, procs
 from ckalab.cluster.local import pki as kpki
 from ckalab.errors import CkalabError, ClusterNotRunning
-from ckalab.waiting import wait_for
+from ckalab.waiting import WaitTimeout, wait_for
 
 CKALAB = str(Path(sys.executable).parent / "ckalab")
 
@@ -56,6 +55,23 @@ def test_parallel_hints_all_count(monkeypatch, tmp_path):
     counts = json.loads((h / "hints.json").read_text())
     assert counts == {"rbac-role": 20, **{f"lab-{i}": 1 for i in range(10)}}
     assert labs.hint_state("rbac-role", reset=True) == 0
+
+
+def test_wait_for_polls_less_often_the_longer_it_waits_and_names_what_it_waited_for():
+    calls = []
+
+    def never():
+        calls.append(time.monotonic())
+        raise ConnectionRefusedError("connection refused")
+
+    with pytest.raises(WaitTimeout, match=r"timed out after 3s waiting for the API server "
+                                          r"\(last error: connection refused\)"):
+        wait_for(never, 3, "the API server", interval=0.1)
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert gaps[0] < 0.3  # a quick first look
+    assert max(gaps) >= 0.5 and max(gaps) <= 1.2  # spaced out, up to the cap
+    assert 8 <= len(calls) <= 16  # 30 at a fixed 0.1 s
+    assert calls[-1] - calls[0] >= 2.9  # and it did wait the whole time
 
 
 def test_lock_waits_with_a_message_then_gives_up_naming_the_holder(tmp_path):
