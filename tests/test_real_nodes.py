@@ -533,3 +533,17 @@ def test_the_clock_filter_covers_the_32_bit_abis_too():
                           "x32": (0x40000000 + 164, 0x40000000 + 227, 0x40000000 + 159)}.items():
         for nr in numbers:
             assert f"if ($syscall == {nr})\n    action ERRNO(1);" in sections[arch], (arch, nr)
+
+
+def test_kube_routers_sync_requests_come_one_per_burst():
+    """Our kube-router build asks its policy controller for one iptables sync per burst of the
+    changes upstream syncs for (Go tests of gomod/kube-router/kube-router), not one per change."""
+    from ckalab.cluster.local import build
+
+    proc = subprocess.run(["go", "test", "-count=1", "-v", "./kube-router"], cwd=build.GOMOD / "kube-router",
+                          env=dict(os.environ, GOFLAGS="-mod=readonly -buildvcs=false"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("TestPodChangedFollowsUpstreamsRelevance", "TestNamespaceChangedOnlyForLabels",
+                 "TestABurstOfChangesAsksForOneSync"):
+        assert f"--- PASS: {name}" in proc.stdout

@@ -46,6 +46,9 @@ CONTAINERD_VERSION = "v2.2.9"
 RUNC_VERSION = "v1.3.7"
 CRI_TOOLS_VERSION = "v1.34.0"
 KUBE_ROUTER_VERSION = "v2.1.0"  # what the module proxy serves; dependencies raised in its go.mod
+# Our build of it (gomod/kube-router/kube-router/main.go): its network policy controller alone,
+# sync-requesting events handed over in batches. The suffix names the cache dir and --version.
+KUBE_ROUTER_BUILD = f"{KUBE_ROUTER_VERSION}-ckalab.1"
 NODE_GROUPS = {
     # kubelet and kubeadm come from the same module (and so the same version) as the control plane.
     "kubelet": (K8S_VERSION, "kubernetes", [
@@ -66,8 +69,7 @@ NODE_GROUPS = {
     # kube-proxy (iptables mode) in each node's namespace: pods reach Services (the API server at 10.96.0.1).
     "kube-proxy": (K8S_VERSION, "kubernetes-extras", ["k8s.io/kubernetes/cmd/kube-proxy"], ["kube-proxy"]),
     # kube-router, firewall only: NetworkPolicy enforcement with iptables + ipset.
-    "kube-router": (KUBE_ROUTER_VERSION, "kube-router", ["github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"],
-                    ["kube-router"]),
+    "kube-router": (KUBE_ROUTER_BUILD, "kube-router", ["./kube-router"], ["kube-router"]),
     # Our own programs for the images we build (pause) and for the clock test (clockprobe).
     "nodeimages": ("v2", "nodeimages", ["./pause", "./clockprobe", "./kubecall"], ["pause", "clockprobe", "kubecall"]),
 }

@@ -91,6 +91,8 @@ KUBERNETES_SERVICE_IP = kpki.SERVICE_IP
 # The kubelet's housekeeping period (pkg/kubelet: housekeepingPeriod): a static pod that has
 # terminated is forgotten at the pass after its pod directory was cleaned up, at most this long.
 KUBELET_HOUSEKEEPING_SECONDS = 2.5
+# How long kube-router gathers sync-requesting events (pods, namespaces, policies) before one sync.
+KUBE_ROUTER_BATCH_SECONDS = 2
 SKIP_IMAGE_GC = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
 
 
@@ -562,14 +564,17 @@ class Node:
 
     def start_kube_router(self, bins: dict[str, Path]) -> None:
         """kube-router's network policy controller only (no routing, no service proxy, no CNI):
-        it needs the node's Node object, so it starts once the node is Ready."""
+        it needs the node's Node object, so it starts once the node is Ready. Our build gathers
+        the events that ask for an iptables sync for a second, so a burst of pod changes costs
+        one or two syncs rather than one each (gomod/kube-router/kube-router/main.go)."""
         if self.nodes.processes().get(f"{self.name}/kube-router"):
             return
         self._start("kube-router", [str(bins["kube-router"]), "--run-firewall=true", "--run-router=false",
                                     "--run-service-proxy=false", "--enable-cni=false", "--enable-ipv6=false",
                                     "--kubeconfig=/var/lib/kube-router/kubeconfig",
                                     f"--hostname-override={self.name}", "--health-port=0", "--metrics-port=0",
-                                    f"--service-cluster-ip-range={kpki.SERVICE_CIDR}"])
+                                    f"--service-cluster-ip-range={kpki.SERVICE_CIDR}",
+                                    f"--event-batch-period={KUBE_ROUTER_BATCH_SECONDS:g}s"])
 
     def restart_watchers(self) -> None:
         """Restart this node's kube-proxy and kube-router (as `systemctl restart` would) after

@@ -7,7 +7,13 @@ module ckalab.local/kube-router
 
 go 1.26.0
 
-require github.com/cloudnativelabs/kube-router/v2 v2.1.0
+require (
+	github.com/cloudnativelabs/kube-router/v2 v2.1.0
+	github.com/spf13/pflag v1.0.5
+	k8s.io/api v0.29.15
+	k8s.io/client-go v0.29.15
+	k8s.io/klog/v2 v2.120.1
+)
 
 require (
 	github.com/Azure/go-ansiterm v0.0.0-20261006220739-8c912ac31dd4 // indirect
@@ -72,7 +78,6 @@ require (
 	github.com/sourcegraph/conc v0.3.0 // indirect
 	github.com/spf13/afero v1.11.0 // indirect
 	github.com/spf13/cast v1.6.0 // indirect
-	github.com/spf13/pflag v1.0.5 // indirect
 	github.com/spf13/viper v1.18.2 // indirect
 	github.com/subosito/gotenv v1.6.0 // indirect
 	github.com/vishvananda/netlink v1.2.1-beta.2 // indirect
@@ -105,11 +110,8 @@ require (
 	gopkg.in/ini.v1 v1.67.0 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	k8s.io/api v0.29.15 // indirect
 	k8s.io/apimachinery v0.29.15 // indirect
-	k8s.io/client-go v0.29.15 // indirect
 	k8s.io/cri-api v0.29.2 // indirect
-	k8s.io/klog/v2 v2.120.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20240228011516-70dd3763d340 // indirect
 	k8s.io/utils v0.0.0-20240102154912-e7106e64919e // indirect
 	sigs.k8s.io/json v0.0.0-20221116044647-bc3834ca7abd // indirect
