@@ -564,9 +564,9 @@ class Node:
 
     def start_kube_router(self, bins: dict[str, Path]) -> None:
         """kube-router's network policy controller only (no routing, no service proxy, no CNI):
-        it needs the node's Node object, so it starts once the node is Ready. Our build gathers
-        the events that ask for an iptables sync for a second, so a burst of pod changes costs
-        one or two syncs rather than one each (gomod/kube-router/kube-router/main.go)."""
+        it needs the node's Node object, so it starts once the node is Ready. Our build asks for
+        one iptables sync KUBE_ROUTER_BATCH_SECONDS after the first of a burst of pod changes,
+        rather than one per change (gomod/kube-router/kube-router/main.go)."""
         if self.nodes.processes().get(f"{self.name}/kube-router"):
             return
         self._start("kube-router", [str(bins["kube-router"]), "--run-firewall=true", "--run-router=false",

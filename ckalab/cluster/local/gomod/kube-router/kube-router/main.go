@@ -6,8 +6,8 @@
 // Why: upstream syncs once per relevant event, and each sync runs about twenty iptables and ipset
 // commands. Starting a process costs 3-5 ms of CPU on our machines (docs/real-nodes.md), and both
 // real nodes sync on every pod change in the cluster, so a lab's reset and solve (a few pods
-// deleted and created) cost seconds of CPU; in a test module that churns pods that was a third of
-// the machine. Enforcement itself (the syncs) is upstream's code.
+// deleted and created) cost seconds of CPU: about a quarter of the CPU of a scripted pod churn
+// (docs/real-nodes.md). Enforcement itself (the syncs) is upstream's code.
 package main
 
 import (
