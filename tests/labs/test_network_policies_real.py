@@ -99,7 +99,7 @@ def test_a_policy_nothing_enforces_yet_fails_the_real_check_by_what_got_through(
     # No policy yet: once kube-router has dropped an earlier case's rules, everything connects.
     wait_for(lambda: _connects(h, p["web_pod"], p["db_pod"], port), 60, "web to reach db with no policy")
     rn = nodes.for_cluster(h.cluster)
-    routers = [pid for n in rn.names() for pid in rn.processes().get(f"{n}/kube-router", [])]
+    routers = [pid for n in rn.names() for pid in rn.main_pids(f"{n}/kube-router")]
     assert len(routers) == len(rn.names())
     for pid in routers:
         os.kill(pid, signal.SIGSTOP)

@@ -50,6 +50,12 @@ def alive(pid: int) -> bool:
     return bool(fields) and fields[0] not in ("Z", "X")
 
 
+def parent(pid: int) -> int | None:
+    """The pid of the process that started `pid` (its ppid); None when `pid` is gone."""
+    fields = _stat(pid)
+    return int(fields[1]) if len(fields) > 1 else None
+
+
 def start_time(pid: int) -> str | None:
     """When `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the pid, names
     one process for good, since a pid is reused only by a later process."""

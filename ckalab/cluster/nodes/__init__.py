@@ -289,6 +289,12 @@ class RealNodes:
                 found.setdefault(comp, []).append(pid)
         return found
 
+    def main_pids(self, component: str) -> list[int]:
+        """The processes of '<node>/<component>' that no other of them started: what a component
+        runs (kube-router's iptables, for one) inherits its marker while it lasts."""
+        pids = self.processes().get(component, [])
+        return [pid for pid in pids if procs.parent(pid) not in pids]
+
     def _spawned(self) -> list[tuple[str, int]]:
         """(component, pid) of the recorded processes that still run; the records of the others go."""
         live = []

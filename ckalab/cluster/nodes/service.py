@@ -46,7 +46,7 @@ def systemctl(node, action: str, unit: str) -> int:
             print("active" if pids else "inactive")
             return 0 if pids else 3
         print(f"* {unit}.service - {unit} of node {node.name} (ckalab)\n     Active: {state}"
-              + (f"\n   Main PID: {pids[0]}" if pids else ""))
+              + (f"\n   Main PID: {(node.nodes.main_pids(f'{node.name}/{unit}') or pids)[0]}" if pids else ""))
         print("\n".join(_tail(node.p(f"logs/{unit}.log"), 10)))
         return 0 if pids else 3
     if action not in ("start", "stop", "restart"):
