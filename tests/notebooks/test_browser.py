@@ -114,6 +114,11 @@ def _wait_for_kernel(page, seconds: float = 90) -> None:
 
 
 def _browser(pw):
+    from playwright.sync_api import expect
+
+    # expect() waits 5 s unless told (a page's set_default_timeout is not its timeout): under the
+    # workers' load on real nodes (five, 2 cores) the welcome notebook's last cells took longer once.
+    expect.set_options(timeout=30_000)
     return pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
