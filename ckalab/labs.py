@@ -577,10 +577,12 @@ def _run_script(lab: Lab, step: str, cluster) -> None:
                           f"{(proc.stdout + proc.stderr)[-2000:]}")
 
 
-def start(lab: Lab, cluster, kube: Kube | None = None) -> Path:
-    """Create the lab's preconditions (idempotent; everything carries the lab label)."""
+def start(lab: Lab, cluster, kube: Kube | None = None, contained: bool = False) -> Path:
+    """Create the lab's preconditions (idempotent; everything carries the lab label).
+    `contained`: the caller (reset) has just given the control plane back."""
     if edits_control_plane(lab):
-        contain(lab, cluster)  # its setup breaks a working control plane, not a broken one
+        if not contained:  # each run of the teardowns costs about a second and 0.8 CPU-s
+            contain(lab, cluster)  # its setup breaks a working control plane, not a broken one
     else:
         refresh_watchers(cluster)
     kube = client(cluster, kube)
@@ -660,7 +662,7 @@ def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> l
     # Pods and objects with finalizers linger after a delete; setup must not find them half-gone.
     wait_for(lambda: all(kube.get(*g) is None for g in gone), 60, "the lab's old objects to be deleted")
     hint_state(lab.id, reset=True)
-    start(lab, cluster, kube)
+    start(lab, cluster, kube, contained=edits_control_plane(lab))
     return [f"{kind}/{name}" for _, kind, name, _ in gone]
 
 
