@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,9 +46,13 @@ _STARTED: dict = {}  # the session's cluster, once a test asked for it
 
 
 @pytest.fixture(scope="session")
-def cluster():
+def cluster(request):
     c = get_cluster(TEST_CLUSTER, "local")
-    os.environ["CKALAB_NODES"] = SESSION_NODES
+    # On the nodes the first test that asked for it runs on: in the mixed session a worker's first
+    # unit is mostly one on real nodes (the scheduler below hands those out first), and a cluster
+    # started on kwok nodes would switch at once (~30 s of a worker and ~10 CPU-s).
+    first = _nodes_of(getattr(request, "_pyfuncitem", None))
+    os.environ["CKALAB_NODES"] = "real" if first == "real" and REAL_NODES else SESSION_NODES
     try:
         c.up(progress=lambda m: print(m, flush=True))
     finally:
@@ -166,10 +171,35 @@ def _switch_for_module(cluster, mode: str):
 
 
 def switch_for_next(cluster, now: str) -> None:
-    """At a module's end, with the cluster on `now` nodes: the nodes the next module runs on."""
-    after = _nodes_of(_NEXT.get("item"))
-    if after not in (None, now):
+    """At a module's end, with the cluster on `now` nodes: the nodes the next module runs on (the
+    session's when it uses no cluster: the unit after it is not known yet)."""
+    following = _NEXT.get("item")
+    if following is None:
+        return  # the session ends
+    user = _first_on_a_cluster(following)
+    after = _nodes_of(user) if user is not None else SESSION_NODES
+    if after != now:
         switch_nodes(cluster, after)
+
+
+def _first_on_a_cluster(item):
+    """`item`, or the first test after it in its unit that uses the cluster: a module on real nodes
+    may begin with tests that use none (test_encryption_at_rest's first reads lab.yaml), and
+    judged by those the worker went to kwok nodes and, one test later, back to real ones."""
+    items = item.session.items
+    index = _ITEM_INDEX.get(id(items))
+    if index is None:
+        index = _ITEM_INDEX[id(items)] = {it.nodeid: i for i, it in enumerate(items)}
+    unit = _unit(item.nodeid)
+    for candidate in items[index.get(item.nodeid, len(items)):]:
+        if _unit(candidate.nodeid) != unit:
+            break
+        if "cluster" in getattr(candidate, "fixturenames", ()):
+            return candidate
+    return None
+
+
+_ITEM_INDEX: dict[int, dict[str, int]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -243,12 +273,13 @@ def _unit(nodeid: str) -> str:
 
 
 # Seconds per scheduling unit in a whole run on real nodes (`CKALAB_TEST_NODES=real`): every run
-# writes artifacts/unit-times.json; copy it here to refresh. In that mode the work is handed out
-# longest first: in collection order (or by test count, xdist's choices) the control-plane labs,
-# mostly waiting out API server restarts, came last, three side by side on a CPU half idle after
-# a first part with the CPU saturated, and one worker ran 4 minutes alone at the end. The mixed
-# session keeps collection order: there a worker switches between kwok and real nodes (~30 s)
-# whenever consecutive units differ, and the order by time alone would mix them.
+# writes artifacts/unit-times.json; copy it here to refresh. The work is handed out longest first:
+# in collection order (or by test count, xdist's choices) the control-plane labs, mostly waiting
+# out API server restarts, came last, three side by side on a CPU half idle after a first part
+# with the CPU saturated, and one worker ran 4 minutes alone at the end. In the mixed session the
+# units on real nodes go first (longest first), then the others: in collection order a worker
+# switched between kwok and real nodes (~30 s and ~10 CPU-s each) whenever consecutive units
+# differed, about 20 times in a run; grouped, a worker switches once or twice.
 UNIT_TIMES_FILE = Path(__file__).with_name("unit-times.json")
 
 
@@ -260,25 +291,49 @@ def _known_unit_times() -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
 
 
+# Modules that ask for real nodes by a fixture of their own (test_real_nodes' `real` starts from
+# kwok nodes to count what real ones add).
+_REAL_BY_OWN_FIXTURE = ("tests/test_real_nodes.py",)
+_USES_REAL_NODES = re.compile(r"\breal_(?:nodes|lab_harness)\b")
+_MODULE_ON_REAL_NODES: dict[str, bool] = {}
+
+
+def _unit_on_real_nodes(unit: str) -> bool:
+    """Whether a unit of the mixed session runs on real nodes, for the scheduler, which has node
+    ids only (xdist's controller collects nothing): its module names the real_nodes fixture (a
+    SPLIT_BY_LAB module's lab cases run on kwok nodes there, control-plane labs skipped)."""
+    if "::" in unit:
+        return False
+    if unit not in _MODULE_ON_REAL_NODES:
+        try:
+            text = (Path(__file__).resolve().parents[1] / unit).read_text()
+        except OSError:
+            text = ""
+        _MODULE_ON_REAL_NODES[unit] = unit in _REAL_BY_OWN_FIXTURE or bool(_USES_REAL_NODES.search(text))
+    return _MODULE_ON_REAL_NODES[unit]
+
+
 @pytest.hookimpl(optionalhook=True)  # only with pytest-xdist
 def pytest_xdist_make_scheduler(config, log):
     if config.getoption("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    known = _known_unit_times() if SESSION_NODES == "real" else None
+    known = _known_unit_times()
+    grouped = SESSION_NODES != "real" and REAL_NODES
 
     class ByFileAndLab(LoadFileScheduling):
-        """loadfile over _unit's units; on real nodes the longest first (by UNIT_TIMES_FILE; a unit
-        it does not know counts a second per test)."""
+        """loadfile over _unit's units, the longest first (by UNIT_TIMES_FILE; a unit it does not
+        know counts a second per test); in the mixed session those on real nodes before the rest."""
 
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
 
         def _assign_work_unit(self, node) -> None:
-            if known is not None:
-                longest = max(self.workqueue, key=lambda unit: known.get(unit, len(self.workqueue[unit])))
-                self.workqueue.move_to_end(longest, last=False)
+            def rank(unit):
+                return (grouped and _unit_on_real_nodes(unit), known.get(unit, len(self.workqueue[unit])))
+            first = max(self.workqueue, key=rank)
+            self.workqueue.move_to_end(first, last=False)
             super()._assign_work_unit(node)
 
     return ByFileAndLab(config, log)
@@ -332,10 +387,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _nodes_of(item) -> str | None:
-    """The nodes `item` runs on (None: no item, the session ends)."""
-    if item is None:
-        return None
+    """The nodes `item` runs on (None: no item, the session ends, or it uses no cluster)."""
     names = getattr(item, "fixturenames", ())
+    if "cluster" not in names:
+        return None
     return "real" if "real_nodes" in names else "kwok" if "kwok_nodes" in names else SESSION_NODES
 
 
