@@ -276,12 +276,10 @@ def _unit(nodeid: str) -> str:
 # writes artifacts/unit-times.json; copy it here to refresh. The work is handed out longest first:
 # in collection order (or by test count, xdist's choices) the control-plane labs, mostly waiting
 # out API server restarts, came last, three side by side on a CPU half idle after a first part
-# with the CPU saturated, and one worker ran 4 minutes alone at the end. In the mixed session one
-# worker takes the units on kwok nodes and the others those on real nodes: in collection order a
-# worker switched between kwok and real nodes (30-60 s each) whenever consecutive units differed,
-# about 20 times in a run. Not all real ones first: the control-plane labs mostly wait on API
-# server restarts (the CPU was 45 % idle while three workers ran only them), which the CPU-bound
-# kwok units fill.
+# with the CPU saturated, and one worker ran 4 minutes alone at the end. In the mixed session the
+# units on real nodes go first (longest first), then the others: in collection order a worker
+# switched between kwok and real nodes (~30 s and ~10 CPU-s each) whenever consecutive units
+# differed, about 20 times in a run; grouped, a worker switches once or twice.
 UNIT_TIMES_FILE = Path(__file__).with_name("unit-times.json")
 
 
@@ -322,21 +320,18 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 
     known = _known_unit_times()
-    mixed = SESSION_NODES != "real" and REAL_NODES
+    grouped = SESSION_NODES != "real" and REAL_NODES
 
     class ByFileAndLab(LoadFileScheduling):
         """loadfile over _unit's units, the longest first (by UNIT_TIMES_FILE; a unit it does not
-        know counts a second per test). In the mixed session the last worker takes the units on
-        kwok nodes and the others those on real nodes, each the other kind once its own ran out."""
+        know counts a second per test); in the mixed session those on real nodes before the rest."""
 
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
 
         def _assign_work_unit(self, node) -> None:
-            wants_real = mixed and len(self.nodes) > 1 and node is not self.nodes[-1]
-
             def rank(unit):
-                return (mixed and _unit_on_real_nodes(unit) == wants_real, known.get(unit, len(self.workqueue[unit])))
+                return (grouped and _unit_on_real_nodes(unit), known.get(unit, len(self.workqueue[unit])))
             first = max(self.workqueue, key=rank)
             self.workqueue.move_to_end(first, last=False)
             super()._assign_work_unit(node)
