@@ -8,6 +8,7 @@ exam's tasks, is kept here, so every front end (CLI, lab bar, results.submit) ge
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -153,7 +154,7 @@ class Lab:
     def manifests(self, step: str) -> list[dict]:
         objs: list[dict] = []
         for rel in (self.data.get(step) or {}).get("manifests", []):
-            objs += [d for d in yaml.safe_load_all(self.read(rel)) if d]
+            objs += [d for d in yaml.load_all(self.read(rel), Loader=YAML_LOADER) if d]  # noqa: S506 - safe
         return objs
 
     def script(self, step: str) -> str | None:
@@ -311,7 +312,7 @@ def validate(lab_dir: Path, data: Any) -> list[str]:
         texts.append(path.read_text())
         if path.suffix in (".yaml", ".yml"):
             try:
-                list(yaml.safe_load_all(TEMPLATE.sub("x", path.read_text())))
+                list(yaml.load_all(TEMPLATE.sub("x", path.read_text()), Loader=YAML_LOADER))  # noqa: S506 - safe
             except yaml.YAMLError as exc:
                 problems.append(f"{path}: not valid YAML: {exc}")
     for text in texts:
@@ -327,14 +328,47 @@ def validate(lab_dir: Path, data: Any) -> list[str]:
     return sorted(set(problems), key=problems.index)
 
 
+# libyaml's safe loader (PyYAML's wheels carry it): with the pure-Python one, parsing lab.yaml
+# files took about half of a test worker's CPU where every lab is loaded (an exam's choice, the
+# teardowns a control-plane lab's reset looks for), measured with py-spy under a CI run's load.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# What a lab folder gave, by its files' contents: lab_ids(), load() and the teardowns' search read
+# every lab many times per command or test, and the files rarely change in between.
+_PARSED: dict[tuple[str, str], tuple[Any, list[str]]] = {}
+_VALIDATED: dict[tuple[str, str], list[str]] = {}
+
+
 def _read(lab_dir: Path) -> tuple[Any, list[str]]:
     path = lab_dir / "lab.yaml"
     try:
-        return yaml.safe_load(path.read_text()), []
+        text = path.read_text()
     except OSError as exc:
         return None, [f"{path}: {exc.strerror}"]
-    except yaml.YAMLError as exc:
-        return None, [f"{path}: not valid YAML: {exc}"]
+    key = (str(path), text)
+    if key not in _PARSED:
+        try:
+            _PARSED[key] = (yaml.load(text, Loader=YAML_LOADER), [])  # noqa: S506 - a safe loader
+        except yaml.YAMLError as exc:
+            _PARSED[key] = (None, [f"{path}: not valid YAML: {exc}"])
+    data, problems = _PARSED[key]
+    return copy.deepcopy(data), list(problems)
+
+
+def _validated(lab_dir: Path, data: Any) -> list[str]:
+    """validate(), again only when a file of the lab folder changed (or its grader came or went)."""
+    h = hashlib.sha256()
+    if isinstance(data, dict):
+        grader = graders_root() / f"{data.get('id')}.py"
+        h.update(f"{grader} {grader.is_file()}\0".encode())
+    for f in sorted(lab_dir.rglob("*")):
+        try:
+            h.update(f.relative_to(lab_dir).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        except (IsADirectoryError, OSError):
+            continue
+    key = (str(lab_dir), h.hexdigest())
+    if key not in _VALIDATED:
+        _VALIDATED[key] = validate(lab_dir, data)
+    return list(_VALIDATED[key])
 
 
 def validate_all() -> list[str]:
@@ -361,7 +395,7 @@ def load(lab_id: str, seed: str | None = None) -> Lab:
         known = ", ".join(lab_ids()) or "none"
         raise CkalabError(f"No lab '{lab_id}' (looked in {labs_root()}). Labs: {known}")
     data, errs = _read(d)
-    errs = errs or validate(d, data)
+    errs = errs or _validated(d, data)
     if errs:
         raise CkalabError(f"Lab '{lab_id}' has invalid data:\n  " + "\n  ".join(errs))
     return Lab(lab_id, d, data).variant(seed)

@@ -94,3 +94,35 @@ def test_a_real_node_process_is_found_by_its_record_while_its_environment_is_bla
         stop_pids([pid])
     assert nodes.processes() == {}
     assert list((tmp_path / "c" / "nodes" / "pids").iterdir()) == []  # the record of a stopped process goes
+
+
+def test_real_node_processes_are_told_apart_by_their_markers_alone(tmp_path):
+    """processes() reads only two variables of each environment (status polls scan every process
+    of the machine): a process spawned for another cluster, or carrying a look-alike variable, is
+    not this cluster's; a marked process with its record gone is still found by its marker."""
+    from types import SimpleNamespace
+
+    from ckalab.cluster.local import procs
+    from ckalab.cluster.nodes import RealNodes, stop_pids
+
+    ours, theirs = RealNodes(SimpleNamespace(dir=tmp_path / "a")), RealNodes(SimpleNamespace(dir=tmp_path / "a2"))
+    for n in (ours, theirs):
+        n.root.mkdir(parents=True)
+    mine = ours.spawn("node01/containerd", ["sleep", "60"], tmp_path / "a.log")
+    other = theirs.spawn("node01/containerd", ["sleep", "60"], tmp_path / "b.log")
+    lookalike = subprocess.Popen(["sleep", "60"], env={"X" + procs.COMPONENT_ENV: "real-node:node01/kubelet",
+                                                       procs.CLUSTER_ENV: str(tmp_path / "a")})
+    try:
+        for record in (ours.root / "pids").iterdir():
+            record.unlink()  # found by the marker in its environment, not by the record
+        assert ours.processes() == {"node01/containerd": [mine]}
+        assert theirs.processes() == {"node01/containerd": [other]}
+        raw = procs.environ_bytes(mine)
+        assert procs.environ_value(raw, procs.CLUSTER_ENV) == str(tmp_path / "a")
+        assert procs.environ_value(raw, procs.COMPONENT_ENV) == "real-node:node01/containerd"
+        assert procs.environ_value(raw, "CKALAB_NOT_SET") is None
+    finally:
+        lookalike.kill()
+        lookalike.wait()
+        stop_pids([mine, other])
+    assert ours.processes() == {} and theirs.processes() == {}

@@ -23,9 +23,8 @@ def marker_env(cluster_dir: Path, component: str) -> dict[str, str]:
 
 def _argv(pid: int) -> list[str] | None:
     """The command line of a live process (None for zombies, vanished or unreadable ones)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()  # empty for a zombie
-    except OSError:
+    raw = _proc_file(pid, "cmdline")  # empty for a zombie
+    if raw is None:
         return None
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a] or None
 
@@ -33,10 +32,8 @@ def _argv(pid: int) -> list[str] | None:
 def _stat(pid: int) -> list[str]:
     """The fields of /proc/PID/stat after the command name (which may hold spaces and
     parentheses): [state, ppid, ...]; [] for a process that is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
+    raw = _proc_file(pid, "stat")
+    return raw.decode(errors="replace").rsplit(")", 1)[1].split() if raw and b")" in raw else []
 
 
 def alive(pid: int) -> bool:
@@ -63,12 +60,46 @@ def start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def environ_bytes(pid: int) -> bytes | None:
+    """/proc/PID/environ as it is (b"" while it execs); None when it cannot be read (gone, or
+    another user's process: only its command line can tell)."""
+    return _proc_file(pid, "environ")
+
+
+def _proc_file(pid: int, name: str) -> bytes | None:
+    """/proc/PID/NAME, None when it cannot be read. With os.read rather than pathlib: status
+    polls scan every process of the machine, several hundred while tests run."""
+    try:
+        fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return b"".join(iter(lambda: os.read(fd, 1 << 16), b""))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def environ_value(raw: bytes, key: str) -> str | None:
+    """One variable of an environment as environ_bytes() gives it (its first, as getenv reads)."""
+    k = key.encode() + b"="
+    if raw.startswith(k):
+        start = len(k)
+    else:
+        at = raw.find(b"\0" + k)
+        if at < 0:
+            return None
+        start = at + 1 + len(k)
+    end = raw.find(b"\0", start)
+    return raw[start:end if end >= 0 else len(raw)].decode(errors="replace")
+
+
 def environ(pid: int) -> dict[str, str] | None:
     """The environment `pid` started with ({} while it execs); None when it cannot be read."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None  # another user's process: only its command line can tell
+    raw = environ_bytes(pid)
+    if raw is None:
+        return None
     env = {}
     for item in raw.split(b"\0"):
         key, sep, value = item.partition(b"=")
@@ -84,9 +115,9 @@ def component_of(pid: int, cluster_dir: Path, components: tuple[str, ...]) -> st
     if not argv or Path(argv[0]).name not in components or not alive(pid):
         return None
     comp = Path(argv[0]).name
-    env = environ(pid) or {}
-    if CLUSTER_ENV in env:
-        return comp if env[CLUSTER_ENV] == str(cluster_dir) else None
+    owner = environ_value(environ_bytes(pid) or b"", CLUSTER_ENV)
+    if owner is not None:
+        return comp if owner == str(cluster_dir) else None
     inside = f"{cluster_dir}/"  # the slash keeps 'ckalab' from matching 'ckalab-test'
     return comp if any(inside in a for a in argv[1:]) else None
 

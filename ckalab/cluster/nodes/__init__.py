@@ -103,11 +103,17 @@ def _run(cmd: list[str], check: bool = True, timeout: float = 60, **kw) -> subpr
     return proc
 
 
+_MARK = f"{procs.COMPONENT_ENV}={COMPONENT_PREFIX}".encode()
+
+
 def _marker(pid: int) -> tuple[str, str] | None:
-    env = procs.environ(pid) or {}
-    comp = env.get(procs.COMPONENT_ENV, "")
+    """(cluster directory, '<node>/<component>') of a live real-node process; None for others."""
+    raw = procs.environ_bytes(pid)
+    if not raw or _MARK not in raw:  # most processes: no need to decode their environment
+        return None
+    comp = procs.environ_value(raw, procs.COMPONENT_ENV) or ""
     if comp.startswith(COMPONENT_PREFIX) and procs.alive(pid):
-        return env.get(procs.CLUSTER_ENV, ""), comp[len(COMPONENT_PREFIX):]
+        return procs.environ_value(raw, procs.CLUSTER_ENV) or "", comp[len(COMPONENT_PREFIX):]
     return None
 
 
