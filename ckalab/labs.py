@@ -26,7 +26,7 @@ import yaml
 
 from . import home
 from .errors import CkalabError
-from .kube import LAB_LABEL, Kube
+from .kube import FIELD_MANAGER, LAB_LABEL, Kube
 from .waiting import WaitTimeout, wait_for
 
 SCHEMA = "ckalab/v1"
@@ -666,7 +666,8 @@ RESET_GRACE_SECONDS = 0
 
 
 def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> list[str]:
-    """Remove the task's targets and every object labelled with this lab, then start again.
+    """Remove the task's targets and every object labelled with this lab (but setup's pods that
+    nobody changed and that run), then start again.
 
     Namespaces are never deleted (they may hold the learner's other work); objects without the
     lab label, other than the targets the task told the learner to create, are left alone.
@@ -690,14 +691,68 @@ def reset(lab: Lab, cluster, kube: Kube | None = None, clean: bool = False) -> l
             gone.append(key)
     for t in lab.targets:
         delete(t["apiVersion"], t["kind"], t["name"], t.get("namespace", "default"))
+    setup = {_key(o): o for o in lab.manifests("setup")}
+    fake_nodes: set[str] | None = None
     for api_version, kind in sorted(lab.kinds()):
         for obj in kube.list(api_version, kind, label_selector=f"{LAB_LABEL}={lab.id}"):
-            delete(api_version, kind, obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            key = _key(obj)  # a pod setup made and nobody changed is kept (_untouched)
+            if kind == "Pod" and fake_nodes is None and key in setup:
+                fake_nodes = _fake_nodes(kube)
+            if not _untouched(obj, setup.get(key), lab.label, fake_nodes or set()):
+                delete(api_version, kind, obj["metadata"]["name"], obj["metadata"].get("namespace"))
     # Pods and objects with finalizers linger after a delete; setup must not find them half-gone.
     wait_for(lambda: all(kube.get(*g) is None for g in gone), 60, "the lab's old objects to be deleted")
     hint_state(lab.id, reset=True)
     start(lab, cluster, kube, contained=edits_control_plane(lab))
     return [f"{kind}/{name}" for _, kind, name, _ in gone]
+
+
+def _key(obj: dict) -> tuple[str, str, str, str]:
+    """An object's identity; no namespace counts as `default` on both sides (apply's default for
+    namespaced kinds, and the same for cluster-scoped ones, which have none)."""
+    meta = obj.get("metadata") or {}
+    return obj.get("apiVersion", ""), obj.get("kind", ""), meta.get("name", ""), meta.get("namespace") or "default"
+
+
+def _untouched(obj: dict, wanted: dict | None, labels: dict[str, str], fake_nodes: set[str]) -> bool:
+    """Whether reset may keep a lab's pod as it is: setup made it (`wanted`), nobody but ckalab
+    has written it since (the kubelet's status updates aside), it still has every value setup
+    gives it, and its containers run, ready, on a node that really runs them (a restarted
+    container starts from its image again, as a new pod's would). Setup's apply then
+    leaves it alone. On real nodes a pod deleted and made again costs a sandbox, a container,
+    the CNI and a policy sync (the kubeconfig lab's 32 mutation cases: 123 -> 80 CPU-s); other
+    kinds cost little to make again and are. Changes made inside a container (kubectl exec) are
+    not seen here."""
+    meta = obj.get("metadata") or {}
+    if wanted is None or obj.get("kind") != "Pod" or meta.get("deletionTimestamp"):
+        return False
+    if any(m.get("manager") != FIELD_MANAGER and m.get("subresource") != "status"
+           for m in meta.get("managedFields") or []):
+        return False
+    want = copy.deepcopy(wanted)
+    want.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    want["metadata"].pop("namespace", None)
+    if not _contains(obj, want):
+        return False
+    status = obj.get("status") or {}
+    return (status.get("phase") == "Running" and (obj.get("spec") or {}).get("nodeName") not in fake_nodes
+            and all(c and c.get("ready") for c in status.get("containerStatuses") or [None]))
+
+
+def _contains(have: Any, want: Any) -> bool:
+    """`want`'s values all found in `have` (the API server adds defaults; lists match item by item)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and _contains(have[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(have) == len(want) and all(map(_contains, have, want))
+    return have == want
+
+
+def _fake_nodes(kube: Kube) -> set[str]:
+    """Nodes where nothing really runs while the cluster has real nodes (ckalab taints them
+    ckalab.io/kwok): a pod there only looks Running."""
+    return {n["metadata"]["name"] for n in kube.list("v1", "Node")
+            if any(t.get("key") == "ckalab.io/kwok" for t in (n.get("spec") or {}).get("taints") or [])}
 
 
 def _hints_problem(data: Any) -> str | None:

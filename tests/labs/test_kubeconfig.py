@@ -4,6 +4,7 @@ import yaml
 from conftest import check_of, failed_ids
 
 from ckalab import pki
+from ckalab.waiting import wait_for
 
 LAB = "kubeconfig"
 LOGIN_CHECKS = {"test_authenticates_as_user", "test_lists_pods"}
@@ -214,14 +215,29 @@ def test_start_reissues_a_certificate_the_cluster_ca_did_not_sign(lab_harness):
     assert pki.key_matches(pki.load_key(h.workdir / "jane.key"), cert)
 
 
-def test_reset_removes_only_labelled_objects(lab_harness):
+def test_reset_replaces_changed_lab_objects_and_keeps_untouched_pods(lab_harness):
+    """reset removes the lab's objects and setup makes them again, but a pod setup made that
+    nobody changed stays as it is (on real nodes a pod made again costs a sandbox, a container
+    and a policy sync): here the relabelled pod goes, its twin stays. The learner's own pod is
+    never removed."""
     h = lab_harness(LAB)
     h.solve()
+
+    def pod(name):
+        return h.kube.get("v1", "Pod", name, "finance")
+
+    def running(p):
+        return p and p["status"].get("phase") == "Running" and all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}])
+    wait_for(lambda: running(pod("ledger")) and running(pod("invoices")), 120, "the lab's pods to run")
+    uids = {name: pod(name)["metadata"]["uid"] for name in ("ledger", "invoices")}
     try:
         h.kubectl("run", "learners-pod", "--image=nginx", "-n", "finance")
+        h.kubectl("label", "pod", "ledger", "-n", "finance", "tier=changed")
         crt = (h.workdir / "jane.crt").read_bytes()
         removed = h.reset()
-        assert sorted(removed) == ["Pod/invoices", "Pod/ledger", "Role/pod-reader", "RoleBinding/jane-pod-reader"]
+        assert sorted(removed) == ["Pod/ledger", "Role/pod-reader", "RoleBinding/jane-pod-reader"]
+        assert pod("invoices")["metadata"]["uid"] == uids["invoices"]
+        assert pod("ledger")["metadata"]["uid"] != uids["ledger"] and "tier" not in pod("ledger")["metadata"]["labels"]
         assert h.kube.get("v1", "Pod", "learners-pod", "finance") is not None
         assert h.kube.get("v1", "Namespace", "finance") is not None
         assert (h.workdir / "jane.crt").read_bytes() == crt  # still valid: not issued again
