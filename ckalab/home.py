@@ -16,7 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import yaml
+
 from .errors import CkalabError
+
+# libyaml's safe loader (PyYAML's wheels carry it) for the YAML ckalab reads often: with the
+# pure-Python one, parsing lab.yaml files took about half of a test worker's CPU where every lab
+# is loaded (an exam's choice, the teardowns a control-plane lab's reset looks for), and reading
+# the static pod manifests while a restore waits about a fifth (py-spy under a CI run's load).
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 DEFAULT_CLUSTER = "ckalab"
 

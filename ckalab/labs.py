@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from . import home
+from .home import YAML_LOADER
 from .errors import CkalabError
 from .kube import FIELD_MANAGER, LAB_LABEL, Kube
 from .waiting import WaitTimeout, wait_for
@@ -328,10 +329,6 @@ def validate(lab_dir: Path, data: Any) -> list[str]:
     return sorted(set(problems), key=problems.index)
 
 
-# libyaml's safe loader (PyYAML's wheels carry it): with the pure-Python one, parsing lab.yaml
-# files took about half of a test worker's CPU where every lab is loaded (an exam's choice, the
-# teardowns a control-plane lab's reset looks for), measured with py-spy under a CI run's load.
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # What a lab folder gave, by its files' contents: lab_ids(), load() and the teardowns' search read
 # every lab many times per command or test, and the files rarely change in between.
 _PARSED: dict[tuple[str, str], tuple[Any, list[str]]] = {}

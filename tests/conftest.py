@@ -294,23 +294,24 @@ def _known_unit_times() -> dict[str, float]:
 # Modules that ask for real nodes by a fixture of their own (test_real_nodes' `real` starts from
 # kwok nodes to count what real ones add).
 _REAL_BY_OWN_FIXTURE = ("tests/test_real_nodes.py",)
-_USES_REAL_NODES = re.compile(r"\breal_(?:nodes|lab_harness)\b")
-_MODULE_ON_REAL_NODES: dict[str, bool] = {}
+_ASKS_FOR = {"real": re.compile(r"\breal_(?:nodes|lab_harness)\b"), "kwok": re.compile(r"\bkwok_nodes\b")}
+_MODULE_TEXT: dict[str, str] = {}
 
 
-def _unit_on_real_nodes(unit: str) -> bool:
-    """Whether a unit of the mixed session runs on real nodes, for the scheduler, which has node
-    ids only (xdist's controller collects nothing): its module names the real_nodes fixture (a
-    SPLIT_BY_LAB module's lab cases run on kwok nodes there, control-plane labs skipped)."""
+def _unit_asks_for(unit: str, mode: str) -> bool:
+    """Whether a unit's module asks for `mode` nodes by fixture, for the scheduler, which has node
+    ids only (xdist's controller collects nothing). A SPLIT_BY_LAB module's lab cases run on the
+    session's nodes (in the mixed session control-plane labs are skipped there)."""
     if "::" in unit:
         return False
-    if unit not in _MODULE_ON_REAL_NODES:
+    if mode == "real" and unit in _REAL_BY_OWN_FIXTURE:
+        return True
+    if unit not in _MODULE_TEXT:
         try:
-            text = (Path(__file__).resolve().parents[1] / unit).read_text()
+            _MODULE_TEXT[unit] = (Path(__file__).resolve().parents[1] / unit).read_text()
         except OSError:
-            text = ""
-        _MODULE_ON_REAL_NODES[unit] = unit in _REAL_BY_OWN_FIXTURE or bool(_USES_REAL_NODES.search(text))
-    return _MODULE_ON_REAL_NODES[unit]
+            _MODULE_TEXT[unit] = ""
+    return bool(_ASKS_FOR[mode].search(_MODULE_TEXT[unit]))
 
 
 @pytest.hookimpl(optionalhook=True)  # only with pytest-xdist
@@ -320,18 +321,24 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadFileScheduling
 
     known = _known_unit_times()
-    grouped = SESSION_NODES != "real" and REAL_NODES
+    # The nodes a worker would switch to for a unit (~30 s of a worker and ~10-20 CPU-s each way):
+    # in the mixed session real-node units go first; on real nodes the kwok smoke units go last,
+    # so a worker that takes one switches to kwok nodes once and the session ends there.
+    other = "real" if SESSION_NODES != "real" else "kwok"
+    grouped = REAL_NODES
 
     class ByFileAndLab(LoadFileScheduling):
         """loadfile over _unit's units, the longest first (by UNIT_TIMES_FILE; a unit it does not
-        know counts a second per test); in the mixed session those on real nodes before the rest."""
+        know counts a second per test); in the mixed session those on real nodes before the rest,
+        on real nodes those on kwok nodes after the rest."""
 
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
 
         def _assign_work_unit(self, node) -> None:
             def rank(unit):
-                return (grouped and _unit_on_real_nodes(unit), known.get(unit, len(self.workqueue[unit])))
+                switch = grouped and _unit_asks_for(unit, other)
+                return (switch if other == "real" else not switch, known.get(unit, len(self.workqueue[unit])))
             first = max(self.workqueue, key=rank)
             self.workqueue.move_to_end(first, last=False)
             super()._assign_work_unit(node)

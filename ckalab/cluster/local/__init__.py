@@ -509,8 +509,8 @@ class LocalCluster(Cluster):
     def runs_manifest(self, component: str) -> bool:
         """Whether the controlplane's kubelet runs `component` with the command line its static
         pod manifest has now (the one container of that name running, started with it)."""
-        try:
-            pod = yaml.safe_load((self.etc / "manifests" / f"{component}.yaml").read_text())
+        try:  # polled while a restore waits: libyaml's loader
+            pod = yaml.load((self.etc / "manifests" / f"{component}.yaml").read_text(), Loader=home.YAML_LOADER)  # noqa: S506
             c = pod["spec"]["containers"][0]
             want = [*(c.get("command") or []), *(c.get("args") or [])]
         except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):

@@ -47,7 +47,7 @@ def _write_pair(d: Path, base: str, key, cert) -> None:
 def _load_or_make_ca(d: Path, base: str, cn: str):
     pki = _pki()
     if (d / f"{base}.crt").exists() and (d / f"{base}.key").exists():
-        return pki.load_key(d / f"{base}.key"), pki.load_cert(d / f"{base}.crt")
+        return pki.load_key(d / f"{base}.key", own=True), pki.load_cert(d / f"{base}.crt")
     key, cert = pki.make_ca(cn)
     _write_pair(d, base, key, cert)
     return key, cert
@@ -136,6 +136,6 @@ def write_kubeconfig(path: Path, server: str, ca, user: str, cn: str, orgs=()) -
 def write_kubeconfigs(etc: Path, server: str, extra: dict[str, tuple[str, str, tuple]] | None = None) -> None:
     pki = _pki()
     d = etc / "pki"
-    ca = (pki.load_key(d / "ca.key"), pki.load_cert(d / "ca.crt"))
+    ca = (pki.load_key(d / "ca.key", own=True), pki.load_cert(d / "ca.crt"))
     for fname, (user, cn, orgs) in {**KUBECONFIGS, **(extra or {})}.items():
         write_kubeconfig(etc / fname, server, ca, user, cn, orgs)
