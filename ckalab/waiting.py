@@ -19,14 +19,16 @@ BACKOFF = 1.25
 BACKOFF_CAP = 1.0
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2,
+             cap: float = BACKOFF_CAP) -> T:
     """Return the first truthy value of predicate(); raise WaitTimeout naming `what` after `timeout` s.
+    Polls grow from `interval` to `cap` s apart (cap=interval: a fixed period).
 
     Exceptions from the predicate count as "not yet" so a component that is still starting
     (connection refused) does not abort the wait; the last one is reported on timeout.
     """
     deadline = time.monotonic() + timeout
-    cap = max(interval, BACKOFF_CAP)
+    cap = max(interval, cap)
     last_error: Exception | None = None
     while True:
         try:

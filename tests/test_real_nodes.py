@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ckalab.waiting import WaitTimeout, wait_for
 from conftest import switch_for_next
@@ -434,6 +435,33 @@ def test_restoring_the_control_plane_waits_for_the_restored_command_and_restores
         assert started.get(w) and set(started[w]).isdisjoint(before[w]), (w, before.get(w), started.get(w))
     assert labs.refresh_watchers(c) is False  # restarted once, not by every lab after
     assert real["nodes"].processes().get("node01/kube-router") == started["node01/kube-router"]
+
+
+def test_ckalabs_manifest_write_waits_until_the_kubelet_frees_the_static_pods_name(real, monkeypatch):
+    """write_manifests removes the old manifest and writes the new one once the kubelet has
+    forgotten the old pod (else the new one waits out a 10-15 s back-off). That moment is read
+    from the kubelet's working-pods gauge: it counted the removed pod, then no longer; the fixed
+    housekeeping wait is only the fallback for a kubelet whose metrics cannot be read."""
+    from ckalab.cluster import nodes as nodes_mod
+
+    c = real["cluster"]
+    cp = real["nodes"].control_plane
+    reads: list = []
+    read = nodes_mod.Node._orphaned_static_pods
+    monkeypatch.setattr(nodes_mod.Node, "_orphaned_static_pods", lambda self: reads.append(read(self)) or reads[-1])
+    path = c.etc / "manifests" / "kube-scheduler.yaml"
+    ours = path.read_bytes()
+    pod = yaml.safe_load(ours)
+    pod["metadata"].setdefault("annotations", {})["ckalab.io/test-revision"] = "1"
+    try:
+        c.write_manifests({path: yaml.safe_dump(pod, sort_keys=False).encode()})
+        assert reads and None not in reads, reads  # the metrics were read, not the fallback
+        assert max(reads) >= 1 and reads[-1] == 0, reads  # counted the removed pod, then freed
+        wait_for(lambda: c.runs_manifest("kube-scheduler"), 60, "the new kube-scheduler container")
+    finally:
+        c.write_manifests({path: ours})
+    assert cp._orphaned_static_pods() is not None
+    wait_for(lambda: c.runs_manifest("kube-scheduler"), 60, "ckalab's kube-scheduler container again")
 
 
 def test_the_kubelet_restarts_the_way_the_exam_does_it(real):

@@ -486,7 +486,7 @@ class LocalCluster(Cluster):
     def write_manifests(self, texts: dict[Path, bytes]) -> None:
         """Replace static pod manifests of the controlplane node (ckalab's own writes, not a
         learner's edit). On real nodes the changed ones are removed first and written once the
-        kubelet has let go of the old pods: the API server answers again about 9 s later,
+        kubelet has let go of the old pods: the API server answers again about 6 s later,
         instead of 15-17 s for a file replaced in place (docs/real-nodes.md)."""
         changed = {p: t for p, t in texts.items() if not (p.exists() and p.read_bytes() == t)}
         if changed and self._real_mode():

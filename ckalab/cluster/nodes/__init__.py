@@ -47,7 +47,7 @@ import yaml
 
 from ... import home
 from ...errors import CkalabError
-from ...waiting import WaitTimeout, wait_for
+from ...waiting import BACKOFF_CAP, WaitTimeout, wait_for
 from ..local import build, procs
 from ..local import pki as kpki
 from . import images, private_registry
@@ -91,6 +91,9 @@ KUBERNETES_SERVICE_IP = kpki.SERVICE_IP
 # The kubelet's housekeeping period (pkg/kubelet: housekeepingPeriod): a static pod that has
 # terminated is forgotten at the pass after its pod directory was cleaned up, at most this long.
 KUBELET_HOUSEKEEPING_SECONDS = 2.5
+# The kubelet's gauge of pod workers by lifecycle, set at the end of every housekeeping pass: a
+# removed static pod counts as config="orphan", static="true" until its worker is forgotten.
+WORKING_PODS_METRIC = "kubelet_working_pods{"
 # How long kube-router gathers sync-requesting events (pods, namespaces, policies) before one sync.
 KUBE_ROUTER_BATCH_SECONDS = 2
 SKIP_IMAGE_GC = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
@@ -697,19 +700,42 @@ class Node:
 
         A manifest replaced in place waits longer: the kubelet starts no second static pod of
         one name while it still knows the first, and retries only after its 10-15 s back-off.
-        No API shows when it lets go; its pod directory (pods/<uid>/containers/<name>) goes
-        in one housekeeping pass, the pod itself from the pod workers at the next."""
+        Its pod directory (pods/<uid>/containers/<name>) goes in one housekeeping pass, the pod
+        worker, which holds the name, in the same pass or the next (released(), below)."""
         if not self.nodes.processes().get(f"{self.name}/kubelet"):
             return  # no kubelet runs them: the next one starts from the manifests as they are
         pods = self.p("var/lib/kubelet/pods")
+        seen = {"orphan": False, "gone_at": None, "read_at": 0.0}
 
         def gone() -> bool:
             try:
                 return not any((d / "containers" / c).exists() for d in pods.iterdir() for c in containers)
             except OSError:
                 return True
-        self._wait(gone, timeout, f"the kubelet to stop {', '.join(containers)}", log="kubelet")
-        if "etcd" in containers:
+
+        def released() -> bool:
+            # The pod directory goes in one housekeeping pass, the pod worker (and with it the
+            # static pod's name) in the same pass or the next. The kubelet's working-pods gauge
+            # tells which, once it was seen counting the removed pod: a manifest written before
+            # the name is free waits out the kubelet's 10-15 s back-off. Unreadable metrics (no
+            # kubelet client certificate, the kubelet restarting): one housekeeping period.
+            now = time.monotonic()
+            if not gone():
+                # 210 KB of metrics a read: about one a housekeeping period until the removed
+                # pod is counted, none after that until its directory is gone
+                if not seen["orphan"] and now - seen["read_at"] >= 0.6:
+                    seen["read_at"] = now
+                    seen["orphan"] = bool(self._orphaned_static_pods())
+                return False
+            orphans = self._orphaned_static_pods()
+            seen["orphan"] = seen["orphan"] or bool(orphans)
+            seen["gone_at"] = seen["gone_at"] or now
+            return (seen["orphan"] and orphans == 0) or now - seen["gone_at"] >= KUBELET_HOUSEKEEPING_SECONDS
+        what = f"the kubelet to stop {', '.join(containers)}"
+        if "etcd" not in containers:
+            self._wait(released, timeout, what, log="kubelet", cap=0.2)  # the release is seen at once
+        else:
+            self._wait(gone, timeout, what, log="kubelet")
             # Without etcd the API server cannot delete the old etcd pod's mirror pod, and the
             # kubelet's loop waits on that request (measured: 35 s before it started the new etcd,
             # "Failed deleting a mirror pod ... Timeout"). A kubelet started now has not listed
@@ -717,14 +743,32 @@ class Node:
             # once the API server answers again. The static pods' containers keep running.
             stop_pids(self.nodes.processes().get(f"{self.name}/kubelet", []))
             self.start_kubelet(ensure_binaries(lambda m: None))
-            return
-        time.sleep(KUBELET_HOUSEKEEPING_SECONDS)  # the one step with nothing to poll (above)
+
+    def _orphaned_static_pods(self) -> int | None:
+        """Static pod workers this node's kubelet still keeps for removed manifests, from its
+        /metrics (as the API server reaches kubelets: the apiserver-kubelet-client certificate,
+        the cluster CA for the kubelet's serving certificate); None when it cannot be read."""
+        import ssl
+        import urllib.request
+
+        pki = self.cluster_pki
+        try:
+            ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+            ctx.load_cert_chain(str(pki / "apiserver-kubelet-client.crt"), str(pki / "apiserver-kubelet-client.key"))
+            with urllib.request.urlopen(f"https://{self.ip}:10250/metrics", context=ctx, timeout=2) as r:
+                body = r.read().decode(errors="replace")
+        except (OSError, ValueError, ssl.SSLError):
+            return None
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                       if line.startswith(WORKING_PODS_METRIC) and 'config="orphan"' in line
+                       and 'static="true"' in line))
 
     def container_logs(self, container_id: str, lines: int = 10) -> list[str]:
         proc = self.crictl("logs", "--tail", str(lines), container_id)
         return (proc.stdout + proc.stderr).splitlines()[-lines:]
 
-    def _wait(self, predicate, timeout: float, what: str, log: str | None = None) -> None:
+    def _wait(self, predicate, timeout: float, what: str, log: str | None = None, interval: float = 0.2,
+              cap: float = BACKOFF_CAP) -> None:
         """Until predicate() is truthy; a component this `up` started that exits, or the
         timeout, is an error naming the logs (with the last lines of `log`'s, the one that
         should have done it)."""
@@ -737,7 +781,7 @@ class Node:
             return predicate()
 
         try:
-            got = wait_for(step, timeout, what)
+            got = wait_for(step, timeout, what, interval=interval, cap=cap)
         except WaitTimeout:
             last = ""
             if log:

@@ -19,6 +19,7 @@ import yaml
 
 from ckalab.cluster import get_cluster
 from ckalab.kube import Kube
+from ckalab.waiting import WaitTimeout, wait_for
 
 LAB_NS, TASK_CONFIG = sys.argv[1:]
 PKI = "/etc/kubernetes/pki"
@@ -63,17 +64,14 @@ def install(text: str, what: str) -> None:
     before = running_id()
     cluster.write_manifests({MANIFEST: text.encode()})
     kube = Kube(cluster.kubeconfig, timeout=2)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+
+    def serves() -> bool:  # a new container, answering (still starting: an exception, "not yet")
         now = running_id()
-        if now and now != before:
-            try:
-                kube.request("GET", "/api/v1/namespaces/default")
-                return
-            except Exception:  # noqa: BLE001 - still starting
-                pass
-        time.sleep(1)
-    sys.exit(f"encryption-at-rest teardown: the API server did not come back {what} within 180 s (ckalab status).")
+        return bool(now and now != before and kube.request("GET", "/api/v1/namespaces/default") is not None)
+    try:
+        wait_for(serves, 180, "the API server")
+    except WaitTimeout:
+        sys.exit(f"encryption-at-rest teardown: the API server did not come back {what} within 180 s (ckalab status).")
 
 
 def learner_config() -> dict | None:
