@@ -33,6 +33,7 @@ from ckalab import grading, labs  # noqa: E402
 from ckalab.cluster import get_cluster  # noqa: E402
 from ckalab.grading import CheckResult, GradeResult  # noqa: E402
 from ckalab.kube import Kube  # noqa: E402
+from ckalab.waiting import wait_for  # noqa: E402
 
 TEST_CLUSTER = "ckalab-test"
 VENV_BIN = str(Path(sys.executable).parent)
@@ -521,6 +522,17 @@ def scored_ids(result: GradeResult) -> set[str]:
 
 def load_yaml(text: str):
     return yaml.safe_load(text)
+
+
+def wait_api_server_refused(cluster, since: float) -> None:
+    """Until a kube-apiserver container that the kubelet created after `since` (time.time()) has
+    exited: the edited API server tried and refused to start, the state a grader is to find."""
+    from ckalab import controlplane
+
+    def exited() -> bool:
+        return any(int(c.get("createdAt", 0)) >= since * 1e9 and c.get("state") == "CONTAINER_EXITED"
+                   for c in controlplane.containers(cluster) or [])
+    wait_for(exited, 90, "the edited API server's container to start and exit")
 
 
 def put_api_server_manifest(cluster, text: str) -> None:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import yaml
-from conftest import LabHarness, check_of, failed_ids, put_api_server_manifest
+from conftest import LabHarness, check_of, failed_ids, put_api_server_manifest, wait_api_server_refused
 
 from ckalab import labs
 from ckalab.kube import Kube
@@ -122,11 +122,10 @@ def install_manifest(h, text: str, expect_down: bool = False) -> None:
     pod = yaml.safe_load(text)
     pod["metadata"].setdefault("annotations", {})["ckalab.io/test-revision"] = str(time.time())
     text = yaml.safe_dump(pod, sort_keys=False)
-    before = running_id(h)
+    before, since = running_id(h), time.time()
     put_api_server_manifest(h.cluster, text)
     if expect_down:
-        wait_for(lambda: not api_answers(h) and not running_id(h), 90, "the edited API server to stop")
-        time.sleep(5)  # its new container tries and exits
+        wait_api_server_refused(h.cluster, since)
         return
     wait_for(lambda: running_id(h) not in ("", before) and api_answers(h), 150,
              "the API server to run with the edited manifest")

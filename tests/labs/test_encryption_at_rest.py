@@ -19,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from conftest import LabHarness, check_of, put_api_server_manifest, switch_nodes
+from conftest import LabHarness, check_of, put_api_server_manifest, switch_nodes, wait_api_server_refused
 
 from ckalab import labs
 from ckalab.kube import Kube
@@ -120,11 +120,10 @@ def answer(h, config: str | None = None, config_path: str | None = None, flag: s
         c["volumeMounts"].append({"name": name, "mountPath": inside, "readOnly": True})
         pod["spec"]["volumes"].append({"name": name, "hostPath": {"path": host, "type": kind}})
     pod["metadata"].setdefault("annotations", {})["ckalab.io/test-revision"] = str(time.time())  # always a change
-    before = running_id(h)
+    before, since = running_id(h), time.time()
     put_api_server_manifest(h.cluster, yaml.safe_dump(pod, sort_keys=False))
     if expect_down:
-        wait_for(lambda: not api_answers(h) and not running_id(h), 90, "the edited API server to stop")
-        time.sleep(5)
+        wait_api_server_refused(h.cluster, since)
         return
     wait_for(lambda: running_id(h) not in ("", before) and api_answers(h), 150,
              "the API server to run with the edited manifest")
