@@ -440,28 +440,29 @@ def test_restoring_the_control_plane_waits_for_the_restored_command_and_restores
 def test_ckalabs_manifest_write_waits_until_the_kubelet_frees_the_static_pods_name(real, monkeypatch):
     """write_manifests removes the old manifest and writes the new one once the kubelet has
     forgotten the old pod (else the new one waits out a 10-15 s back-off). That moment is read
-    from the kubelet's working-pods gauge: it counted the removed pod, then no longer; the fixed
-    housekeeping wait is only the fallback for a kubelet whose metrics cannot be read."""
+    from the kubelet's working-pods gauge: no more desired static pods than manifests left, and
+    none orphaned; the fixed housekeeping wait is only the fallback when it cannot be read."""
     from ckalab.cluster import nodes as nodes_mod
 
     c = real["cluster"]
     cp = real["nodes"].control_plane
     reads: list = []
-    read = nodes_mod.Node._orphaned_static_pods
-    monkeypatch.setattr(nodes_mod.Node, "_orphaned_static_pods", lambda self: reads.append(read(self)) or reads[-1])
+    read = nodes_mod.Node.static_pod_workers
+    monkeypatch.setattr(nodes_mod.Node, "static_pod_workers", lambda self: reads.append(read(self)) or reads[-1])
     path = c.etc / "manifests" / "kube-scheduler.yaml"
     ours = path.read_bytes()
     pod = yaml.safe_load(ours)
     pod["metadata"].setdefault("annotations", {})["ckalab.io/test-revision"] = "1"
     try:
         c.write_manifests({path: yaml.safe_dump(pod, sort_keys=False).encode()})
-        assert reads and None not in reads, reads  # the metrics were read, not the fallback
-        assert max(reads) >= 1 and reads[-1] == 0, reads  # counted the removed pod, then freed
+        # released by the gauge (three desired: etcd, API server, controller manager; none
+        # orphaned), not by the fallback's timer
+        assert reads and reads[-1] == (3, 0), reads
         wait_for(lambda: c.runs_manifest("kube-scheduler"), 60, "the new kube-scheduler container")
     finally:
         c.write_manifests({path: ours})
-    assert cp._orphaned_static_pods() is not None
     wait_for(lambda: c.runs_manifest("kube-scheduler"), 60, "ckalab's kube-scheduler container again")
+    assert cp.static_pod_workers()[1] == 0
 
 
 def test_the_kubelet_restarts_the_way_the_exam_does_it(real):

@@ -92,7 +92,8 @@ KUBERNETES_SERVICE_IP = kpki.SERVICE_IP
 # terminated is forgotten at the pass after its pod directory was cleaned up, at most this long.
 KUBELET_HOUSEKEEPING_SECONDS = 2.5
 # The kubelet's gauge of pod workers by lifecycle, set at the end of every housekeeping pass: a
-# removed static pod counts as config="orphan", static="true" until its worker is forgotten.
+# static pod counts as config="desired" while its manifest is there, then as config="orphan"
+# until its worker is forgotten (static="true" for both).
 WORKING_PODS_METRIC = "kubelet_working_pods{"
 # How long kube-router gathers sync-requesting events (pods, namespaces, policies) before one sync.
 KUBE_ROUTER_BATCH_SECONDS = 2
@@ -705,7 +706,11 @@ class Node:
         if not self.nodes.processes().get(f"{self.name}/kubelet"):
             return  # no kubelet runs them: the next one starts from the manifests as they are
         pods = self.p("var/lib/kubelet/pods")
-        seen = {"orphan": False, "gone_at": None, "read_at": 0.0}
+        gone_at: list[float] = []
+
+        def manifests_left() -> int:  # the kubelet's file source skips names starting with "."
+            folder = self.etc_kubernetes / "manifests"
+            return sum(1 for m in folder.iterdir() if m.is_file() and not m.name.startswith("."))
 
         def gone() -> bool:
             try:
@@ -715,22 +720,19 @@ class Node:
 
         def released() -> bool:
             # The pod directory goes in one housekeeping pass, the pod worker (and with it the
-            # static pod's name) in the same pass or the next. The kubelet's working-pods gauge
-            # tells which, once it was seen counting the removed pod: a manifest written before
-            # the name is free waits out the kubelet's 10-15 s back-off. Unreadable metrics (no
+            # static pod's name) in the same pass or the next; a manifest written before the name
+            # is free waits out the kubelet's 10-15 s back-off. The kubelet's working-pods gauge
+            # tells, as of a pass that saw the removal (no more desired static pods than there
+            # are manifests left): none orphaned means the name is free. Unreadable metrics (no
             # kubelet client certificate, the kubelet restarting): one housekeeping period.
-            now = time.monotonic()
             if not gone():
-                # 210 KB of metrics a read: about one a housekeeping period until the removed
-                # pod is counted, none after that until its directory is gone
-                if not seen["orphan"] and now - seen["read_at"] >= 0.6:
-                    seen["read_at"] = now
-                    seen["orphan"] = bool(self._orphaned_static_pods())
                 return False
-            orphans = self._orphaned_static_pods()
-            seen["orphan"] = seen["orphan"] or bool(orphans)
-            seen["gone_at"] = seen["gone_at"] or now
-            return (seen["orphan"] and orphans == 0) or now - seen["gone_at"] >= KUBELET_HOUSEKEEPING_SECONDS
+            now = time.monotonic()
+            gone_at.append(now)
+            workers = self.static_pod_workers()
+            if workers is not None and workers[1] == 0 and workers[0] <= manifests_left():
+                return True
+            return now - gone_at[0] >= KUBELET_HOUSEKEEPING_SECONDS
         what = f"the kubelet to stop {', '.join(containers)}"
         if "etcd" not in containers:
             self._wait(released, timeout, what, log="kubelet", cap=0.2)  # the release is seen at once
@@ -744,10 +746,11 @@ class Node:
             stop_pids(self.nodes.processes().get(f"{self.name}/kubelet", []))
             self.start_kubelet(ensure_binaries(lambda m: None))
 
-    def _orphaned_static_pods(self) -> int | None:
-        """Static pod workers this node's kubelet still keeps for removed manifests, from its
-        /metrics (as the API server reaches kubelets: the apiserver-kubelet-client certificate,
-        the cluster CA for the kubelet's serving certificate); None when it cannot be read."""
+    def static_pod_workers(self) -> tuple[int, int] | None:
+        """The static pods this node's kubelet keeps pod workers for, (desired, orphaned: their
+        manifest removed), as its /metrics counted them at the last housekeeping pass. Read the
+        way the API server reaches kubelets (the apiserver-kubelet-client certificate, the
+        cluster CA for the kubelet's serving certificate); None when it cannot be read."""
         import ssl
         import urllib.request
 
@@ -759,9 +762,15 @@ class Node:
                 body = r.read().decode(errors="replace")
         except (OSError, ValueError, ssl.SSLError):
             return None
-        return int(sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-                       if line.startswith(WORKING_PODS_METRIC) and 'config="orphan"' in line
-                       and 'static="true"' in line))
+        counts = {"desired": 0, "orphan": 0}
+        found = False
+        for line in body.splitlines():
+            if line.startswith(WORKING_PODS_METRIC) and 'static="true"' in line:
+                found = True
+                for config in counts:
+                    if f'config="{config}"' in line:
+                        counts[config] += int(float(line.rsplit(" ", 1)[1]))
+        return (counts["desired"], counts["orphan"]) if found else None
 
     def container_logs(self, container_id: str, lines: int = 10) -> list[str]:
         proc = self.crictl("logs", "--tail", str(lines), container_id)
